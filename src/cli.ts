@@ -1,0 +1,80 @@
+// The `mechreward` command. Subcommands:
+//   serve  start the sidecar (flags and MECHREWARD_* variables from config.ts)
+//   packs  list and check the packs in a directory, exit 1 if any is broken
+import { Command, Option } from 'commander';
+
+import { BUNDLED_PACKS_DIR, resolveServeConfig, SERVE_OPTIONS, type ServeConfig } from './config.js';
+import { MechRewardError } from './errors.js';
+import { createLogger } from './log.js';
+import { loadPackDirectory } from './packs/registry.js';
+import { describePack } from './core/describe.js';
+import { startServer } from './server.js';
+import { VERSION } from './version.js';
+
+function buildProgram(): Command {
+  const program = new Command('mechreward').version(VERSION).description('SAE-feature reward sidecar for RL training loops');
+
+  const serve = program.command('serve').description('serve rewards over gRPC and HTTP (no flags: the bundled packs on 127.0.0.1:50051 / :8080)');
+  for (const spec of SERVE_OPTIONS) {
+    const defaultText = spec.key === 'packs' ? 'bundled packs/' : String(spec.defaultValue());
+    serve.addOption(new Option(spec.flag, `${spec.help} [env ${spec.env}; default ${defaultText}]`));
+  }
+  serve.action(async (opts: Partial<Record<keyof ServeConfig, unknown>>) => {
+    const config = resolveServeConfig(opts);
+    const log = createLogger(config.logLevel);
+    log.info({ config }, 'starting');
+    const server = await startServer(config, log);
+    let stopping = false;
+    const stop = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal }, 'shutting down');
+      server.close().then(
+        ({ forced }) => {
+          log.info({ forced }, 'stopped');
+          process.exit(forced ? 1 : 0);
+        },
+        (err: unknown) => {
+          log.error({ err }, 'shutdown failed');
+          process.exit(1);
+        },
+      );
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+
+  program
+    .command('packs')
+    .description('list the packs in DIR and check each against its SAE; exit 1 if any fails')
+    .argument('[dir]', 'packs directory', BUNDLED_PACKS_DIR)
+    .option('--json', 'print JSON instead of a table')
+    .action((dir: string, opts: { json?: boolean }) => {
+      const catalogue = loadPackDirectory(dir);
+      const packs = [...catalogue.packs.values()].map(describePack);
+      if (opts.json) {
+        console.log(JSON.stringify({ packs, problems: catalogue.problems }, null, 2));
+      } else {
+        const rows = packs.map((p) => [p.name, p.architecture, `${p.d_model}x${p.d_sae}`, String(p.k), p.encode_mode, p.pooling, String(p.feature_count), p.validation.present ? `${p.validation.verdict} rho=${p.validation.spearman_rho}` : 'none', p.synthetic ? 'SYNTHETIC' : '']);
+        printTable(['pack', 'arch', 'shape', 'k', 'encode', 'pooling', 'features', 'validation', ''], rows);
+        for (const p of catalogue.problems) console.log(`BROKEN ${p.pack}: ${p.message}`);
+      }
+      if (catalogue.problems.length > 0) process.exitCode = 1;
+    });
+  return program;
+}
+
+function printTable(header: string[], rows: string[][]): void {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  for (const r of [header, ...rows]) console.log(r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
+}
+
+export async function main(argv: string[]): Promise<void> {
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (err) {
+    const message = err instanceof MechRewardError ? `${err.code}: ${err.message}` : err instanceof Error ? err.message : String(err);
+    console.error(`mechreward: ${message}`);
+    process.exit(2);
+  }
+}

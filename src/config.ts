@@ -1,0 +1,104 @@
+// The one place options are declared: name, type, default, CLI flag, MECHREWARD_* environment variable and
+// the help text. The CLI builds its flags from this table, docs/configuration.md lists it, and nothing else
+// reads process.env.
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { MechRewardError } from './errors.js';
+
+/** The packs/ folder shipped with the package. */
+export const BUNDLED_PACKS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../packs');
+
+export interface ServeConfig {
+  packs: string;
+  host: string;
+  grpcPort: number;
+  httpPort: number;
+  workers: number;
+  intraOpThreads: number;
+  executionProvider: 'cpu' | 'cuda';
+  allowSpinning: boolean;
+  cpuMemArena: boolean;
+  maxInflight: number;
+  maxTokensPerRequest: number;
+  maxBatchTokens: number;
+  maxMessageBytes: number;
+  shutdownGraceMs: number;
+  logLevel: string;
+}
+
+interface OptionSpec {
+  readonly key: keyof ServeConfig;
+  readonly flag: string;
+  readonly env: string;
+  readonly kind: 'string' | 'int' | 'bool';
+  readonly help: string;
+  readonly defaultValue: () => string | number | boolean;
+  readonly choices?: readonly string[];
+}
+
+export const SERVE_OPTIONS: readonly OptionSpec[] = [
+  { key: 'packs', flag: '--packs <dir>', env: 'MECHREWARD_PACKS', kind: 'string', help: 'directory of pack folders (default: the bundled packs/)', defaultValue: () => BUNDLED_PACKS_DIR },
+  { key: 'host', flag: '--host <host>', env: 'MECHREWARD_HOST', kind: 'string', help: 'address to bind both ports on; 0.0.0.0 exposes the server beyond this machine', defaultValue: () => '127.0.0.1' },
+  { key: 'grpcPort', flag: '--grpc-port <n>', env: 'MECHREWARD_GRPC_PORT', kind: 'int', help: 'gRPC port (0 = pick a free port; the chosen port is logged)', defaultValue: () => 50051 },
+  { key: 'httpPort', flag: '--http-port <n>', env: 'MECHREWARD_HTTP_PORT', kind: 'int', help: 'HTTP port for /healthz, /readyz, /metrics, /info, /v1/score (0 = pick a free port)', defaultValue: () => 8080 },
+  { key: 'workers', flag: '--workers <n>', env: 'MECHREWARD_WORKERS', kind: 'int', help: 'engine worker threads; each holds its own copy of every SAE', defaultValue: () => 1 },
+  { key: 'intraOpThreads', flag: '--intra-op-threads <n>', env: 'MECHREWARD_INTRA_OP_THREADS', kind: 'int', help: 'onnxruntime threads per worker (0 = cores / workers); workers x threads may not exceed the cores', defaultValue: () => 0 },
+  { key: 'executionProvider', flag: '--execution-provider <name>', env: 'MECHREWARD_EXECUTION_PROVIDER', kind: 'string', help: 'onnxruntime execution provider: cpu, or cuda on a GPU host with the CUDA provider installed', defaultValue: () => 'cpu', choices: ['cpu', 'cuda'] },
+  { key: 'allowSpinning', flag: '--allow-spinning <bool>', env: 'MECHREWARD_ALLOW_SPINNING', kind: 'bool', help: 'let onnxruntime threads spin between runs (faster alone, slower beside a busy event loop)', defaultValue: () => false },
+  { key: 'cpuMemArena', flag: '--cpu-mem-arena <bool>', env: 'MECHREWARD_CPU_MEM_ARENA', kind: 'bool', help: "onnxruntime's CPU arena (keeps the largest batch buffer allocated)", defaultValue: () => true },
+  { key: 'maxInflight', flag: '--max-inflight <n>', env: 'MECHREWARD_MAX_INFLIGHT', kind: 'int', help: 'score requests admitted at once; more get RESOURCE_EXHAUSTED / 429 at once', defaultValue: () => 64 },
+  { key: 'maxTokensPerRequest', flag: '--max-tokens-per-request <n>', env: 'MECHREWARD_MAX_TOKENS_PER_REQUEST', kind: 'int', help: 'tokens (prompt + response) in one request; more get RESOURCE_EXHAUSTED / 413', defaultValue: () => 65536 },
+  { key: 'maxBatchTokens', flag: '--max-batch-tokens <n>', env: 'MECHREWARD_MAX_BATCH_TOKENS', kind: 'int', help: 'rows per engine run; bounds onnxruntime arena memory (rows x d_sae x 4 bytes)', defaultValue: () => 1024 },
+  { key: 'maxMessageBytes', flag: '--max-message-bytes <n>', env: 'MECHREWARD_MAX_MESSAGE_BYTES', kind: 'int', help: 'largest gRPC message and HTTP body accepted', defaultValue: () => 256 * 1024 * 1024 },
+  { key: 'shutdownGraceMs', flag: '--shutdown-grace-ms <n>', env: 'MECHREWARD_SHUTDOWN_GRACE_MS', kind: 'int', help: 'on SIGTERM, how long in-flight requests may finish before a forced stop', defaultValue: () => 30000 },
+  { key: 'logLevel', flag: '--log-level <level>', env: 'MECHREWARD_LOG_LEVEL', kind: 'string', help: 'pino log level', defaultValue: () => 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
+];
+
+function invalid(message: string): MechRewardError {
+  return new MechRewardError('MR_ERR_CONFIG_INVALID', message);
+}
+
+function coerce(spec: OptionSpec, raw: unknown): string | number | boolean {
+  if (spec.kind === 'string') {
+    const s = String(raw);
+    if (spec.choices && !spec.choices.includes(s)) throw invalid(`${spec.flag.split(' ')[0]} (${spec.env}): ${JSON.stringify(s)} is not one of ${spec.choices.join(', ')}`);
+    return s;
+  }
+  if (spec.kind === 'bool') {
+    if (typeof raw === 'boolean') return raw;
+    const s = String(raw).toLowerCase();
+    if (['1', 'true', 'yes', 'on'].includes(s)) return true;
+    if (['0', 'false', 'no', 'off'].includes(s)) return false;
+    throw invalid(`${spec.flag.split(' ')[0]} (${spec.env}): ${JSON.stringify(raw)} is not a boolean`);
+  }
+  const n = typeof raw === 'number' ? raw : Number(String(raw).trim());
+  if (!Number.isSafeInteger(n) || n < 0) throw invalid(`${spec.flag.split(' ')[0]} (${spec.env}): ${JSON.stringify(raw)} is not a non-negative integer`);
+  return n;
+}
+
+/**
+ * Resolves the configuration: explicit values (CLI flags or a caller's overrides) win over environment
+ * variables, which win over defaults. Validated as a whole.
+ */
+export function resolveServeConfig(explicit: Partial<Record<keyof ServeConfig, unknown>>, env: NodeJS.ProcessEnv = process.env): ServeConfig {
+  const out: Record<string, unknown> = {};
+  for (const spec of SERVE_OPTIONS) {
+    const raw = explicit[spec.key] ?? env[spec.env];
+    out[spec.key] = raw === undefined ? spec.defaultValue() : coerce(spec, raw);
+  }
+  const cfg = out as unknown as ServeConfig;
+  const cores = os.availableParallelism();
+  if (cfg.workers < 1) throw invalid('--workers must be at least 1');
+  if (cfg.intraOpThreads === 0) cfg.intraOpThreads = Math.max(1, Math.floor(cores / cfg.workers));
+  if (cfg.workers * cfg.intraOpThreads > cores) {
+    throw invalid(`--workers ${cfg.workers} x --intra-op-threads ${cfg.intraOpThreads} = ${cfg.workers * cfg.intraOpThreads} onnxruntime threads, more than the ${cores} cores`);
+  }
+  for (const key of ['maxInflight', 'maxTokensPerRequest', 'maxBatchTokens', 'maxMessageBytes'] as const) {
+    if (cfg[key] < 1) throw invalid(`${key} must be at least 1`);
+  }
+  if (cfg.grpcPort > 65535 || cfg.httpPort > 65535) throw invalid('ports must be at most 65535');
+  cfg.packs = path.resolve(cfg.packs);
+  return cfg;
+}

@@ -1,0 +1,145 @@
+// The scoring use case, transport-neutral: pack lookup → admission → validation and decoding → engine (in
+// chunks of at most max_batch_tokens rows) → per-token rewards, pooling and canary flags.
+import { MechRewardError } from '../errors.js';
+import type { EngineRunResult } from '../engine/pool.js';
+import type { Pack } from '../packs/registry.js';
+import type { Admission } from './admission.js';
+import { decodeSequences, type SequenceInput } from './decode.js';
+import { pool } from './pooling.js';
+
+export interface ScoreInput {
+  readonly pack: string;
+  readonly sequences: readonly SequenceInput[];
+  readonly runId: string;
+}
+
+export interface CanaryFlag {
+  readonly name: string;
+  readonly reason: string;
+  readonly value: number;
+}
+
+export interface SequenceScore {
+  readonly tokenRewards: Float32Array;
+  readonly reward: number;
+  readonly flags: CanaryFlag[];
+}
+
+export interface ScoreOutput {
+  readonly pack: string;
+  readonly results: SequenceScore[];
+  readonly tokens: number;
+  readonly queueMs: number;
+  readonly inferenceMs: number;
+}
+
+/** What the scorer needs from the engine; the EnginePool provides it. */
+export interface Engine {
+  run(pack: string, rows: Float32Array, numRows: number, fetchActs: boolean, signal?: AbortSignal): Promise<EngineRunResult>;
+}
+
+export interface ScorerLimits {
+  readonly maxTokensPerRequest: number;
+  readonly maxBatchTokens: number;
+}
+
+export class Scorer {
+  constructor(
+    private readonly packs: ReadonlyMap<string, Pack>,
+    private readonly engine: Engine,
+    private readonly admission: Admission,
+    private readonly limits: ScorerLimits,
+  ) {}
+
+  getPack(name: string): Pack {
+    const pack = this.packs.get(name);
+    if (!pack) {
+      const known = [...this.packs.keys()].join(', ') || '(none)';
+      throw new MechRewardError('MR_ERR_PACK_NOT_FOUND', `pack: ${JSON.stringify(name)} is not loaded (loaded: ${known})`);
+    }
+    return pack;
+  }
+
+  async score(input: ScoreInput, signal?: AbortSignal): Promise<ScoreOutput> {
+    const pack = this.getPack(input.pack);
+    const release = this.admission.tryAcquire();
+    try {
+      return await this.scoreAdmitted(pack, input, signal);
+    } finally {
+      release();
+    }
+  }
+
+  private async scoreAdmitted(pack: Pack, input: ScoreInput, signal: AbortSignal | undefined): Promise<ScoreOutput> {
+    const dModel = pack.sae.dModel;
+    const batch = decodeSequences(input.sequences, dModel, pack.name, {
+      maxTokensPerRequest: this.limits.maxTokensPerRequest,
+      rejectZeroNorm: pack.sae.normalization === 'constant_norm_rescale',
+    });
+    const fetchActs = pack.spec.canaries.length > 0;
+    const numColumns = pack.spec.features.length + pack.spec.canaries.length;
+    const reward = new Float32Array(batch.totalRows);
+    const acts = fetchActs ? new Float32Array(batch.totalRows * numColumns) : undefined;
+
+    // Chunks bound onnxruntime's arena (it keeps the largest [rows, d_sae] buffer it has seen) and let other
+    // requests interleave between chunks.
+    const chunk = this.limits.maxBatchTokens;
+    const runs: Promise<void>[] = [];
+    let queueMs = 0;
+    let inferenceMs = 0;
+    for (let start = 0; start < batch.totalRows; start += chunk) {
+      const n = Math.min(chunk, batch.totalRows - start);
+      const rows = batch.totalRows <= chunk ? batch.rows : batch.rows.slice(start * dModel, (start + n) * dModel);
+      runs.push(
+        this.engine.run(pack.name, rows, n, fetchActs, signal).then((out) => {
+          reward.set(out.reward, start);
+          if (acts && out.acts) acts.set(out.acts, start * numColumns);
+          queueMs = Math.max(queueMs, out.queueMs);
+          inferenceMs += out.inferenceMs;
+        }),
+      );
+    }
+    await Promise.all(runs);
+
+    const results = input.sequences.map((s, i) => {
+      const first = batch.offsets[i]!;
+      const count = s.num_tokens - s.score_from;
+      const tokenRewards = new Float32Array(s.num_tokens);
+      tokenRewards.set(reward.subarray(first, first + count), s.score_from);
+      const at = firstNonFiniteNumber(tokenRewards);
+      if (at >= 0) {
+        throw new MechRewardError('MR_ERR_NONFINITE_OUTPUT', `sequences[${i}]: the reward at token ${at} is not finite; the activations are too large for float32 arithmetic`);
+      }
+      const flags = acts ? canaryFlags(pack, acts, numColumns, first, count, s.score_from) : [];
+      return { tokenRewards, reward: pool(tokenRewards, s.score_from, s.num_tokens, pack.spec.pooling), flags };
+    });
+    return { pack: pack.name, results, tokens: batch.totalRows, queueMs, inferenceMs };
+  }
+}
+
+function firstNonFiniteNumber(values: Float32Array): number {
+  for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i]!)) return i;
+  return -1;
+}
+
+/** A canary fires when its feature's activation on any response token exceeds the pack's threshold. */
+function canaryFlags(pack: Pack, acts: Float32Array, numColumns: number, firstRow: number, count: number, scoreFrom: number): CanaryFlag[] {
+  const flags: CanaryFlag[] = [];
+  pack.spec.canaries.forEach((c, j) => {
+    const column = pack.spec.features.length + j;
+    let max = -Infinity;
+    let argmax = 0;
+    for (let r = 0; r < count; r++) {
+      const v = acts[(firstRow + r) * numColumns + column]!;
+      if (v > max) (max = v), (argmax = r);
+    }
+    if (max > c.threshold) {
+      flags.push({
+        name: c.name,
+        reason: `feature ${c.feature} reached ${max.toPrecision(4)} > threshold ${c.threshold} at token ${scoreFrom + argmax}`,
+        value: max,
+      });
+    }
+  });
+  return flags;
+}

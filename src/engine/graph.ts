@@ -1,0 +1,211 @@
+// Builds the ONNX graphs that compute pack rewards, in-process, from SAE weights already in memory.
+// Two shapes of graph:
+//   - "full": the whole encoder with an exact TopK. Pack features arrive as run-time inputs (feature_ids,
+//     feature_weights, feature_thresholds), so every pack on one SAE shares one session and one copy of W_enc.
+//   - "selected": only the pack's columns of W_enc are baked in. Exact for relu and jumprelu SAEs (their
+//     activations are per-feature) and the definition of the `selected_relu` encode mode.
+// Both take x [N, d_model] float32 and return reward [N] and acts [N, F] (per-feature activations after the
+// feature thresholds). Large initializers travel as ONNX external data so the model protobuf stays small.
+import onnxProto from 'onnx-proto';
+
+import { LAYER_NORM_EPS, type Architecture, type Normalization } from '../packs/sae.js';
+
+const { onnx } = onnxProto;
+type INodeProto = onnxProto.onnx.INodeProto;
+type ITensorProto = onnxProto.onnx.ITensorProto;
+
+const OPSET = 17;
+const FLOAT = onnx.TensorProto.DataType.FLOAT;
+const INT64 = onnx.TensorProto.DataType.INT64;
+/** Initializers above this size go to external data instead of the protobuf. */
+const EXTERNAL_BYTES = 1 << 20;
+
+export interface EncoderConfig {
+  readonly dModel: number;
+  readonly architecture: Architecture;
+  readonly k: number;
+  readonly applyBDecToInput: boolean;
+  readonly normalization: Normalization;
+}
+
+export interface BuiltModel {
+  readonly model: Uint8Array;
+  readonly externalData: { path: string; data: Uint8Array }[];
+}
+
+class GraphBuilder {
+  readonly nodes: INodeProto[] = [];
+  readonly initializers: ITensorProto[] = [];
+  readonly externalData: { path: string; data: Uint8Array }[] = [];
+  private counter = 0;
+
+  fresh(prefix: string): string {
+    return `${prefix}_${this.counter++}`;
+  }
+
+  op(opType: string, inputs: string[], attrs: Record<string, number | number[]> = {}, outputs = 1): string[] {
+    const outs = Array.from({ length: outputs }, () => this.fresh(opType.toLowerCase()));
+    const attribute = Object.entries(attrs).map(([name, v]) =>
+      Array.isArray(v)
+        ? { name, type: onnx.AttributeProto.AttributeType.INTS, ints: v }
+        : Number.isInteger(v)
+          ? { name, type: onnx.AttributeProto.AttributeType.INT, i: v }
+          : { name, type: onnx.AttributeProto.AttributeType.FLOAT, f: v },
+    );
+    this.nodes.push({ opType, input: inputs, output: outs, attribute, name: this.fresh(`n_${opType}`) });
+    return outs;
+  }
+
+  one(opType: string, inputs: string[], attrs: Record<string, number | number[]> = {}): string {
+    return this.op(opType, inputs, attrs, 1)[0]!;
+  }
+
+  floats(name: string, values: Float32Array, dims: number[]): string {
+    const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+    if (bytes.byteLength > EXTERNAL_BYTES) {
+      const location = `${name}.bin`;
+      this.externalData.push({ path: location, data: bytes });
+      this.initializers.push({
+        name,
+        dims,
+        dataType: FLOAT,
+        dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+        externalData: [
+          { key: 'location', value: location },
+          { key: 'offset', value: '0' },
+          { key: 'length', value: String(bytes.byteLength) },
+        ],
+      });
+    } else {
+      this.initializers.push({ name, dims, dataType: FLOAT, rawData: bytes });
+    }
+    return name;
+  }
+
+  scalar(name: string, value: number): string {
+    return this.floats(name, new Float32Array([value]), []);
+  }
+
+  int64s(name: string, values: number[]): string {
+    this.initializers.push({ name, dims: [values.length], dataType: INT64, int64Data: values });
+    return name;
+  }
+}
+
+function valueInfo(name: string, elemType: number, dims: (number | string)[]) {
+  return {
+    name,
+    type: { tensorType: { elemType, shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } },
+  };
+}
+
+/** Normalisation and b_dec subtraction, in SAELens order: normalise first, then subtract b_dec. */
+function preprocess(g: GraphBuilder, cfg: EncoderConfig, bDec: Float32Array): string {
+  let x = 'x';
+  if (cfg.normalization === 'constant_norm_rescale') {
+    const sumSq = g.one('ReduceSumSquare', [x], { axes: [-1], keepdims: 1 });
+    const norm = g.one('Sqrt', [sumSq]);
+    x = g.one('Mul', [x, g.one('Div', [g.scalar('sqrt_d_model', Math.sqrt(cfg.dModel)), norm])]);
+  } else if (cfg.normalization === 'layer_norm') {
+    const mean = g.one('ReduceMean', [x], { axes: [-1], keepdims: 1 });
+    const centred = g.one('Sub', [x, mean]);
+    const sumSq = g.one('ReduceSumSquare', [centred], { axes: [-1], keepdims: 1 });
+    // Unbiased standard deviation (torch.std's default), then eps added to the std, as SAELens does.
+    const std = g.one('Sqrt', [g.one('Div', [sumSq, g.scalar('d_model_minus_1', cfg.dModel - 1)])]);
+    x = g.one('Div', [centred, g.one('Add', [std, g.scalar('ln_eps', LAYER_NORM_EPS)])]);
+  }
+  if (cfg.applyBDecToInput) x = g.one('Sub', [x, g.floats('b_dec', bDec, [cfg.dModel])]);
+  return x;
+}
+
+/** acts = acts * (acts > thresholds); then reward = acts @ weights. */
+function finish(g: GraphBuilder, acts: string, weights: string, thresholds: string): void {
+  const keep = g.one('Cast', [g.one('Greater', [acts, thresholds])], { to: FLOAT });
+  g.nodes.push({ opType: 'Mul', input: [acts, keep], output: ['acts'], name: 'n_acts' });
+  g.nodes.push({ opType: 'MatMul', input: ['acts', weights], output: ['reward'], name: 'n_reward' });
+}
+
+function serialise(g: GraphBuilder, inputs: ReturnType<typeof valueInfo>[], numFeatures: number | string): BuiltModel {
+  const model = onnx.ModelProto.create({
+    irVersion: 8,
+    producerName: 'mechreward',
+    opsetImport: [{ domain: '', version: OPSET }],
+    graph: {
+      name: 'mechreward_reward',
+      node: g.nodes,
+      initializer: g.initializers,
+      input: inputs,
+      output: [valueInfo('reward', FLOAT, ['N']), valueInfo('acts', FLOAT, ['N', numFeatures])],
+    },
+  });
+  return { model: onnx.ModelProto.encode(model).finish(), externalData: g.externalData };
+}
+
+export interface FullEncoderWeights {
+  /** [d_model, d_sae], or [d_sae, d_model] when `encoderTransposed` (sparsify's encoder.weight). */
+  readonly encoder: Float32Array;
+  readonly encoderTransposed: boolean;
+  readonly bEnc: Float32Array;
+  readonly bDec: Float32Array;
+  /** ||W_dec[i]|| per feature when the SAE rescales by decoder norm. */
+  readonly decoderNorm: Float32Array | undefined;
+}
+
+/** The exact TopK encode over all d_sae features; pack features are run-time inputs. */
+export function buildFullTopKModel(cfg: EncoderConfig & { dSae: number }, w: FullEncoderWeights): BuiltModel {
+  const g = new GraphBuilder();
+  const x = preprocess(g, cfg, w.bDec);
+  let h = g.one('Gemm', [x, g.floats('W_enc', w.encoder, w.encoderTransposed ? [cfg.dSae, cfg.dModel] : [cfg.dModel, cfg.dSae]), g.floats('b_enc', w.bEnc, [cfg.dSae])], {
+    transB: w.encoderTransposed ? 1 : 0,
+  });
+  if (w.decoderNorm) h = g.one('Mul', [h, g.floats('decoder_norm', w.decoderNorm, [cfg.dSae])]);
+  // sorted=1: ONNX breaks ties by the lower index, the same rule as a stable sort.
+  const [values, indices] = g.op('TopK', [h, g.int64s('k', [cfg.k])], { axis: -1, largest: 1, sorted: 1 }, 2) as [string, string];
+  const kept = g.one('Relu', [values]);
+  // acts[n, f] = sum_j relu(values[n, j]) * (indices[n, j] == feature_ids[f]): N*k*F work, no [N, d_sae] scatter.
+  const match = g.one('Cast', [g.one('Equal', [g.one('Unsqueeze', [indices, g.int64s('axis2', [2])]), 'feature_ids'])], { to: FLOAT });
+  const weighted = g.one('Mul', [match, g.one('Unsqueeze', [kept, g.int64s('axis2b', [2])])]);
+  const acts = g.one('ReduceSum', [weighted, g.int64s('axis1', [1])], { keepdims: 0 });
+  finish(g, acts, 'feature_weights', 'feature_thresholds');
+  return serialise(
+    g,
+    [
+      valueInfo('x', FLOAT, ['N', cfg.dModel]),
+      valueInfo('feature_ids', INT64, ['F']),
+      valueInfo('feature_weights', FLOAT, ['F']),
+      valueInfo('feature_thresholds', FLOAT, ['F']),
+    ],
+    'F',
+  );
+}
+
+export interface SelectedWeights {
+  /** W_enc[:, F] as [d_model, F]. */
+  readonly encoderColumns: Float32Array;
+  readonly bEnc: Float32Array;
+  readonly bDec: Float32Array;
+  readonly decoderNorm: Float32Array | undefined;
+  /** JumpReLU thresholds of the selected features (exact encode of a jumprelu SAE only). */
+  readonly jumpThreshold: Float32Array | undefined;
+  readonly weights: Float32Array;
+  readonly thresholds: Float32Array;
+}
+
+/**
+ * The encode restricted to the pack's columns: relu(h_F), or relu(h_F) * (h_F > threshold_F) for an exact
+ * JumpReLU encode. Used for relu/jumprelu SAEs and for the `selected_relu` mode of TopK SAEs.
+ */
+export function buildSelectedModel(cfg: EncoderConfig, w: SelectedWeights): BuiltModel {
+  const f = w.weights.length;
+  const g = new GraphBuilder();
+  const x = preprocess(g, cfg, w.bDec);
+  let h = g.one('Gemm', [x, g.floats('W_enc_selected', w.encoderColumns, [cfg.dModel, f]), g.floats('b_enc_selected', w.bEnc, [f])]);
+  if (w.decoderNorm) h = g.one('Mul', [h, g.floats('decoder_norm_selected', w.decoderNorm, [f])]);
+  let acts = g.one('Relu', [h]);
+  if (w.jumpThreshold) {
+    const open = g.one('Cast', [g.one('Greater', [h, g.floats('jump_threshold', w.jumpThreshold, [f])])], { to: FLOAT });
+    acts = g.one('Mul', [acts, open]);
+  }
+  finish(g, acts, g.floats('feature_weights', w.weights, [f]), g.floats('feature_thresholds', w.thresholds, [f]));
+  return serialise(g, [valueInfo('x', FLOAT, ['N', cfg.dModel])], f);
+}

@@ -1,0 +1,58 @@
+// Messages between the engine pool (main thread) and its workers. Plain data only: everything here crosses
+// postMessage (structured clone; Float32Array buffers are transferred, not copied).
+import type { SaeSpec } from '../packs/sae.js';
+
+export interface SessionSettings {
+  readonly executionProvider: 'cpu' | 'cuda';
+  readonly intraOpThreads: number;
+  readonly allowSpinning: boolean;
+  readonly cpuMemArena: boolean;
+}
+
+/** One ONNX session to build in each worker. */
+export type ModelPlan =
+  | { readonly kind: 'full'; readonly id: string; readonly sae: SaeSpec }
+  | {
+      readonly kind: 'selected';
+      readonly id: string;
+      readonly sae: SaeSpec;
+      /** Exact encode (relu / jumprelu SAEs) or the selected_relu shortcut. */
+      readonly mode: 'exact' | 'selected_relu';
+      readonly featureIds: readonly number[];
+      readonly weights: readonly number[];
+      readonly thresholds: readonly number[];
+    };
+
+/** How one pack runs: which session, and the feature feeds a shared full-SAE session needs. */
+export interface PackPlan {
+  readonly pack: string;
+  readonly modelId: string;
+  readonly dModel: number;
+  /** Columns of `acts`: the pack's reward features, then its canary features. */
+  readonly numColumns: number;
+  readonly runtimeFeatures: { readonly ids: readonly number[]; readonly weights: readonly number[]; readonly thresholds: readonly number[] } | undefined;
+}
+
+export interface InitMessage {
+  readonly type: 'init';
+  readonly settings: SessionSettings;
+  readonly models: readonly ModelPlan[];
+  readonly packs: readonly PackPlan[];
+}
+
+export interface RunMessage {
+  readonly type: 'run';
+  readonly jobId: number;
+  readonly pack: string;
+  readonly rows: Float32Array;
+  readonly numRows: number;
+  readonly fetchActs: boolean;
+}
+
+export type ToWorker = InitMessage | RunMessage;
+
+export type FromWorker =
+  | { readonly type: 'ready'; readonly warmupMs: number }
+  | { readonly type: 'init_error'; readonly message: string }
+  | { readonly type: 'result'; readonly jobId: number; readonly reward: Float32Array; readonly acts: Float32Array | undefined; readonly inferenceMs: number }
+  | { readonly type: 'run_error'; readonly jobId: number; readonly message: string };

@@ -1,0 +1,57 @@
+// Reads an SAE's encoder tensors from its safetensors file into float32 (inside an engine worker) and
+// derives what the graphs need: decoder row norms, and the pack's columns for selected graphs.
+import { MechRewardError } from '../errors.js';
+import { firstNonFinite } from '../numerics/widen.js';
+import type { SaeSpec } from '../packs/sae.js';
+import { readTensorAsFloat32, type TensorEntry } from '../packs/safetensors.js';
+import type { FullEncoderWeights } from './graph.js';
+
+export interface LoadedSae extends FullEncoderWeights {
+  readonly threshold: Float32Array | undefined;
+}
+
+function readChecked(sae: SaeSpec, name: string, entry: TensorEntry): Float32Array {
+  const values = readTensorAsFloat32(sae.weightsPath, entry);
+  const bad = firstNonFinite(values);
+  if (bad >= 0) throw new MechRewardError('MR_ERR_PACK_INVALID', `${sae.weightsPath}: tensor ${name} holds a non-finite value at element ${bad}`);
+  return values;
+}
+
+export function loadSaeWeights(sae: SaeSpec): LoadedSae {
+  const t = sae.tensors;
+  let decoderNorm: Float32Array | undefined;
+  if (sae.rescaleByDecoderNorm) {
+    const wDec = readChecked(sae, 'W_dec', t.wDec!);
+    decoderNorm = new Float32Array(sae.dSae);
+    for (let i = 0; i < sae.dSae; i++) {
+      let s = 0; // accumulate in float64
+      for (let d = 0; d < sae.dModel; d++) s += wDec[i * sae.dModel + d]! ** 2;
+      decoderNorm[i] = Math.sqrt(s);
+    }
+  }
+  return {
+    encoder: readChecked(sae, 'encoder', t.encoder),
+    encoderTransposed: t.encoderTransposed,
+    bEnc: readChecked(sae, 'b_enc', t.bEnc),
+    bDec: readChecked(sae, 'b_dec', t.bDec),
+    decoderNorm,
+    threshold: t.threshold ? readChecked(sae, 'threshold', t.threshold) : undefined,
+  };
+}
+
+/** W_enc[:, ids] as a row-major [d_model, ids.length] matrix, from either encoder layout. */
+export function gatherEncoderColumns(sae: SaeSpec, w: LoadedSae, ids: readonly number[]): Float32Array {
+  const f = ids.length;
+  const out = new Float32Array(sae.dModel * f);
+  for (let d = 0; d < sae.dModel; d++) {
+    for (let j = 0; j < f; j++) {
+      const id = ids[j]!;
+      out[d * f + j] = w.encoderTransposed ? w.encoder[id * sae.dModel + d]! : w.encoder[d * sae.dSae + id]!;
+    }
+  }
+  return out;
+}
+
+export function gather(values: Float32Array, ids: readonly number[]): Float32Array {
+  return Float32Array.from(ids, (id) => values[id]!);
+}

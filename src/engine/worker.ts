@@ -1,0 +1,113 @@
+// Engine worker thread: owns onnxruntime sessions and runs them, so a long session.run() never blocks the
+// main thread's event loop (gRPC, HTTP, health and /metrics stay responsive). One job at a time.
+import { parentPort } from 'node:worker_threads';
+
+import * as ort from 'onnxruntime-node';
+
+import { buildFullTopKModel, buildSelectedModel, type BuiltModel } from './graph.js';
+import type { FromWorker, InitMessage, ModelPlan, PackPlan, RunMessage, SessionSettings, ToWorker } from './protocol.js';
+import { gather, gatherEncoderColumns, loadSaeWeights, type LoadedSae } from './weights.js';
+
+if (!parentPort) throw new Error('engine worker must run in a worker thread');
+const port = parentPort;
+
+interface PackRuntime {
+  readonly plan: PackPlan;
+  readonly session: ort.InferenceSession;
+  readonly feeds: Record<string, ort.Tensor>;
+}
+
+const packs = new Map<string, PackRuntime>();
+
+function send(msg: FromWorker, transfer: ArrayBuffer[] = []): void {
+  port.postMessage(msg, transfer);
+}
+
+function sessionOptions(s: SessionSettings, external: BuiltModel['externalData']): ort.InferenceSession.SessionOptions {
+  return {
+    executionProviders: [s.executionProvider],
+    intraOpNumThreads: s.intraOpThreads,
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+    graphOptimizationLevel: 'all',
+    enableCpuMemArena: s.cpuMemArena,
+    externalData: external,
+    // Spinning threads burn the cores that the event loop and other sessions need; values must be strings.
+    extra: { session: { intra_op: { allow_spinning: s.allowSpinning ? '1' : '0' } } },
+  };
+}
+
+function buildModel(plan: ModelPlan, weights: LoadedSae): BuiltModel {
+  const sae = plan.sae;
+  const cfg = { dModel: sae.dModel, architecture: sae.architecture, k: sae.k, applyBDecToInput: sae.applyBDecToInput, normalization: sae.normalization };
+  if (plan.kind === 'full') return buildFullTopKModel({ ...cfg, dSae: sae.dSae }, weights);
+  const ids = plan.featureIds;
+  return buildSelectedModel(cfg, {
+    encoderColumns: gatherEncoderColumns(sae, weights, ids),
+    bEnc: gather(weights.bEnc, ids),
+    bDec: weights.bDec,
+    decoderNorm: weights.decoderNorm ? gather(weights.decoderNorm, ids) : undefined,
+    jumpThreshold: plan.mode === 'exact' && weights.threshold ? gather(weights.threshold, ids) : undefined,
+    weights: Float32Array.from(plan.weights),
+    thresholds: Float32Array.from(plan.thresholds),
+  });
+}
+
+async function init(msg: InitMessage): Promise<void> {
+  const sessions = new Map<string, ort.InferenceSession>();
+  // Group models by SAE so each weights file is read once, then released once its sessions exist
+  // (onnxruntime keeps its own copy of the initializers).
+  const bySae = new Map<string, ModelPlan[]>();
+  for (const m of msg.models) bySae.set(m.sae.key, [...(bySae.get(m.sae.key) ?? []), m]);
+  for (const models of bySae.values()) {
+    const weights = loadSaeWeights(models[0]!.sae);
+    for (const plan of models) {
+      const built = buildModel(plan, weights);
+      sessions.set(plan.id, await ort.InferenceSession.create(built.model, sessionOptions(msg.settings, built.externalData)));
+    }
+  }
+  const started = performance.now();
+  for (const plan of msg.packs) {
+    const feeds: Record<string, ort.Tensor> = {};
+    if (plan.runtimeFeatures) {
+      const f = plan.runtimeFeatures;
+      feeds.feature_ids = new ort.Tensor('int64', BigInt64Array.from(f.ids, (id) => BigInt(id)), [f.ids.length]);
+      feeds.feature_weights = new ort.Tensor('float32', Float32Array.from(f.weights), [f.weights.length]);
+      feeds.feature_thresholds = new ort.Tensor('float32', Float32Array.from(f.thresholds), [f.thresholds.length]);
+    }
+    const runtime = { plan, session: sessions.get(plan.modelId)!, feeds };
+    packs.set(plan.pack, runtime);
+    // Warm-up: the first native run of a session is slow; readiness waits for it.
+    const probe = new Float32Array(2 * plan.dModel).map((_, i) => Math.sin(i + 1));
+    await runPack(runtime, probe, 2, true);
+  }
+  send({ type: 'ready', warmupMs: performance.now() - started });
+}
+
+async function runPack(rt: PackRuntime, rows: Float32Array, numRows: number, fetchActs: boolean) {
+  const x = new ort.Tensor('float32', rows, [numRows, rt.plan.dModel]);
+  const out = await rt.session.run({ ...rt.feeds, x }, fetchActs ? ['reward', 'acts'] : ['reward']);
+  return { reward: out.reward!.data as Float32Array, acts: fetchActs ? (out.acts!.data as Float32Array) : undefined };
+}
+
+async function run(msg: RunMessage): Promise<void> {
+  const rt = packs.get(msg.pack);
+  if (!rt) throw new Error(`pack ${msg.pack} is not loaded in this worker`);
+  const started = performance.now();
+  const { reward, acts } = await runPack(rt, msg.rows, msg.numRows, msg.fetchActs);
+  // Copy out of onnxruntime-owned memory into buffers we can transfer.
+  const rewardCopy = reward.slice();
+  const actsCopy = acts?.slice();
+  send(
+    { type: 'result', jobId: msg.jobId, reward: rewardCopy, acts: actsCopy, inferenceMs: performance.now() - started },
+    actsCopy ? [rewardCopy.buffer as ArrayBuffer, actsCopy.buffer as ArrayBuffer] : [rewardCopy.buffer as ArrayBuffer],
+  );
+}
+
+port.on('message', (msg: ToWorker) => {
+  if (msg.type === 'init') {
+    init(msg).catch((err: unknown) => send({ type: 'init_error', message: err instanceof Error ? err.message : String(err) }));
+  } else {
+    run(msg).catch((err: unknown) => send({ type: 'run_error', jobId: msg.jobId, message: err instanceof Error ? err.message : String(err) }));
+  }
+});

@@ -1,0 +1,55 @@
+// Original file: proto/mechreward/v1/reward.proto
+
+import type * as grpc from '@grpc/grpc-js'
+import type { MethodDefinition } from '@grpc/proto-loader'
+import type { GetInfoRequest as _mechreward_v1_GetInfoRequest, GetInfoRequest__Output as _mechreward_v1_GetInfoRequest__Output } from '../../mechreward/v1/GetInfoRequest.js';
+import type { GetInfoResponse as _mechreward_v1_GetInfoResponse, GetInfoResponse__Output as _mechreward_v1_GetInfoResponse__Output } from '../../mechreward/v1/GetInfoResponse.js';
+import type { ListPacksRequest as _mechreward_v1_ListPacksRequest, ListPacksRequest__Output as _mechreward_v1_ListPacksRequest__Output } from '../../mechreward/v1/ListPacksRequest.js';
+import type { ListPacksResponse as _mechreward_v1_ListPacksResponse, ListPacksResponse__Output as _mechreward_v1_ListPacksResponse__Output } from '../../mechreward/v1/ListPacksResponse.js';
+import type { ScoreRequest as _mechreward_v1_ScoreRequest, ScoreRequest__Output as _mechreward_v1_ScoreRequest__Output } from '../../mechreward/v1/ScoreRequest.js';
+import type { ScoreResponse as _mechreward_v1_ScoreResponse, ScoreResponse__Output as _mechreward_v1_ScoreResponse__Output } from '../../mechreward/v1/ScoreResponse.js';
+
+export interface RewardServiceClient extends grpc.Client {
+  GetInfo(argument: _mechreward_v1_GetInfoRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_mechreward_v1_GetInfoResponse__Output>): grpc.ClientUnaryCall;
+  GetInfo(argument: _mechreward_v1_GetInfoRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_mechreward_v1_GetInfoResponse__Output>): grpc.ClientUnaryCall;
+  GetInfo(argument: _mechreward_v1_GetInfoRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_mechreward_v1_GetInfoResponse__Output>): grpc.ClientUnaryCall;
+  GetInfo(argument: _mechreward_v1_GetInfoRequest, callback: grpc.requestCallback<_mechreward_v1_GetInfoResponse__Output>): grpc.ClientUnaryCall;
+  getInfo(argument: _mechreward_v1_GetInfoRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_mechreward_v1_GetInfoResponse__Output>): grpc.ClientUnaryCall;
+  getInfo(argument: _mechreward_v1_GetInfoRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_mechreward_v1_GetInfoResponse__Output>): grpc.ClientUnaryCall;
+  getInfo(argument: _mechreward_v1_GetInfoRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_mechreward_v1_GetInfoResponse__Output>): grpc.ClientUnaryCall;
+  getInfo(argument: _mechreward_v1_GetInfoRequest, callback: grpc.requestCallback<_mechreward_v1_GetInfoResponse__Output>): grpc.ClientUnaryCall;
+  
+  ListPacks(argument: _mechreward_v1_ListPacksRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_mechreward_v1_ListPacksResponse__Output>): grpc.ClientUnaryCall;
+  ListPacks(argument: _mechreward_v1_ListPacksRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_mechreward_v1_ListPacksResponse__Output>): grpc.ClientUnaryCall;
+  ListPacks(argument: _mechreward_v1_ListPacksRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_mechreward_v1_ListPacksResponse__Output>): grpc.ClientUnaryCall;
+  ListPacks(argument: _mechreward_v1_ListPacksRequest, callback: grpc.requestCallback<_mechreward_v1_ListPacksResponse__Output>): grpc.ClientUnaryCall;
+  listPacks(argument: _mechreward_v1_ListPacksRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_mechreward_v1_ListPacksResponse__Output>): grpc.ClientUnaryCall;
+  listPacks(argument: _mechreward_v1_ListPacksRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_mechreward_v1_ListPacksResponse__Output>): grpc.ClientUnaryCall;
+  listPacks(argument: _mechreward_v1_ListPacksRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_mechreward_v1_ListPacksResponse__Output>): grpc.ClientUnaryCall;
+  listPacks(argument: _mechreward_v1_ListPacksRequest, callback: grpc.requestCallback<_mechreward_v1_ListPacksResponse__Output>): grpc.ClientUnaryCall;
+  
+  Score(argument: _mechreward_v1_ScoreRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_mechreward_v1_ScoreResponse__Output>): grpc.ClientUnaryCall;
+  Score(argument: _mechreward_v1_ScoreRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_mechreward_v1_ScoreResponse__Output>): grpc.ClientUnaryCall;
+  Score(argument: _mechreward_v1_ScoreRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_mechreward_v1_ScoreResponse__Output>): grpc.ClientUnaryCall;
+  Score(argument: _mechreward_v1_ScoreRequest, callback: grpc.requestCallback<_mechreward_v1_ScoreResponse__Output>): grpc.ClientUnaryCall;
+  score(argument: _mechreward_v1_ScoreRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_mechreward_v1_ScoreResponse__Output>): grpc.ClientUnaryCall;
+  score(argument: _mechreward_v1_ScoreRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_mechreward_v1_ScoreResponse__Output>): grpc.ClientUnaryCall;
+  score(argument: _mechreward_v1_ScoreRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_mechreward_v1_ScoreResponse__Output>): grpc.ClientUnaryCall;
+  score(argument: _mechreward_v1_ScoreRequest, callback: grpc.requestCallback<_mechreward_v1_ScoreResponse__Output>): grpc.ClientUnaryCall;
+  
+}
+
+export interface RewardServiceHandlers extends grpc.UntypedServiceImplementation {
+  GetInfo: grpc.handleUnaryCall<_mechreward_v1_GetInfoRequest__Output, _mechreward_v1_GetInfoResponse>;
+  
+  ListPacks: grpc.handleUnaryCall<_mechreward_v1_ListPacksRequest__Output, _mechreward_v1_ListPacksResponse>;
+  
+  Score: grpc.handleUnaryCall<_mechreward_v1_ScoreRequest__Output, _mechreward_v1_ScoreResponse>;
+  
+}
+
+export interface RewardServiceDefinition extends grpc.ServiceDefinition {
+  GetInfo: MethodDefinition<_mechreward_v1_GetInfoRequest, _mechreward_v1_GetInfoResponse, _mechreward_v1_GetInfoRequest__Output, _mechreward_v1_GetInfoResponse__Output>
+  ListPacks: MethodDefinition<_mechreward_v1_ListPacksRequest, _mechreward_v1_ListPacksResponse, _mechreward_v1_ListPacksRequest__Output, _mechreward_v1_ListPacksResponse__Output>
+  Score: MethodDefinition<_mechreward_v1_ScoreRequest, _mechreward_v1_ScoreResponse, _mechreward_v1_ScoreRequest__Output, _mechreward_v1_ScoreResponse__Output>
+}

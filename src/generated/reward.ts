@@ -1,0 +1,40 @@
+import type * as grpc from '@grpc/grpc-js';
+import type { EnumTypeDefinition, MessageTypeDefinition } from '@grpc/proto-loader';
+
+import type { CanaryFlag as _mechreward_v1_CanaryFlag, CanaryFlag__Output as _mechreward_v1_CanaryFlag__Output } from './mechreward/v1/CanaryFlag.js';
+import type { GetInfoRequest as _mechreward_v1_GetInfoRequest, GetInfoRequest__Output as _mechreward_v1_GetInfoRequest__Output } from './mechreward/v1/GetInfoRequest.js';
+import type { GetInfoResponse as _mechreward_v1_GetInfoResponse, GetInfoResponse__Output as _mechreward_v1_GetInfoResponse__Output } from './mechreward/v1/GetInfoResponse.js';
+import type { ListPacksRequest as _mechreward_v1_ListPacksRequest, ListPacksRequest__Output as _mechreward_v1_ListPacksRequest__Output } from './mechreward/v1/ListPacksRequest.js';
+import type { ListPacksResponse as _mechreward_v1_ListPacksResponse, ListPacksResponse__Output as _mechreward_v1_ListPacksResponse__Output } from './mechreward/v1/ListPacksResponse.js';
+import type { PackInfo as _mechreward_v1_PackInfo, PackInfo__Output as _mechreward_v1_PackInfo__Output } from './mechreward/v1/PackInfo.js';
+import type { RewardServiceClient as _mechreward_v1_RewardServiceClient, RewardServiceDefinition as _mechreward_v1_RewardServiceDefinition } from './mechreward/v1/RewardService.js';
+import type { ScoreRequest as _mechreward_v1_ScoreRequest, ScoreRequest__Output as _mechreward_v1_ScoreRequest__Output } from './mechreward/v1/ScoreRequest.js';
+import type { ScoreResponse as _mechreward_v1_ScoreResponse, ScoreResponse__Output as _mechreward_v1_ScoreResponse__Output } from './mechreward/v1/ScoreResponse.js';
+import type { Sequence as _mechreward_v1_Sequence, Sequence__Output as _mechreward_v1_Sequence__Output } from './mechreward/v1/Sequence.js';
+import type { SequenceResult as _mechreward_v1_SequenceResult, SequenceResult__Output as _mechreward_v1_SequenceResult__Output } from './mechreward/v1/SequenceResult.js';
+import type { ValidationSummary as _mechreward_v1_ValidationSummary, ValidationSummary__Output as _mechreward_v1_ValidationSummary__Output } from './mechreward/v1/ValidationSummary.js';
+
+type SubtypeConstructor<Constructor extends new (...args: any) => any, Subtype> = {
+  new(...args: ConstructorParameters<Constructor>): Subtype;
+};
+
+export interface ProtoGrpcType {
+  mechreward: {
+    v1: {
+      CanaryFlag: MessageTypeDefinition<_mechreward_v1_CanaryFlag, _mechreward_v1_CanaryFlag__Output>
+      DType: EnumTypeDefinition
+      GetInfoRequest: MessageTypeDefinition<_mechreward_v1_GetInfoRequest, _mechreward_v1_GetInfoRequest__Output>
+      GetInfoResponse: MessageTypeDefinition<_mechreward_v1_GetInfoResponse, _mechreward_v1_GetInfoResponse__Output>
+      ListPacksRequest: MessageTypeDefinition<_mechreward_v1_ListPacksRequest, _mechreward_v1_ListPacksRequest__Output>
+      ListPacksResponse: MessageTypeDefinition<_mechreward_v1_ListPacksResponse, _mechreward_v1_ListPacksResponse__Output>
+      PackInfo: MessageTypeDefinition<_mechreward_v1_PackInfo, _mechreward_v1_PackInfo__Output>
+      RewardService: SubtypeConstructor<typeof grpc.Client, _mechreward_v1_RewardServiceClient> & { service: _mechreward_v1_RewardServiceDefinition }
+      ScoreRequest: MessageTypeDefinition<_mechreward_v1_ScoreRequest, _mechreward_v1_ScoreRequest__Output>
+      ScoreResponse: MessageTypeDefinition<_mechreward_v1_ScoreResponse, _mechreward_v1_ScoreResponse__Output>
+      Sequence: MessageTypeDefinition<_mechreward_v1_Sequence, _mechreward_v1_Sequence__Output>
+      SequenceResult: MessageTypeDefinition<_mechreward_v1_SequenceResult, _mechreward_v1_SequenceResult__Output>
+      ValidationSummary: MessageTypeDefinition<_mechreward_v1_ValidationSummary, _mechreward_v1_ValidationSummary__Output>
+    }
+  }
+}
+

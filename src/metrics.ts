@@ -1,0 +1,33 @@
+// Every metric mechreward exports. Names and labels are API (like proto fields): renaming one breaks
+// dashboards. Labels are bounded: method, code, reason, pack (the fixed set loaded at start-up), canary.
+import client from 'prom-client';
+
+const LATENCY_BUCKETS = client.exponentialBuckets(0.0005, 2, 16); // 0.5 ms … ≈16 s
+const SIZE_BUCKETS = client.exponentialBuckets(1, 2, 16); // 1 … 32768
+
+export type Metrics = ReturnType<typeof createMetrics>;
+
+export function createMetrics(info: { version: string; ortVersion: string }) {
+  const registry = new client.Registry();
+  client.collectDefaultMetrics({ register: registry });
+  const m = {
+    registry,
+    requests: new client.Counter({ name: 'mechreward_requests_total', help: 'Requests finished, by method and status code', labelNames: ['method', 'code'], registers: [registry] }),
+    failures: new client.Counter({ name: 'mechreward_request_failures_total', help: 'Failed requests by reason', labelNames: ['reason'], registers: [registry] }),
+    requestDuration: new client.Histogram({ name: 'mechreward_request_duration_seconds', help: 'Request latency from receipt to reply', labelNames: ['method'], buckets: LATENCY_BUCKETS, registers: [registry] }),
+    queueDuration: new client.Histogram({ name: 'mechreward_queue_duration_seconds', help: 'Time a request waited for an engine worker', buckets: LATENCY_BUCKETS, registers: [registry] }),
+    inferenceDuration: new client.Histogram({ name: 'mechreward_inference_duration_seconds', help: 'Engine time per request (sum over its chunks)', buckets: LATENCY_BUCKETS, registers: [registry] }),
+    requestTokens: new client.Histogram({ name: 'mechreward_request_tokens', help: 'Response tokens scored per request', buckets: SIZE_BUCKETS, registers: [registry] }),
+    tokensScored: new client.Counter({ name: 'mechreward_tokens_scored_total', help: 'Response tokens scored, by pack', labelNames: ['pack'], registers: [registry] }),
+    canaryFlags: new client.Counter({ name: 'mechreward_canary_flags_total', help: 'Canary flags raised, by pack and canary', labelNames: ['pack', 'canary'], registers: [registry] }),
+    nonfinite: new client.Counter({ name: 'mechreward_nonfinite_values_total', help: 'Requests rejected for NaN/Inf', labelNames: ['where'], registers: [registry] }),
+    queueSize: new client.Gauge({ name: 'mechreward_queue_size', help: 'Engine jobs waiting for a worker', registers: [registry] }),
+    inflight: new client.Gauge({ name: 'mechreward_inflight_requests', help: 'Score requests admitted and not finished', registers: [registry] }),
+    packReady: new client.Gauge({ name: 'mechreward_pack_ready', help: '1 when the pack is loaded and warm', labelNames: ['pack'], registers: [registry] }),
+    buildInfo: new client.Gauge({ name: 'mechreward_build_info', help: 'Build information (always 1)', labelNames: ['version', 'ort_version'], registers: [registry] }),
+  };
+  m.buildInfo.set({ version: info.version, ort_version: info.ortVersion }, 1);
+  for (const where of ['input', 'output']) m.nonfinite.inc({ where }, 0);
+  for (const reason of ['overloaded', 'not_ready', 'timeout', 'cancelled', 'validation', 'not_found', 'internal']) m.failures.inc({ reason }, 0);
+  return m;
+}

@@ -1,0 +1,101 @@
+// Loads every pack folder under a packs directory, checks each against its SAE, and reports every problem at
+// start-up with the file it comes from. Packs whose SAE resolves to the same weights file share one SaeSpec
+// (and so one copy of the weights in each engine worker).
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+
+import { MechRewardError } from '../errors.js';
+import { loadSae, type SaeSpec } from './sae.js';
+import { parsePackJson, type PackSpec } from './schema.js';
+
+export interface Pack {
+  /** The wire name: the pack's folder name. */
+  readonly name: string;
+  readonly dir: string;
+  readonly spec: PackSpec;
+  readonly sae: SaeSpec;
+}
+
+export interface PackProblem {
+  readonly pack: string;
+  readonly message: string;
+}
+
+export interface PackCatalogue {
+  readonly packs: ReadonlyMap<string, Pack>;
+  /** Distinct SAEs by weights-file key. */
+  readonly saes: ReadonlyMap<string, SaeSpec>;
+  readonly problems: readonly PackProblem[];
+}
+
+const PACK_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
+export function loadPackDirectory(packsDir: string): PackCatalogue {
+  if (!existsSync(packsDir) || !statSync(packsDir).isDirectory()) {
+    throw new MechRewardError('MR_ERR_CONFIG_INVALID', `packs directory ${packsDir} does not exist or is not a directory`);
+  }
+  const packs = new Map<string, Pack>();
+  const saes = new Map<string, SaeSpec>();
+  const problems: PackProblem[] = [];
+  const entries = readdirSync(packsDir, { withFileTypes: true })
+    .filter((e) => e.isDirectory() || e.isSymbolicLink())
+    .map((e) => e.name)
+    .sort();
+  for (const name of entries) {
+    const dir = path.join(packsDir, name);
+    if (!existsSync(path.join(dir, 'pack.json'))) continue; // not a pack (e.g. a shared SAE folder)
+    try {
+      if (!PACK_NAME.test(name)) throw new MechRewardError('MR_ERR_PACK_INVALID', `${dir}: folder name is not a valid pack name (letters, digits, . _ -)`);
+      const pack = loadPack(name, dir, saes);
+      packs.set(name, pack);
+      saes.set(pack.sae.key, pack.sae);
+    } catch (err) {
+      problems.push({ pack: name, message: err instanceof Error ? err.message : String(err) });
+    }
+  }
+  return { packs, saes, problems };
+}
+
+export function loadPack(name: string, dir: string, knownSaes: ReadonlyMap<string, SaeSpec> = new Map()): Pack {
+  const file = path.join(dir, 'pack.json');
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new MechRewardError('MR_ERR_PACK_INVALID', `${file}: cannot read JSON (${err instanceof Error ? err.message : String(err)})`);
+  }
+  const spec = parsePackJson(file, json);
+  const loaded = loadSae(path.resolve(dir, spec.saePath));
+  const sae = knownSaes.get(loaded.key) ?? loaded;
+  checkPackAgainstSae(file, spec, sae);
+  return { name, dir, spec, sae };
+}
+
+function checkPackAgainstSae(file: string, spec: PackSpec, sae: SaeSpec): void {
+  const fail = (what: string): never => {
+    throw new MechRewardError('MR_ERR_PACK_INVALID', `${file}: ${what}`);
+  };
+  for (const f of spec.features) {
+    if (f.id >= sae.dSae) fail(`feature id ${f.id} is out of range for the SAE at ${sae.dir} (d_sae = ${sae.dSae})`);
+  }
+  for (const c of spec.canaries) {
+    if (c.feature >= sae.dSae) fail(`canary ${c.name} names feature ${c.feature}, out of range (d_sae = ${sae.dSae})`);
+  }
+  const { dModel, dSae, k } = spec.claims;
+  if (dModel !== undefined && dModel !== sae.dModel) fail(`metadata.d_model = ${dModel} but the SAE at ${sae.dir} has d_model ${sae.dModel}`);
+  if (dSae !== undefined && dSae !== sae.dSae) fail(`metadata.d_sae = ${dSae} but the SAE at ${sae.dir} has d_sae ${sae.dSae}`);
+  if (k !== undefined && sae.k !== 0 && k !== sae.k) fail(`metadata.k = ${k} but the SAE at ${sae.dir} has k ${sae.k}`);
+  if (spec.layer !== undefined && sae.hookLayer !== undefined && spec.layer !== sae.hookLayer) {
+    fail(`layer ${spec.layer} disagrees with the SAE's hook ${sae.hookName} (layer ${sae.hookLayer})`);
+  }
+}
+
+/** The layer a pack reads: the pack's own claim, else the SAE's hook. */
+export function packLayer(pack: Pack): number | undefined {
+  return pack.spec.layer ?? pack.sae.hookLayer;
+}
+
+export function poolingLabel(pack: Pack): string {
+  const p = pack.spec.pooling;
+  return p.method === 'last_k' ? `last_k:${p.k}` : p.method;
+}

@@ -1,0 +1,231 @@
+// Parses pack.json in any of the three accepted schemas into one PackSpec:
+//   - mechreward.pack/v1, this project's own (docs/packs.md);
+//   - catalog A of the original project: `features: [{feature_id, weight, activation_threshold, ...}]`;
+//   - catalog B of the original project: `helpful_features` / `harmful_features` / `validation` / `metadata`.
+// Pure: reads nothing but the parsed JSON, so every rule here is unit-testable.
+import { MechRewardError } from '../errors.js';
+
+export type EncodeMode = 'topk' | 'selected_relu';
+export type Pooling = { method: 'mean' | 'sum' | 'max' } | { method: 'last_k'; k: number };
+export type PackSchema = 'mechreward.pack/v1' | 'catalog-a' | 'catalog-b';
+
+export interface PackFeature {
+  readonly id: number;
+  readonly weight: number;
+  /** The feature counts only where its activation is strictly above this (default 0). */
+  readonly threshold: number;
+  readonly name: string | undefined;
+}
+
+export interface CanarySpec {
+  readonly name: string;
+  readonly feature: number;
+  readonly threshold: number;
+}
+
+export interface ValidationSummary {
+  readonly present: boolean;
+  readonly verdict: string;
+  readonly spearmanRho: number;
+  readonly n: number;
+  readonly method: string;
+}
+
+export interface PackSpec {
+  readonly schema: PackSchema;
+  /** Display name from pack.json; the wire name of a pack is its folder name. */
+  readonly title: string;
+  readonly description: string;
+  readonly model: string;
+  readonly layer: number | undefined;
+  /** SAE folder relative to the pack folder. */
+  readonly saePath: string;
+  readonly encode: EncodeMode;
+  readonly pooling: Pooling;
+  readonly features: readonly PackFeature[];
+  readonly canaries: readonly CanarySpec[];
+  readonly validation: ValidationSummary;
+  readonly synthetic: boolean;
+  /** Shape claims made by the pack itself (catalog B metadata), checked against the SAE. */
+  readonly claims: { dModel?: number; dSae?: number; k?: number };
+}
+
+export const OWN_SCHEMA = 'mechreward.pack/v1';
+
+type Json = Record<string, unknown>;
+
+class Reader {
+  constructor(private readonly file: string) {}
+
+  fail(field: string, what: string): never {
+    throw new MechRewardError('MR_ERR_PACK_INVALID', `${this.file}: ${field} ${what}`);
+  }
+
+  obj(v: unknown, field: string): Json {
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) this.fail(field, `must be an object, got ${JSON.stringify(v)}`);
+    return v as Json;
+  }
+
+  arr(v: unknown, field: string): unknown[] {
+    if (!Array.isArray(v)) this.fail(field, `must be a list, got ${JSON.stringify(v)}`);
+    return v;
+  }
+
+  featureId(v: unknown, field: string): number {
+    if (!Number.isSafeInteger(v) || (v as number) < 0) this.fail(field, `must be a non-negative integer, got ${JSON.stringify(v)}`);
+    return v as number;
+  }
+
+  finite(v: unknown, field: string, fallback?: number): number {
+    if (v === undefined && fallback !== undefined) return fallback;
+    if (typeof v !== 'number' || !Number.isFinite(v)) this.fail(field, `must be a finite number, got ${JSON.stringify(v)}`);
+    return v;
+  }
+
+  str(v: unknown, fallback = ''): string {
+    return typeof v === 'string' ? v : fallback;
+  }
+
+  optInt(v: unknown): number | undefined {
+    return Number.isSafeInteger(v) ? (v as number) : undefined;
+  }
+}
+
+export function parsePackJson(file: string, json: unknown): PackSpec {
+  const r = new Reader(file);
+  const root = r.obj(json, 'pack.json');
+  if (root.schema === OWN_SCHEMA) return parseOwn(r, root);
+  if (root.schema !== undefined) r.fail('schema', `${JSON.stringify(root.schema)} is not known (expected ${JSON.stringify(OWN_SCHEMA)} or no schema field for the original catalogs)`);
+  if ('helpful_features' in root || 'harmful_features' in root) return parseCatalogB(r, root);
+  if ('features' in root) return parseCatalogA(r, root);
+  return r.fail('pack.json', `has no "schema": ${JSON.stringify(OWN_SCHEMA)}, no "features" (catalog A) and no "helpful_features"/"harmful_features" (catalog B)`);
+}
+
+function parseEncode(r: Reader, v: unknown): EncodeMode {
+  if (v === undefined) return 'topk';
+  if (v === 'topk' || v === 'selected_relu') return v;
+  return r.fail('encode', `must be "topk" or "selected_relu", got ${JSON.stringify(v)}`);
+}
+
+function parsePooling(r: Reader, v: unknown): Pooling {
+  if (v === undefined) return { method: 'mean' };
+  const spec = typeof v === 'string' ? { method: v } : r.obj(v, 'pooling');
+  const method = spec.method;
+  if (method === 'mean' || method === 'sum' || method === 'max') return { method };
+  if (method === 'last_k') {
+    if (!Number.isSafeInteger(spec.k) || (spec.k as number) < 1) r.fail('pooling.k', `must be a positive integer for last_k, got ${JSON.stringify(spec.k)}`);
+    return { method, k: spec.k as number };
+  }
+  return r.fail('pooling.method', `must be mean, sum, max or last_k, got ${JSON.stringify(method)}`);
+}
+
+function checkUnique(r: Reader, features: PackFeature[]): PackFeature[] {
+  if (features.length === 0) r.fail('features', 'must name at least one feature');
+  const seen = new Set<number>();
+  for (const f of features) {
+    if (seen.has(f.id)) r.fail('features', `lists feature ${f.id} twice`);
+    seen.add(f.id);
+  }
+  return features;
+}
+
+function summariseValidation(r: Reader, v: unknown): ValidationSummary {
+  if (v === undefined || v === null) return { present: false, verdict: '', spearmanRho: 0, n: 0, method: '' };
+  const o = r.obj(v, 'validation');
+  const rho = o.rho ?? o.spearman_rho;
+  const n = o.n ?? o.n_questions;
+  return {
+    present: true,
+    verdict: r.str(o.verdict),
+    spearmanRho: typeof rho === 'number' && Number.isFinite(rho) ? rho : 0,
+    n: Number.isSafeInteger(n) ? (n as number) : 0,
+    method: r.str(o.method),
+  };
+}
+
+function parseOwn(r: Reader, root: Json): PackSpec {
+  const features = r.arr(root.features, 'features').map((raw, i) => {
+    const f = r.obj(raw, `features[${i}]`);
+    return {
+      id: r.featureId(f.id, `features[${i}].id`),
+      weight: r.finite(f.weight, `features[${i}].weight`),
+      threshold: r.finite(f.threshold, `features[${i}].threshold`, 0),
+      name: typeof f.name === 'string' ? f.name : undefined,
+    };
+  });
+  const canaries = (root.canaries === undefined ? [] : r.arr(root.canaries, 'canaries')).map((raw, i) => {
+    const c = r.obj(raw, `canaries[${i}]`);
+    if (typeof c.name !== 'string' || c.name === '') r.fail(`canaries[${i}].name`, 'must be a non-empty string');
+    return { name: c.name, feature: r.featureId(c.feature, `canaries[${i}].feature`), threshold: r.finite(c.threshold, `canaries[${i}].threshold`) };
+  });
+  return {
+    schema: OWN_SCHEMA,
+    title: r.str(root.name),
+    description: r.str(root.description),
+    model: r.str(root.model),
+    layer: r.optInt(root.layer),
+    saePath: r.str(root.sae, 'sae'),
+    encode: parseEncode(r, root.encode),
+    pooling: parsePooling(r, root.pooling),
+    features: checkUnique(r, features),
+    canaries,
+    validation: summariseValidation(r, root.validation),
+    synthetic: root.synthetic === true,
+    claims: {},
+  };
+}
+
+function parseCatalogA(r: Reader, root: Json): PackSpec {
+  const features = r.arr(root.features, 'features').map((raw, i) => {
+    const f = r.obj(raw, `features[${i}]`);
+    return {
+      id: r.featureId(f.feature_id, `features[${i}].feature_id`),
+      weight: r.finite(f.weight, `features[${i}].weight`),
+      threshold: r.finite(f.activation_threshold, `features[${i}].activation_threshold`, 0),
+      name: typeof f.name === 'string' ? f.name : undefined,
+    };
+  });
+  const metadata = root.metadata === undefined ? {} : r.obj(root.metadata, 'metadata');
+  return {
+    schema: 'catalog-a',
+    title: r.str(root.name),
+    description: r.str(root.description),
+    model: r.str(root.model_name),
+    layer: r.optInt(metadata.target_layer),
+    saePath: 'sae',
+    encode: parseEncode(r, root.encode),
+    pooling: parsePooling(r, root.pooling),
+    features: checkUnique(r, features),
+    canaries: [],
+    validation: summariseValidation(r, root.validation),
+    synthetic: false,
+    claims: {},
+  };
+}
+
+function parseCatalogB(r: Reader, root: Json): PackSpec {
+  const list = (key: 'helpful_features' | 'harmful_features', sign: 1 | -1): PackFeature[] =>
+    (root[key] === undefined ? [] : r.arr(root[key], key)).map((raw, i) => {
+      const f = r.obj(raw, `${key}[${i}]`);
+      // The catalog's weights are +1 / -1; a helpful feature with a negative weight would be a contradiction.
+      const weight = r.finite(f.weight, `${key}[${i}].weight`, sign);
+      if (Math.sign(weight) !== sign) r.fail(`${key}[${i}].weight`, `must be ${sign > 0 ? 'positive' : 'negative'} in ${key}, got ${weight}`);
+      return { id: r.featureId(f.feature_id, `${key}[${i}].feature_id`), weight, threshold: 0, name: undefined };
+    });
+  const metadata = root.metadata === undefined ? {} : r.obj(root.metadata, 'metadata');
+  return {
+    schema: 'catalog-b',
+    title: r.str(root.name),
+    description: r.str(root.description),
+    model: r.str(root.model_name),
+    layer: r.optInt(metadata.target_layer),
+    saePath: 'sae',
+    encode: parseEncode(r, root.encode),
+    pooling: parsePooling(r, root.pooling),
+    features: checkUnique(r, [...list('helpful_features', 1), ...list('harmful_features', -1)]),
+    canaries: [],
+    validation: summariseValidation(r, root.validation),
+    synthetic: false,
+    claims: { dModel: r.optInt(metadata.d_model), dSae: r.optInt(metadata.d_sae), k: r.optInt(metadata.k) },
+  };
+}

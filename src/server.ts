@@ -1,0 +1,99 @@
+// Composition root: load packs, start the engine, build both transports, bind them, and shut down in order.
+// Used by the CLI (`mechreward serve`) and by the tests, which bind port 0.
+import * as grpc from '@grpc/grpc-js';
+import * as ort from 'onnxruntime-node';
+
+import type { ServeConfig } from './config.js';
+import { Admission } from './core/admission.js';
+import { Scorer } from './core/scorer.js';
+import { planEngine } from './engine/plan.js';
+import { EnginePool } from './engine/pool.js';
+import { MechRewardError } from './errors.js';
+import type { Logger } from './log.js';
+import { createMetrics } from './metrics.js';
+import { assertLittleEndianHost } from './numerics/widen.js';
+import { loadPackDirectory } from './packs/registry.js';
+import { Service } from './service.js';
+import { buildGrpcServer } from './transports/grpc/server.js';
+import { buildHttpApp } from './transports/http/app.js';
+import { VERSION } from './version.js';
+
+export interface RunningServer {
+  readonly grpcPort: number;
+  readonly httpPort: number;
+  readonly service: Service;
+  /** Graceful stop: refuse new work, let in-flight requests finish (up to shutdownGraceMs), then stop. */
+  close(): Promise<{ forced: boolean }>;
+}
+
+export async function startServer(config: ServeConfig, log: Logger): Promise<RunningServer> {
+  assertLittleEndianHost();
+  const catalogue = loadPackDirectory(config.packs);
+  if (catalogue.problems.length > 0) {
+    const lines = catalogue.problems.map((p) => `  ${p.pack}: ${p.message}`).join('\n');
+    throw new MechRewardError('MR_ERR_PACK_INVALID', `${catalogue.problems.length} pack(s) in ${config.packs} failed to load:\n${lines}`);
+  }
+  if (catalogue.packs.size === 0) throw new MechRewardError('MR_ERR_CONFIG_INVALID', `no packs found in ${config.packs} (a pack is a folder with pack.json and sae/)`);
+  log.info({ packs: [...catalogue.packs.keys()], saes: catalogue.saes.size }, 'packs loaded');
+
+  const ortVersion = ort.env.versions.node ?? 'unknown';
+  const metrics = createMetrics({ version: VERSION, ortVersion });
+  const engine = await EnginePool.start(planEngine(catalogue.packs.values()), {
+    workers: config.workers,
+    settings: { executionProvider: config.executionProvider, intraOpThreads: config.intraOpThreads, allowSpinning: config.allowSpinning, cpuMemArena: config.cpuMemArena },
+    onWorkerEvent: (event, detail) => log.info(detail, event),
+  });
+  const admission = new Admission(config.maxInflight);
+  const scorer = new Scorer(catalogue.packs, engine, admission, { maxTokensPerRequest: config.maxTokensPerRequest, maxBatchTokens: config.maxBatchTokens });
+  const service = new Service(config, catalogue.packs, scorer, admission, metrics, log, engine, ortVersion);
+
+  const grpcServer = buildGrpcServer(service);
+  const http = buildHttpApp(service);
+  let grpcPort: number;
+  let httpPort: number;
+  try {
+    grpcPort = await new Promise<number>((resolve, reject) =>
+      grpcServer.server.bindAsync(`${config.host}:${config.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+    );
+    await http.listen({ host: config.host, port: config.httpPort });
+    const address = http.server.address();
+    httpPort = typeof address === 'object' && address ? address.port : config.httpPort;
+  } catch (err) {
+    grpcServer.server.forceShutdown();
+    await http.close();
+    await engine.close();
+    throw new MechRewardError('MR_ERR_CONFIG_INVALID', `cannot bind ${config.host}: ${err instanceof Error ? err.message : String(err)}`, err);
+  }
+
+  // Readiness can change after start (a worker dies and is replaced): mirror it into gRPC health.
+  let lastServing: boolean | undefined;
+  const syncHealth = (): void => {
+    const serving = service.isReady();
+    if (serving !== lastServing) {
+      grpcServer.setServing(serving);
+      lastServing = serving;
+    }
+  };
+  syncHealth();
+  const healthTimer = setInterval(syncHealth, 250);
+  healthTimer.unref();
+  log.info({ host: config.host, grpcPort, httpPort, workers: config.workers, intraOpThreads: config.intraOpThreads }, 'mechreward ready');
+
+  return {
+    grpcPort,
+    httpPort,
+    service,
+    async close() {
+      service.startDraining();
+      syncHealth();
+      clearInterval(healthTimer);
+      const graceful = new Promise<boolean>((resolve) => grpcServer.server.tryShutdown(() => resolve(false)));
+      const timeout = new Promise<boolean>((resolve) => setTimeout(() => resolve(true), config.shutdownGraceMs).unref());
+      const forced = await Promise.race([graceful, timeout]);
+      if (forced) grpcServer.server.forceShutdown();
+      await http.close();
+      await engine.close();
+      return { forced };
+    },
+  };
+}

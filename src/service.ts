@@ -1,0 +1,87 @@
+// What both transports share: the scorer, the pack catalogue, metrics, readiness and the server's limits.
+// Built once by server.ts; transports only translate between their wire format and these calls.
+import type { ServeConfig } from './config.js';
+import type { Admission } from './core/admission.js';
+import { describePack, type PackDescription } from './core/describe.js';
+import type { ScoreOutput, Scorer } from './core/scorer.js';
+import type { Logger } from './log.js';
+import type { Metrics } from './metrics.js';
+import type { Pack } from './packs/registry.js';
+import { VERSION } from './version.js';
+
+export interface ServerInfo {
+  version: string;
+  onnxruntime_version: string;
+  max_message_bytes: number;
+  max_tokens_per_request: number;
+  max_inflight: number;
+  max_batch_tokens: number;
+  workers: number;
+  intra_op_threads: number;
+  packs: string[];
+}
+
+export class Service {
+  private draining = false;
+
+  constructor(
+    readonly config: ServeConfig,
+    readonly packs: ReadonlyMap<string, Pack>,
+    readonly scorer: Scorer,
+    readonly admission: Admission,
+    readonly metrics: Metrics,
+    readonly log: Logger,
+    private readonly engine: { readonly ready: boolean; readonly queueDepth: number },
+    private readonly ortVersion: string,
+  ) {}
+
+  /** Ready: every pack loaded and warmed up in every worker, and not shutting down. */
+  isReady(): boolean {
+    return !this.draining && this.engine.ready;
+  }
+
+  notReadyReason(): string {
+    return this.draining ? 'shutting down' : 'engine workers are loading or restarting';
+  }
+
+  startDraining(): void {
+    this.draining = true;
+  }
+
+  /** Gauges sampled at scrape time. */
+  refreshGauges(): void {
+    this.metrics.queueSize.set(this.engine.queueDepth);
+    this.metrics.inflight.set(this.admission.current);
+    const ready = this.isReady() ? 1 : 0;
+    for (const name of this.packs.keys()) this.metrics.packReady.set({ pack: name }, ready);
+  }
+
+  /** Metrics of a successful score, the same for every transport. */
+  recordScore(out: ScoreOutput): void {
+    const m = this.metrics;
+    m.tokensScored.inc({ pack: out.pack }, out.tokens);
+    m.requestTokens.observe(out.tokens);
+    m.queueDuration.observe(out.queueMs / 1000);
+    m.inferenceDuration.observe(out.inferenceMs / 1000);
+    for (const r of out.results) for (const f of r.flags) m.canaryFlags.inc({ pack: out.pack, canary: f.name });
+  }
+
+  describePacks(): PackDescription[] {
+    return [...this.packs.values()].map(describePack);
+  }
+
+  info(): ServerInfo {
+    const c = this.config;
+    return {
+      version: VERSION,
+      onnxruntime_version: this.ortVersion,
+      max_message_bytes: c.maxMessageBytes,
+      max_tokens_per_request: c.maxTokensPerRequest,
+      max_inflight: c.maxInflight,
+      max_batch_tokens: c.maxBatchTokens,
+      workers: c.workers,
+      intra_op_threads: c.intraOpThreads,
+      packs: [...this.packs.keys()],
+    };
+  }
+}

@@ -1,0 +1,56 @@
+// Builds the gRPC server (unbound): RewardService, grpc.health.v1 and nothing else. main/server.ts binds it.
+import * as grpc from '@grpc/grpc-js';
+import { HealthImplementation } from 'grpc-health-check';
+
+import type { Service } from '../../service.js';
+import type { ScoreRequest__Output } from '../../generated/mechreward/v1/ScoreRequest.js';
+import type { ScoreResponse } from '../../generated/mechreward/v1/ScoreResponse.js';
+import type { ListPacksResponse } from '../../generated/mechreward/v1/ListPacksResponse.js';
+import type { GetInfoResponse } from '../../generated/mechreward/v1/GetInfoResponse.js';
+import type { RewardServiceHandlers } from '../../generated/mechreward/v1/RewardService.js';
+import { loadContract, SERVICE_NAME } from './contract.js';
+import { unary } from './unary.js';
+
+export interface BuiltGrpcServer {
+  readonly server: grpc.Server;
+  /** Mirrors readiness into grpc.health.v1 for "" and mechreward.v1.RewardService. */
+  setServing(serving: boolean): void;
+}
+
+export function buildGrpcServer(service: Service): BuiltGrpcServer {
+  const contract = loadContract();
+  const max = service.config.maxMessageBytes;
+  const server = new grpc.Server({
+    'grpc.max_receive_message_length': max,
+    'grpc.max_send_message_length': max,
+    // A loopback sidecar: ping idle trainers every 60 s rather than gRPC's 2 h default.
+    'grpc.keepalive_time_ms': 60_000,
+    'grpc.keepalive_timeout_ms': 20_000,
+  });
+
+  const handlers: RewardServiceHandlers = {
+    Score: unary<ScoreRequest__Output, ScoreResponse>(service, 'Score', { requiresReady: true }, async (req, ctx) => {
+      const out = await service.scorer.score({ pack: req.pack, sequences: req.sequences, runId: req.run_id }, ctx.signal);
+      ctx.timings = { queueMs: out.queueMs, inferenceMs: out.inferenceMs, tokens: out.tokens };
+      service.recordScore(out);
+      return {
+        pack: out.pack,
+        results: out.results.map((r) => ({ token_rewards: Array.from(r.tokenRewards), reward: r.reward, flags: r.flags })),
+      };
+    }),
+    ListPacks: unary<unknown, ListPacksResponse>(service, 'ListPacks', { requiresReady: false }, async () => ({ packs: service.describePacks() })),
+    GetInfo: unary<unknown, GetInfoResponse>(service, 'GetInfo', { requiresReady: false }, async () => service.info()),
+  };
+  server.addService(contract.mechreward.v1.RewardService.service, handlers);
+
+  const health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
+  health.addToServer(server);
+  return {
+    server,
+    setServing(serving) {
+      const status = serving ? 'SERVING' : 'NOT_SERVING';
+      health.setStatus('', status);
+      health.setStatus(SERVICE_NAME, status);
+    },
+  };
+}

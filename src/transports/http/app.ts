@@ -1,0 +1,94 @@
+// Builds the HTTP app (unbound): health, readiness, metrics, info, pack listing and scoring in JSON or
+// msgpack. Errors go through the same catalogue as gRPC (one setErrorHandler).
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { pack as msgpackEncode, unpack as msgpackDecode } from 'msgpackr';
+
+import { MechRewardError, toHttpError } from '../../errors.js';
+import type { SequenceInput } from '../../core/decode.js';
+import type { Service } from '../../service.js';
+
+const MSGPACK = 'application/msgpack';
+
+interface WireSequence {
+  activations?: unknown;
+  dtype?: unknown;
+  num_tokens?: unknown;
+  score_from?: unknown;
+}
+
+/** HTTP carries the same fields as the proto; JSON sends activations as base64, msgpack as binary. */
+function toSequences(body: unknown): { pack: string; runId: string; sequences: SequenceInput[] } {
+  if (typeof body !== 'object' || body === null) throw new MechRewardError('MR_ERR_MALFORMED_BODY', 'body: expected an object {pack, sequences, run_id}');
+  const b = body as Record<string, unknown>;
+  if (typeof b.pack !== 'string') throw new MechRewardError('MR_ERR_INVALID_ARGUMENT', 'pack: must be a string');
+  if (!Array.isArray(b.sequences)) throw new MechRewardError('MR_ERR_INVALID_ARGUMENT', 'sequences: must be a list');
+  const sequences = (b.sequences as WireSequence[]).map((s, i) => {
+    if (typeof s !== 'object' || s === null) throw new MechRewardError('MR_ERR_INVALID_ARGUMENT', `sequences[${i}]: must be an object`);
+    let activations: Uint8Array;
+    if (s.activations instanceof Uint8Array) activations = s.activations;
+    else if (typeof s.activations === 'string') activations = Buffer.from(s.activations, 'base64');
+    else throw new MechRewardError('MR_ERR_INVALID_ARGUMENT', `sequences[${i}].activations: must be base64 (JSON) or binary (msgpack)`);
+    const dtype = typeof s.dtype === 'string' && !s.dtype.startsWith('DTYPE_') ? `DTYPE_${s.dtype.toUpperCase()}` : (s.dtype as string | number);
+    return { activations, dtype: dtype ?? 'DTYPE_UNSPECIFIED', num_tokens: Number(s.num_tokens ?? NaN), score_from: Number(s.score_from ?? 0) };
+  });
+  return { pack: b.pack, runId: typeof b.run_id === 'string' ? b.run_id : '', sequences };
+}
+
+export function buildHttpApp(service: Service): FastifyInstance {
+  const app = Fastify({ logger: false, bodyLimit: service.config.maxMessageBytes });
+  app.addContentTypeParser(MSGPACK, { parseAs: 'buffer' }, (_req, body, done) => {
+    try {
+      done(null, msgpackDecode(body as Buffer));
+    } catch {
+      done(new MechRewardError('MR_ERR_MALFORMED_BODY', 'body: not valid msgpack'), undefined);
+    }
+  });
+
+  app.setErrorHandler((err: unknown, _req, reply) => {
+    let e = err;
+    const fastifyCode = (err as { code?: string }).code;
+    if (fastifyCode === 'FST_ERR_CTP_BODY_TOO_LARGE') e = new MechRewardError('MR_ERR_REQUEST_TOO_LARGE', `body: larger than max_message_bytes ${service.config.maxMessageBytes}`);
+    else if (fastifyCode === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') e = new MechRewardError('MR_ERR_MALFORMED_BODY', `content-type: use application/json or ${MSGPACK}`);
+    else if (fastifyCode?.startsWith('FST_ERR_CTP') || (err as { statusCode?: number }).statusCode === 400) e = new MechRewardError('MR_ERR_MALFORMED_BODY', 'body: could not be parsed');
+    const { statusCode, body } = toHttpError(e);
+    if (statusCode >= 500) service.log.error({ err: e instanceof MechRewardError ? (e.cause ?? e) : e }, 'http request failed');
+    if (body.code === 'MR_ERR_OVERLOADED') void reply.header('retry-after', '1');
+    void reply.code(statusCode).send(body);
+  });
+
+  app.addHook('onResponse', async (req, reply) => {
+    const route = req.routeOptions.url ?? 'unknown';
+    service.metrics.requests.inc({ method: `HTTP ${req.method} ${route}`, code: String(reply.statusCode) });
+    service.metrics.requestDuration.observe({ method: `HTTP ${req.method} ${route}` }, reply.elapsedTime / 1000);
+  });
+
+  app.get('/healthz', async () => ({ status: 'alive' }));
+  app.get('/readyz', async (_req, reply) => {
+    if (service.isReady()) return { status: 'ready', packs: [...service.packs.keys()] };
+    return reply.code(503).send({ status: 'not_ready', reason: service.notReadyReason() });
+  });
+  app.get('/metrics', async (_req, reply) => {
+    service.refreshGauges();
+    return reply.type(service.metrics.registry.contentType).send(await service.metrics.registry.metrics());
+  });
+  app.get('/info', async () => service.info());
+  app.get('/v1/packs', async () => ({ packs: service.describePacks() }));
+
+  app.post('/v1/score', async (req: FastifyRequest, reply: FastifyReply) => {
+    if (!service.isReady()) throw new MechRewardError('MR_ERR_NOT_READY', `server is not ready: ${service.notReadyReason()}`);
+    const input = toSequences(req.body);
+    const controller = new AbortController();
+    req.raw.on('close', () => {
+      if (!reply.sent) controller.abort();
+    });
+    const out = await service.scorer.score(input, controller.signal);
+    service.recordScore(out);
+    void reply.header('x-queue-time', out.queueMs.toFixed(3)).header('x-inference-time', out.inferenceMs.toFixed(3)).header('x-compute-tokens', String(out.tokens));
+    const body = { pack: out.pack, results: out.results.map((r) => ({ token_rewards: Array.from(r.tokenRewards), reward: r.reward, flags: r.flags })) };
+    if (req.headers['content-type']?.startsWith(MSGPACK) || req.headers.accept === MSGPACK) {
+      return reply.type(MSGPACK).send(msgpackEncode(body));
+    }
+    return body;
+  });
+  return app;
+}
