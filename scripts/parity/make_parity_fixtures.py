@@ -1,0 +1,835 @@
+#!/usr/bin/env python3
+"""Generate deterministic parity fixtures for the mechreward engine.
+
+    python3 scripts/parity/make_parity_fixtures.py --out DIR [--seed 0]
+
+Writes DIR/packs/<pack>/{pack.json,sae/...}, DIR/inputs/<pack>.<dtype>.<i>.bin and
+DIR/cases.json with float64 expected values from reference.py (see README.md).
+Everything written is re-read from disk and recomputed at the end; any failed
+construction check exits with status 1 and a message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+
+import ml_dtypes
+import numpy as np
+from safetensors.numpy import save_file
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference as ref  # noqa: E402
+
+U32 = 2.0 ** -24  # float32 unit roundoff
+RTOL = 1e-4
+SCALE_FLOOR = 1e-6
+F16_LIMIT = 60000.0
+N_SEQUENCES = 5
+T_RANGE = (6, 24)
+HIGH_NORM_FACTOR = (1e3, 2e4)
+NEAR_TIE_REL = (1e-4, 1e-3)
+HOOK_NAME = "blocks.3.hook_resid_post"
+LAYER = 3
+FEW_POSITIVE_K_NON_TOPK = 16  # "fewer than k positive" for SAEs without a k
+TENSOR_NP = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16}
+CFG_DTYPE = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+ITEMSIZE = {"f32": 4, "f16": 2, "bf16": 2}
+
+
+class FixtureError(Exception):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise FixtureError(msg)
+
+
+# ------------------------------------------------------------------ specs
+SAE_SPECS = {
+    "topk-saelens": dict(layout="saelens", architecture="topk", d_model=64, d_sae=512, k=16,
+                         apply_b_dec=True, normalize="none", rescale=True, dtype="F32",
+                         dec_norm_range=(0.5, 2.0)),
+    "topk-sparsify": dict(layout="sparsify", architecture="topk", d_model=64, d_sae=512, k=16,
+                          apply_b_dec=True, normalize="none", rescale=False, dtype="F32"),
+    "relu-saelens": dict(layout="saelens", architecture="standard", d_model=64, d_sae=512, k=None,
+                         apply_b_dec=True, normalize="constant_norm_rescale", rescale=False,
+                         dtype="F16"),
+    "jumprelu-saelens": dict(layout="saelens", architecture="jumprelu", d_model=64, d_sae=512,
+                             k=None, apply_b_dec=False, normalize="layer_norm", rescale=False,
+                             dtype="BF16"),
+    "topk-layernorm-bf16": dict(layout="saelens", architecture="topk", d_model=128, d_sae=1024,
+                                k=32, apply_b_dec=True, normalize="layer_norm", rescale=False,
+                                dtype="BF16"),
+}
+
+# sae: which SAE (by owning pack); features_from: reuse another pack's features + canaries
+PACK_SPECS = [
+    dict(name="topk-saelens", schema="own", sae="topk-saelens", encode="topk",
+         pooling={"method": "mean"}),
+    dict(name="topk-saelens-selected", schema="own", sae="topk-saelens", encode="selected_relu",
+         pooling={"method": "sum"}, features_from="topk-saelens"),
+    dict(name="topk-sparsify", schema="B", sae="topk-sparsify", encode="topk",
+         pooling={"method": "mean"}),
+    dict(name="topk-sparsify-selected", schema="own", sae="topk-sparsify", encode="selected_relu",
+         pooling={"method": "max"}),
+    dict(name="relu-saelens", schema="A", sae="relu-saelens", encode="topk",
+         pooling={"method": "mean"}, feature_threshold=0.1),
+    dict(name="jumprelu-saelens", schema="own", sae="jumprelu-saelens", encode="topk",
+         pooling={"method": "last_k", "k": 4}),
+    dict(name="jumprelu-selected", schema="own", sae="jumprelu-saelens", encode="selected_relu",
+         pooling={"method": "mean"}, features_from="jumprelu-saelens"),
+    dict(name="topk-layernorm-bf16", schema="own", sae="topk-layernorm-bf16", encode="topk",
+         pooling={"method": "last_k", "k": 4}, one_feature_threshold=0.05),
+]
+
+N_FEATURES = 12
+N_CANARIES = 2
+N_CANARY_CANDIDATES = 6
+CANARY_NAMES = ["canary_repetition", "canary_verbosity"]
+
+
+# ------------------------------------------------------------------ quantisation
+def f32_to_bf16_bits(x32: np.ndarray) -> np.ndarray:
+    """Round-to-nearest-even: top 16 bits of float32 (finite inputs only)."""
+    bits = np.ascontiguousarray(x32, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = (bits + np.uint64(0x7FFF) + ((bits >> np.uint64(16)) & np.uint64(1))) >> np.uint64(16)
+    return rounded.astype(np.uint16)
+
+
+def quantize_input(X: np.ndarray, dtype: str):
+    """float64 [T, d] -> (little-endian bytes, exactly decoded float64 [T, d])."""
+    X = np.asarray(X, dtype=np.float64)
+    check(np.all(np.isfinite(X)), "non-finite input before quantisation")
+    if dtype == "f32":
+        raw = X.astype("<f4").tobytes()
+    elif dtype == "f16":
+        check(np.max(np.abs(X)) < F16_LIMIT, "input exceeds f16 range limit")
+        raw = X.astype("<f2").tobytes()
+    elif dtype == "bf16":
+        x32 = X.astype(np.float32)
+        bits = f32_to_bf16_bits(x32)
+        lib = x32.astype(ml_dtypes.bfloat16).view(np.uint16)
+        check(np.array_equal(bits, lib), "bf16 RNE mismatch against ml_dtypes")
+        raw = bits.astype("<u2").tobytes()
+    else:
+        raise ValueError(dtype)
+    Xq = ref.decode_input(raw, dtype, X.shape[1])
+    check(np.all(np.isfinite(Xq)), "non-finite input after quantisation")
+    if dtype == "f16":
+        check(np.max(np.abs(Xq)) < F16_LIMIT, "quantised f16 input out of range")
+    return raw, Xq
+
+
+def store_tensor(a: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "BF16":
+        out = np.asarray(a, dtype=np.float32).astype(ml_dtypes.bfloat16)
+        check(np.array_equal(out.view(np.uint16), f32_to_bf16_bits(np.asarray(a, np.float32))),
+              "bf16 weight RNE mismatch")
+        return np.ascontiguousarray(out)
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float64).astype(TENSOR_NP[dtype]))
+
+
+# ------------------------------------------------------------------ SAE construction
+def make_sae(rng, name, spec):
+    d, n = spec["d_model"], spec["d_sae"]
+    perm = rng.permutation(n)
+    pack_ids = np.sort(perm[:N_FEATURES])
+    canary_ids = perm[N_FEATURES:N_FEATURES + N_CANARY_CANDIDATES]
+    hot = np.concatenate([pack_ids, canary_ids])
+    # encoder: columns ~ N(0, 1/d) with a spread of norms; pack/canary features boosted so
+    # they fire on a useful share of tokens
+    col = np.exp(rng.normal(0.0, 0.2, n))
+    col[hot] *= 2.2
+    W_enc = rng.normal(0.0, 1.0 / math.sqrt(d), (d, n)) * col
+    # b_enc mostly slightly negative; a few (incl. 2 pack features) slightly positive
+    b_enc = -np.abs(rng.normal(0.2, 0.08, n))
+    n_pos = max(n // 64, 4)
+    pos = np.concatenate([pack_ids[rng.permutation(N_FEATURES)[:2]],
+                          rng.choice(np.setdiff1d(np.arange(n), hot), n_pos - 2, replace=False)])
+    b_enc[pos] = rng.uniform(0.05, 0.3, pos.size)
+    dirs = rng.normal(size=(n, d))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    lo, hi = spec.get("dec_norm_range", (1.0, 1.0))
+    dec_norms = rng.uniform(lo, hi, n) if spec["rescale"] else np.ones(n)
+    if spec["rescale"]:
+        dec_norms[rng.choice(n, 2, replace=False)] = [lo, hi]  # span the whole range
+    W_dec = dirs * dec_norms[:, None]
+    if spec["normalize"] == "constant_norm_rescale" and spec["apply_b_dec"]:
+        b_dec = rng.normal(size=d)
+        b_dec *= math.sqrt(d) / np.linalg.norm(b_dec)  # lives on the rescaled sphere
+    elif spec["normalize"] == "layer_norm" and spec["apply_b_dec"]:
+        b_dec = rng.normal(size=d)
+        b_dec -= b_dec.mean()
+        b_dec /= b_dec.std(ddof=1)  # a layer-normed vector
+    else:
+        b_dec = rng.normal(0.0, 0.3, d)
+    if spec["apply_b_dec"]:
+        # damp (not remove) the b_dec component of the hot encoder columns, so subtracting b_dec
+        # still matters but does not pin those features permanently on or off
+        bhat = b_dec / np.linalg.norm(b_dec)
+        W_enc[:, hot] -= 0.7 * np.outer(bhat, bhat @ W_enc[:, hot])
+    tensors = dict(W_enc=W_enc, b_enc=b_enc, W_dec=W_dec, b_dec=b_dec)
+    if spec["architecture"] == "jumprelu":
+        tensors["threshold"] = rng.uniform(0.2, 1.0, n)
+    return tensors, pack_ids, canary_ids
+
+
+def write_sae(sae_dir, spec, tensors):
+    os.makedirs(sae_dir, exist_ok=True)
+    dt = spec["dtype"]
+    d, n = spec["d_model"], spec["d_sae"]
+    if spec["layout"] == "sparsify":
+        cfg = {"k": spec["k"], "num_latents": n, "expansion_factor": n // d, "activation": "topk",
+               "d_in": d, "normalize_decoder": True, "multi_topk": False,
+               "skip_connection": False}
+        stored = {"encoder.weight": store_tensor(tensors["W_enc"].T, dt),
+                  "encoder.bias": store_tensor(tensors["b_enc"], dt),
+                  "W_dec": store_tensor(tensors["W_dec"], dt),
+                  "b_dec": store_tensor(tensors["b_dec"], dt)}
+        path = os.path.join(sae_dir, "sae.safetensors")
+    else:
+        cfg = {"d_in": d, "d_sae": n, "architecture": spec["architecture"]}
+        if spec["architecture"] == "topk":
+            cfg["k"] = spec["k"]
+        cfg.update({"apply_b_dec_to_input": spec["apply_b_dec"],
+                    "normalize_activations": spec["normalize"],
+                    "rescale_acts_by_decoder_norm": spec["rescale"],
+                    "dtype": CFG_DTYPE[dt], "metadata": {"hook_name": HOOK_NAME}})
+        stored = {k: store_tensor(v, dt) for k, v in tensors.items()}
+        path = os.path.join(sae_dir, "sae_weights.safetensors")
+    with open(os.path.join(sae_dir, "cfg.json"), "w") as fh:
+        json.dump(cfg, fh, indent=2)
+        fh.write("\n")
+    save_file(stored, path)
+    os.chmod(path, 0o644)  # safetensors creates files 0600
+    return stored
+
+
+# ------------------------------------------------------------------ robustness margins
+def row_margins(sae: ref.Sae, x: np.ndarray):
+    """Per-feature (m, e) for one row: m bounds a float32 engine's error in h (used to keep
+    every discontinuity clear), e is a generous estimate of its typical error (used to keep
+    continuous errors well inside the parity tolerance)."""
+    d = sae.d_model
+    x = x[None, :]
+    xp = ref.normalize(sae, x)
+    b_eff = ref.b_dec_applied(sae)
+    s = sae.act_scale
+    absW = np.abs(sae.W_enc)
+    S = ((np.abs(xp) + np.abs(b_eff)) @ absW + np.abs(sae.b_enc))[0] * s
+    Sx = np.zeros_like(S)
+    Pw = np.zeros_like(S)  # layer norm: per-coordinate centring error
+    Pm = np.zeros_like(S)  # layer norm: error of the mean, common to every coordinate
+    if sae.normalize in ("constant_norm_rescale", "layer_norm"):
+        Sx = (np.abs(xp) @ absW)[0] * s
+    if sae.normalize == "layer_norm":
+        mu = x.mean()
+        std = x.std(ddof=1) + ref.LN_EPS
+        Pw = (((np.abs(x - mu) + abs(mu)) / std) @ absW)[0] * s
+        Pm = np.abs(np.abs(x).mean() / std * sae.W_enc.sum(axis=0)) * s
+    m = U32 * ((d + 16) * S + (d + 8) * Sx + 4 * Pw + d * Pm)
+    e = U32 * (2 * (S + Sx) + Pw + math.sqrt(d) * Pm)
+    return m, e
+
+
+def row_problems(sae: ref.Sae, pack: ref.Pack, x: np.ndarray):
+    """Reasons why a float32 engine could legitimately disagree with the reference on row x
+    beyond the parity tolerance (empty list = row is safe)."""
+    probs = []
+    H = ref.pre_activations(sae, x[None, :])[0]
+    m, e = row_margins(sae, x)
+    ids = pack.feature_ids
+    can_ids = np.array([c.feature for c in pack.canaries], dtype=np.int64)
+    relevant = np.unique(np.concatenate([ids, can_ids]))
+    exact = pack.encode == "topk"
+    if exact and sae.architecture == "topk":
+        k = sae.k
+        order = np.argsort(-H, kind="stable")
+        kth, k1th = order[k - 1], order[k]
+        selected = np.zeros(sae.d_sae, bool)
+        selected[order[:k]] = True
+        for j in relevant:
+            if H[j] <= m[j]:
+                continue
+            other = k1th if selected[j] else kth
+            if abs(H[j] - H[other]) <= m[j] + m[other]:
+                probs.append(f"feature {j} within float32 error of the TopK boundary")
+    if exact and sae.architecture == "jumprelu":
+        for j in relevant:
+            th = sae.threshold[j]
+            if H[j] > -m[j] and abs(H[j] - th) <= m[j] + 4 * U32 * abs(th):
+                probs.append(f"feature {j} within float32 error of its JumpReLU threshold")
+    A = ref.mode_activations(sae, H[None, :], pack.encode, ids)[0]
+    for i, f in enumerate(pack.features):
+        if f.threshold > 0 and abs(A[i] - f.threshold) <= m[f.id]:
+            probs.append(f"feature {f.id} within float32 error of its activation threshold")
+    if pack.canaries:
+        CA = ref.mode_activations(sae, H[None, :], pack.encode, can_ids)[0]
+        for i, c in enumerate(pack.canaries):
+            if abs(CA[i] - c.threshold) <= m[c.feature]:
+                probs.append(f"canary {c.name} within float32 error of its threshold")
+            if CA[i] > c.threshold and e[c.feature] > RTOL * CA[i]:
+                probs.append(f"canary {c.name} value too imprecise for the tolerance")
+    At = np.where(A > pack.thresholds, A, 0.0)
+    scale = float(np.sum(np.abs(pack.weights * At)))
+    live = (At > 0) | ((pack.thresholds <= 0) & (np.abs(H[ids]) < m[ids]))
+    err = float(np.sum(np.abs(pack.weights[live]) * e[ids][live]))
+    if err > RTOL * max(scale, SCALE_FLOOR):
+        probs.append("token error estimate exceeds the parity tolerance")
+    return probs
+
+
+# ------------------------------------------------------------------ row kinds
+def random_row(rng, sae):
+    d = sae.d_model
+    sigma = rng.uniform(0.5, 8.0)
+    x = rng.normal(size=d) * sigma
+    if rng.random() < 0.35:
+        x[rng.integers(d)] = rng.choice([-1.0, 1.0]) * sigma * rng.uniform(8.0, 30.0)
+    if sae.normalize == "layer_norm":
+        x += rng.normal() * 0.5 * sigma  # common offset, removed by the layer norm
+    return x
+
+
+def high_norm_row(rng, sae):
+    d = sae.d_model
+    factor = math.exp(rng.uniform(math.log(HIGH_NORM_FACTOR[0]), math.log(HIGH_NORM_FACTOR[1])))
+    x = rng.normal(size=d) * factor
+    peak = np.max(np.abs(x))
+    if peak >= 59000.0:
+        x *= 59000.0 / peak
+    return x
+
+
+def few_positive_row(rng, sae):
+    d = sae.d_model
+    b_eff = ref.b_dec_applied(sae)
+    if sae.normalize in ("none", "expected_average_only_in"):
+        return b_eff + rng.normal(size=d) * 0.02
+    if sae.normalize == "constant_norm_rescale":
+        check(abs(np.linalg.norm(b_eff) / math.sqrt(d) - 1) < 0.05,
+              "few_positive needs ||b_dec|| ~ sqrt(d_model) for constant_norm_rescale")
+        return (b_eff + rng.normal(size=d) * 0.01) * rng.uniform(0.5, 3.0)
+    if sae.normalize == "layer_norm":
+        if sae.apply_b_dec:
+            z = b_eff + rng.normal(size=d) * 0.02
+            z -= z.mean()
+            check(abs(z.std(ddof=1) - 1) < 0.05, "few_positive needs a layer-normed b_dec")
+            return z * rng.uniform(0.5, 3.0) + rng.normal() * 0.3
+        # no b_dec subtraction: make the layer-norm output itself small (std ~ eps)
+        z = rng.normal(size=d) * 0.02
+        z -= z.mean()
+        alpha = ref.LN_EPS / (1 - z.std(ddof=1))
+        return z * alpha
+    raise ValueError(sae.normalize)
+
+
+def few_positive_k(sae):
+    return sae.k if sae.architecture == "topk" else FEW_POSITIVE_K_NON_TOPK
+
+
+def near_tie_applicable(sae, pack):
+    return pack.encode == "topk" and sae.architecture == "topk"
+
+
+def near_tie_info(sae, pack, x):
+    """(ok, reason, detail) for a near-tie row x (already quantised)."""
+    k = sae.k
+    H = ref.pre_activations(sae, x[None, :])[0]
+    order = np.argsort(-H, kind="stable")
+    hi_id, lo_id = int(order[k - 1]), int(order[k])
+    ids = list(pack.feature_ids)
+    if hi_id not in ids or lo_id not in ids:
+        return False, "k-th/(k+1)-th are not both pack features", None
+    w_hi, w_lo = pack.weights[ids.index(hi_id)], pack.weights[ids.index(lo_id)]
+    if w_hi == w_lo:
+        return False, "equal weights", None
+    hi, lo = H[hi_id], H[lo_id]
+    if not lo > 0:
+        return False, "tied pre-activations not positive", None
+    rel = (hi - lo) / hi
+    if not NEAR_TIE_REL[0] <= rel <= NEAR_TIE_REL[1]:
+        return False, f"relative gap {rel:.3g} outside range", None
+    # the swap must be visible at token level: changes r_t by w_hi*h_hi - w_lo*h_lo
+    A = ref.pack_activations(sae, pack, x[None, :])[0]
+    scale = float(np.sum(np.abs(pack.weights * A)))
+    swap = abs(w_hi * hi - w_lo * lo)
+    if swap <= 100 * RTOL * max(scale, SCALE_FLOOR):
+        return False, "swap not detectable at the tolerance", None
+    return True, "", {"features": [hi_id, lo_id], "rel_gap": float(rel)}
+
+
+def _h2(sae, x, a, b):
+    H = ref.pre_activations(sae, x[None, :])[0]
+    return np.array([H[a], H[b]])
+
+
+def _jacobian(sae, x, a, b):
+    J = np.empty((2, 2))
+    eps = 1e-4
+    for c, dvec in enumerate((sae.W_enc[:, a], sae.W_enc[:, b])):
+        J[:, c] = (_h2(sae, x + eps * dvec, a, b) - _h2(sae, x - eps * dvec, a, b)) / (2 * eps)
+    return J
+
+
+def _newton_place(sae, x, a, b, target, J=None, iters=12):
+    """Move x in span(W_enc[:, a], W_enc[:, b]) until (h_a, h_b) == target (chord method when
+    a Jacobian J is given)."""
+    for _ in range(iters):
+        r = target - _h2(sae, x, a, b)
+        if np.max(np.abs(r)) <= 1e-12 * max(1.0, np.max(np.abs(target))):
+            break
+        try:
+            t = np.linalg.solve(J if J is not None else _jacobian(sae, x, a, b), r)
+        except np.linalg.LinAlgError:
+            return None
+        x = x + t[0] * sae.W_enc[:, a] + t[1] * sae.W_enc[:, b]
+    return x
+
+
+def near_tie_row(rng, sae, pack, dtype):
+    k = sae.k
+    ids = pack.feature_ids
+    w = pack.weights
+    pairs = [(i, j) for i in range(len(ids)) for j in range(len(ids))
+             if i != j and abs(w[i] - w[j]) >= 0.2]
+    for _ in range(200):
+        i, j = pairs[rng.integers(len(pairs))]
+        a, b = int(ids[i]), int(ids[j])  # a ends up k-th (larger), b (k+1)-th
+        x = rng.normal(size=sae.d_model) * rng.uniform(1.0, 4.0)
+        if sae.normalize == "layer_norm":
+            x += rng.normal()
+        ok = True
+        for _outer in range(4):
+            H = ref.pre_activations(sae, x[None, :])[0]
+            others = np.sort(np.delete(H, [a, b]))[::-1]
+            level = 0.5 * (others[k - 2] + others[k - 1])
+            if not level > 0:
+                ok = False
+                break
+            x2 = _newton_place(sae, x, a, b, np.array([level, level * (1 - 4e-4)]))
+            if x2 is None:
+                ok = False
+                break
+            x = x2
+        if not ok:
+            continue
+        J = _jacobian(sae, x, a, b)
+        H = ref.pre_activations(sae, x[None, :])[0]
+        others = np.sort(np.delete(H, [a, b]))[::-1]
+        level = 0.5 * (others[k - 2] + others[k - 1])
+        for _q in range(40):
+            rel = math.exp(rng.uniform(math.log(1.5e-4), math.log(7e-4)))
+            xt = _newton_place(sae, x, a, b, np.array([level, level * (1 - rel)]), J)
+            if xt is None:
+                break
+            raw, xq = quantize_input(xt[None, :], dtype)
+            good, _reason, _ = near_tie_info(sae, pack, xq[0])
+            if good and not row_problems(sae, pack, xq[0]):
+                return raw, xq[0]
+    raise FixtureError(f"could not build a near-tie row for {pack.name} / {dtype}")
+
+
+def count_positive(sae, x):
+    return int(np.sum(ref.pre_activations(sae, x[None, :])[0] > 0))
+
+
+def make_row(rng, kind, sae, pack, dtype, stats):
+    if kind == "near_tie":
+        return near_tie_row(rng, sae, pack, dtype)
+    for _ in range(200):
+        if kind == "random":
+            x = random_row(rng, sae)
+        elif kind == "high_norm":
+            x = high_norm_row(rng, sae)
+        elif kind == "few_positive":
+            x = few_positive_row(rng, sae)
+        else:
+            raise ValueError(kind)
+        raw, xq = quantize_input(x[None, :], dtype)
+        if kind == "few_positive" and count_positive(sae, xq[0]) >= few_positive_k(sae):
+            stats["rejected_" + kind] += 1
+            continue
+        if row_problems(sae, pack, xq[0]):
+            stats["rejected_" + kind] += 1
+            continue
+        return raw, xq[0]
+    raise FixtureError(f"could not build a safe {kind} row for {pack.name} / {dtype}")
+
+
+def assign_kinds(rng, T, score_from, with_tie):
+    kinds = [None] * T
+    required = ["few_positive", "high_norm", "random"]
+    if with_tie:
+        kinds[int(rng.integers(score_from, T))] = "near_tie"  # one tie where it is scored
+    free = [t for t in range(T) if kinds[t] is None]
+    for kind, pos in zip(required, rng.permutation(free)[:len(required)]):
+        kinds[int(pos)] = kind
+    pool_kinds = ["random", "few_positive", "high_norm"] + (["near_tie"] if with_tie else [])
+    probs = [0.5, 0.15, 0.15] + ([0.2] if with_tie else [])
+    probs = np.array(probs) / np.sum(probs)
+    for t in range(T):
+        if kinds[t] is None:
+            kinds[t] = str(pool_kinds[rng.choice(len(pool_kinds), p=probs)])
+    return kinds
+
+
+# ------------------------------------------------------------------ packs
+def make_features(rng, ids):
+    signs = np.array([1.0] * (len(ids) // 2) + [-1.0] * (len(ids) - len(ids) // 2))
+    rng.shuffle(signs)
+    while True:
+        mags = np.round(rng.uniform(0.25, 2.5, len(ids)), 3)
+        w = signs * mags
+        gaps = np.abs(w[:, None] - w[None, :])[~np.eye(len(ids), dtype=bool)]
+        if np.all(gaps >= 0.05) and not np.any(np.isin(mags, [1.0])):
+            return [float(v) for v in w]
+
+
+def calibrate_canaries(rng, sae, encode, candidates):
+    """Pick the N_CANARIES candidates that fire most on random rows; thresholds at the 30th and
+    85th percentile of their positive activations (3 significant digits)."""
+    X = np.stack([random_row(rng, sae) for _ in range(256)])
+    CA = ref.mode_activations(sae, ref.pre_activations(sae, X), encode, candidates)
+    firing = (CA > 0).sum(axis=0)
+    best = np.argsort(-firing, kind="stable")[:N_CANARIES]
+    out = []
+    for j, q in zip(best, (0.3, 0.85)):
+        pos = CA[:, j][CA[:, j] > 0]
+        check(pos.size >= 16, f"canary candidate {candidates[j]} hardly fires")
+        out.append((int(candidates[j]), float(f"{float(np.quantile(pos, q)):.3g}")))
+    return out
+
+
+def pack_json(spec, features, canaries, sae_spec, sae_rel):
+    name = spec["name"]
+    if spec["schema"] == "own":
+        pooling = dict(spec["pooling"])
+        return {
+            "schema": ref.OWN_SCHEMA,
+            "name": name,
+            "description": f"Parity fixture ({sae_spec['architecture']} SAE, encode "
+                           f"{spec['encode']}, pooling {pooling['method']}). Synthetic random "
+                           "weights, no meaning.",
+            "synthetic": True,
+            "model": "synthetic",
+            "layer": LAYER,
+            "sae": sae_rel,
+            "encode": spec["encode"],
+            "pooling": pooling,
+            "features": features,
+            "canaries": canaries,
+        }
+    common = {"name": name, "version": "0.0.0-parity", "model_name": "synthetic",
+              "release": "mechreward-parity-fixtures", "sae_id": f"layer_{LAYER}",
+              "description": "Parity fixture with synthetic random weights; not validated."}
+    if spec["schema"] == "A":
+        return {**common, "features": [
+            {"feature_id": f["id"], "name": f["name"], "description": "synthetic feature",
+             "weight": f["weight"], "activation_threshold": f.get("threshold", 0.0),
+             "validated": True} for f in features],
+            "metadata": {"synthetic": True, "hook_name": HOOK_NAME}}
+    if spec["schema"] == "B":
+        def entry(f, sign, rng_val):
+            mc, mw = rng_val
+            return {"feature_id": f["id"], "effect_size": round(sign * abs(mc - mw) / 0.5, 4),
+                    "mean_correct": mc, "mean_wrong": mw, "weight": sign, "validated": True}
+        helpful, harmful = [], []
+        for f in features:
+            base = 0.1 + 0.01 * (f["id"] % 37)
+            if f["weight"] > 0:
+                helpful.append(entry(f, 1.0, (round(base + 0.2, 4), round(base, 4))))
+            else:
+                harmful.append(entry(f, -1.0, (round(base, 4), round(base + 0.2, 4))))
+        return {**common, "helpful_features": helpful, "harmful_features": harmful,
+                "validation": {"method": "synthetic (no validation data)", "n_questions": 0,
+                               "n_correct": 0, "spearman_rho": 0.0, "spearman_p": 1.0,
+                               "pearson_r": 0.0,
+                               "reward_formula": "mean_t sum_f w_f * f_f(x_t)",
+                               "pass_threshold": 0.30, "verdict": "SYNTHETIC"},
+                "metadata": {"architecture": sae_spec["architecture"],
+                             "d_model": sae_spec["d_model"], "d_sae": sae_spec["d_sae"],
+                             "k": sae_spec["k"], "num_hidden_layers": 6,
+                             "target_layer": LAYER}}
+    raise ValueError(spec["schema"])
+
+
+# ------------------------------------------------------------------ main build
+def build(out_dir, seed):
+    rng = np.random.default_rng(seed)
+    packs_dir = os.path.join(out_dir, "packs")
+    inputs_dir = os.path.join(out_dir, "inputs")
+    os.makedirs(packs_dir)
+    os.makedirs(inputs_dir)
+    saes, sae_hot, stored_all = {}, {}, {}
+    for name, spec in SAE_SPECS.items():
+        tensors, pack_ids, canary_ids = make_sae(rng, name, spec)
+        sae_dir = os.path.join(packs_dir, name, "sae")
+        stored_all[name] = write_sae(sae_dir, spec, tensors)
+        saes[name] = ref.load_sae(sae_dir)
+        sae_hot[name] = (pack_ids, canary_ids)
+
+    pack_objs, feature_sets, expected = {}, {}, {}
+    for spec in PACK_SPECS:
+        sae = saes[spec["sae"]]
+        sae_spec = SAE_SPECS[spec["sae"]]
+        pack_ids, canary_ids = sae_hot[spec["sae"]]
+        if "features_from" in spec:
+            features, canaries = feature_sets[spec["features_from"]]
+        else:
+            weights = make_features(rng, pack_ids)
+            if spec["schema"] == "B":
+                signs = rng.permutation([1.0] * 6 + [-1.0] * (N_FEATURES - 6))
+                weights = [float(s) for s in signs]
+            features = [{"id": int(i), "weight": w, "name": f"synthetic_{int(i)}"}
+                        for i, w in zip(pack_ids, weights)]
+            if "feature_threshold" in spec:
+                for f in features:
+                    f["threshold"] = spec["feature_threshold"]
+            if "one_feature_threshold" in spec:
+                features[int(rng.integers(len(features)))]["threshold"] = \
+                    spec["one_feature_threshold"]
+            canaries = []
+            if spec["schema"] == "own":
+                picked = calibrate_canaries(rng, sae, spec["encode"], canary_ids)
+                canaries = [{"name": CANARY_NAMES[c], "feature": fid, "threshold": thr}
+                            for c, (fid, thr) in enumerate(picked)]
+        feature_sets[spec["name"]] = (features, canaries)
+        sae_rel = "sae" if spec["name"] == spec["sae"] else f"../{spec['sae']}/sae"
+        pdir = os.path.join(packs_dir, spec["name"])
+        os.makedirs(pdir, exist_ok=True)
+        with open(os.path.join(pdir, "pack.json"), "w") as fh:
+            json.dump(pack_json(spec, features, canaries, sae_spec, sae_rel), fh, indent=2)
+            fh.write("\n")
+        pack_objs[spec["name"]] = ref.load_pack(pdir)
+        expected[spec["name"]] = (features, canaries)
+
+    stats = Counter()
+    hashes = {}
+    cases = []
+    for spec in PACK_SPECS:
+        pack = pack_objs[spec["name"]]
+        sae = saes[spec["sae"]]
+        tie = near_tie_applicable(sae, pack)
+        for dtype in ref.INPUT_DTYPES:
+            seqs = []
+            for i in range(N_SEQUENCES):
+                T = int(rng.integers(T_RANGE[0], T_RANGE[1] + 1))
+                score_from = 0 if i == 0 else T - 1 if i == 1 else int(rng.integers(0, T))
+                kinds = assign_kinds(rng, T, score_from, tie)
+                raws, rows = [], []
+                for kind in kinds:
+                    raw, xq = make_row(rng, kind, sae, pack, dtype, stats)
+                    raws.append(raw)
+                    rows.append(xq)
+                    stats["rows_" + kind] += 1
+                X = np.stack(rows)
+                rel = f"inputs/{spec['name']}.{dtype}.{i}.bin"
+                blob = b"".join(raws)
+                with open(os.path.join(out_dir, rel), "wb") as fh:
+                    fh.write(blob)
+                hashes[rel] = hashlib.sha256(blob).hexdigest()
+                res = ref.score_sequence(sae, pack, X, score_from)
+                seqs.append({"file": rel, "num_tokens": T, "score_from": score_from,
+                             "row_kinds": kinds, **{k: res[k] for k in (
+                                 "token_rewards", "token_scales", "reward", "reward_scale",
+                                 "flags", "canary_values")}})
+                stats["flags"] += len(res["flags"])
+                stats["sequences"] += 1
+            cases.append({"pack": spec["name"], "dtype": dtype, "d_model": sae.d_model,
+                          "sequences": seqs})
+    doc = {"seed": seed,
+           "tolerance": {"rtol": RTOL, "scale_floor": SCALE_FLOOR,
+                         "rule": "|engine - ref| <= rtol * max(scale, scale_floor); scale is "
+                                 "token_scales[t] for token_rewards[t], reward_scale for reward, "
+                                 "|value| for a canary value"},
+           "cases": cases}
+    with open(os.path.join(out_dir, "cases.json"), "w") as fh:
+        json.dump(doc, fh, indent=1)
+        fh.write("\n")
+    return saes, stored_all, expected, stats, hashes
+
+
+# ------------------------------------------------------------------ verification
+def verify(out_dir, saes_built, stored_all, expected, hashes):
+    """Re-read everything from disk and recompute; raises FixtureError on any mismatch."""
+    with open(os.path.join(out_dir, "cases.json")) as fh:
+        doc = json.load(fh)
+    check(len(doc["cases"]) == len(PACK_SPECS) * len(ref.INPUT_DTYPES), "wrong number of cases")
+    counts = Counter()
+    for spec in PACK_SPECS:
+        name = spec["name"]
+        pdir = os.path.join(out_dir, "packs", name)
+        pack = ref.load_pack(pdir)
+        sae_spec = SAE_SPECS[spec["sae"]]
+        check(pack.name == name, f"{name}: pack name != folder name")
+        check(pack.schema == spec["schema"], f"{name}: schema detected as {pack.schema}")
+        check(pack.encode == spec["encode"], f"{name}: encode {pack.encode}")
+        check(pack.pooling == spec["pooling"]["method"] and
+              pack.pooling_k == spec["pooling"].get("k"), f"{name}: pooling")
+        check(os.path.normpath(pack.sae_dir) ==
+              os.path.normpath(os.path.join(out_dir, "packs", spec["sae"], "sae")),
+              f"{name}: sae path")
+        feats, cans = expected[name]
+        check([f.id for f in pack.features] == [f["id"] for f in feats] or spec["schema"] == "B",
+              f"{name}: feature ids")
+        want = {f["id"]: (f["weight"], f.get("threshold", 0.0)) for f in feats}
+        got = {f.id: (f.weight, f.threshold) for f in pack.features}
+        check(got == want, f"{name}: feature weights/thresholds differ after reload")
+        check(len(pack.features) == N_FEATURES, f"{name}: feature count")
+        check(any(f.weight > 0 for f in pack.features) and any(f.weight < 0 for f in
+              pack.features), f"{name}: weights not mixed-sign")
+        if spec["schema"] != "B":
+            check(all(abs(f.weight) != 1.0 for f in pack.features), f"{name}: unit weight")
+        check([(c.name, c.feature, c.threshold) for c in pack.canaries] ==
+              [(c["name"], c["feature"], c["threshold"]) for c in cans], f"{name}: canaries")
+        if spec["schema"] == "own":
+            check(len(pack.canaries) == N_CANARIES, f"{name}: canary count")
+        sae = ref.load_sae(pack.sae_dir)
+        built = saes_built[spec["sae"]]
+        for attr in ("W_enc", "b_enc", "W_dec", "b_dec"):
+            check(np.array_equal(getattr(sae, attr), getattr(built, attr)),
+                  f"{name}: {attr} differs after reload")
+        check(sae.d_model == sae_spec["d_model"] and sae.d_sae == sae_spec["d_sae"],
+              f"{name}: SAE dims")
+        check(set(sae.tensor_dtypes.values()) == {sae_spec["dtype"]},
+              f"{name}: tensor dtypes {sae.tensor_dtypes}")
+        check(sae.architecture == ref.ARCHITECTURES[sae_spec["architecture"]] and
+              sae.k == sae_spec["k"] and sae.apply_b_dec == sae_spec["apply_b_dec"] and
+              sae.normalize == sae_spec["normalize"] and sae.rescale == sae_spec["rescale"],
+              f"{name}: SAE config")
+        for tname, arr in stored_all[spec["sae"]].items():
+            raw_dec = ref.decode_tensor(arr.tobytes(), sae_spec["dtype"], arr.shape)
+            check(np.array_equal(raw_dec, np.asarray(arr, np.float64)),
+                  f"{name}: stored tensor {tname} does not decode exactly")
+        if sae_spec["rescale"]:
+            nrm = sae.decoder_norms
+            check(nrm.min() < 0.55 and nrm.max() > 1.95, f"{name}: decoder norms not spread")
+        if sae.threshold is not None:
+            check(np.array_equal(sae.threshold, built.threshold), f"{name}: threshold reload")
+        tie = near_tie_applicable(sae, pack)
+        for dtype in ref.INPUT_DTYPES:
+            case = [c for c in doc["cases"] if c["pack"] == name and c["dtype"] == dtype]
+            check(len(case) == 1, f"{name}/{dtype}: case missing")
+            case = case[0]
+            check(case["d_model"] == sae.d_model, f"{name}/{dtype}: d_model")
+            seqs = case["sequences"]
+            check(len(seqs) == N_SEQUENCES, f"{name}/{dtype}: sequence count")
+            check(any(s["score_from"] == 0 for s in seqs), f"{name}/{dtype}: no score_from 0")
+            check(any(s["score_from"] == s["num_tokens"] - 1 for s in seqs),
+                  f"{name}/{dtype}: no score_from T-1")
+            live = 0
+            for s in seqs:
+                where = f"{s['file']}"
+                T, sf = s["num_tokens"], s["score_from"]
+                check(T_RANGE[0] <= T <= T_RANGE[1] and 0 <= sf <= T - 1, f"{where}: T/score_from")
+                with open(os.path.join(out_dir, s["file"]), "rb") as fh:
+                    raw = fh.read()
+                check(len(raw) == T * sae.d_model * ITEMSIZE[dtype], f"{where}: file size")
+                check(hashlib.sha256(raw).hexdigest() == hashes.get(s["file"]),
+                      f"{where}: bytes on disk differ from the bytes generated")
+                X = ref.decode_input(raw, dtype, sae.d_model)
+                check(np.all(np.isfinite(X)), f"{where}: non-finite input")
+                if dtype == "f16":
+                    check(np.max(np.abs(X)) < F16_LIMIT, f"{where}: f16 magnitude")
+                kinds = s["row_kinds"]
+                check(len(kinds) == T, f"{where}: row_kinds length")
+                check(len(set(kinds)) >= 3, f"{where}: fewer than 3 row kinds")
+                if tie:
+                    check(any(kinds[t] == "near_tie" for t in range(sf, T)),
+                          f"{where}: no scored near-tie row")
+                else:
+                    check("near_tie" not in kinds, f"{where}: near_tie on a non-TopK pack")
+                for t, kind in enumerate(kinds):
+                    x = X[t]
+                    probs = row_problems(sae, pack, x)
+                    check(not probs, f"{where} row {t}: {probs}")
+                    if kind == "near_tie":
+                        ok, why, _ = near_tie_info(sae, pack, x)
+                        check(ok, f"{where} row {t}: near-tie broken: {why}")
+                        counts["near_tie"] += 1
+                    elif kind == "few_positive":
+                        n = count_positive(sae, x)
+                        check(n < few_positive_k(sae), f"{where} row {t}: {n} positive")
+                        counts["few_positive"] += 1
+                    elif kind == "high_norm":
+                        ratio = np.linalg.norm(x) / math.sqrt(sae.d_model)
+                        check(0.5 * HIGH_NORM_FACTOR[0] <= ratio <= 1.5 * HIGH_NORM_FACTOR[1],
+                              f"{where} row {t}: high_norm ratio {ratio:.3g}")
+                        counts["high_norm"] += 1
+                    else:
+                        counts["random"] += 1
+                res = ref.score_sequence(sae, pack, X, sf)
+                for key in ("token_rewards", "token_scales", "reward", "reward_scale", "flags",
+                            "canary_values"):
+                    check(res[key] == s[key], f"{where}: {key} differs on recompute")
+                check(len(s["token_rewards"]) == T and all(v == 0.0 for v in
+                      s["token_rewards"][:sf]), f"{where}: prompt tokens not zero")
+                for fl in s["flags"]:
+                    c = [c for c in pack.canaries if c.name == fl["name"]][0]
+                    check(fl["value"] > c.threshold, f"{where}: flag below threshold")
+                live += any(v != 0.0 for v in s["token_rewards"])
+            check(live >= 3, f"{name}/{dtype}: fewer than 3 sequences with a non-zero reward")
+    return counts
+
+
+MARKER = ".mechreward-parity-fixtures"
+
+
+def prepare_out(out_dir):
+    """Create out_dir, or clear a previous fixture tree in it (never an unrelated folder)."""
+    if os.path.exists(out_dir):
+        entries = set(os.listdir(out_dir))
+        if entries and MARKER not in entries and "cases.json" not in entries:
+            raise FixtureError(f"{out_dir} is not empty and holds no parity fixtures; "
+                               "refusing to overwrite it")
+        for sub in ("packs", "inputs"):
+            p = os.path.join(out_dir, sub)
+            if os.path.isdir(p):
+                shutil.rmtree(p)
+        if "cases.json" in entries:
+            os.remove(os.path.join(out_dir, "cases.json"))
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, MARKER), "w") as fh:
+        fh.write("generated by scripts/parity/make_parity_fixtures.py; safe to delete\n")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True, help="output directory")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    t0 = time.time()
+    try:
+        prepare_out(args.out)
+        saes, stored, expected, stats, hashes = build(args.out, args.seed)
+        counts = verify(args.out, saes, stored, expected, hashes)
+    except FixtureError as exc:
+        print(f"make_parity_fixtures: FAILED: {exc}", file=sys.stderr)
+        return 1
+    n_cases = len(PACK_SPECS) * len(ref.INPUT_DTYPES)
+    rejected = {k[len("rejected_"):]: v for k, v in stats.items() if k.startswith("rejected_")}
+    print(f"parity fixtures -> {args.out} (seed {args.seed}, {time.time() - t0:.1f}s)")
+    print(f"  packs: {len(PACK_SPECS)} ({', '.join(s['name'] for s in PACK_SPECS)})")
+    print(f"  cases: {n_cases}, sequences: {stats['sequences']}, rows: "
+          f"{sum(counts.values())}")
+    print(f"  rows by kind: near_tie {counts['near_tie']}, few_positive "
+          f"{counts['few_positive']}, high_norm {counts['high_norm']}, random "
+          f"{counts['random']}")
+    print(f"  canary flags fired: {stats['flags']}; rows regenerated by safety checks: "
+          f"{dict(sorted(rejected.items())) or 0}")
+    print("  verified: every file re-read and recomputed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

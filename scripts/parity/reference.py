@@ -1,0 +1,389 @@
+"""Independent float64 reference for mechreward's SAE feature rewards.
+
+numpy only (plus the `safetensors` parser for the file container); nothing here
+is shared with the TypeScript engine. Every weight and input is decoded exactly
+from its stored bytes (F32/F16/BF16) and all arithmetic is float64.
+
+Math (docs/domain.md sections 3-5), applied row by row to x (length d_model):
+  1. normalisation (SAELens order): none / expected_average_only_in -> identity;
+     constant_norm_rescale -> x * sqrt(d_model) / ||x||;
+     layer_norm -> (x - mean(x)) / (std(x, ddof=1) + 1e-5)
+  2. subtract b_dec if apply_b_dec_to_input (sparsify: always)
+  3. h = x' @ W_enc + b_enc;  if rescale_acts_by_decoder_norm: h *= ||W_dec[i]||
+  4. encode "topk" (exact, per architecture):
+       topk     : keep the k largest h (ties -> lower index), f = max(h, 0) there
+       relu     : f = max(h, 0)                       (SAELens "standard")
+       jumprelu : f = max(h, 0) * (h > threshold)
+     encode "selected_relu": f = max(h, 0) for the pack's features, no TopK/jump.
+  5. per-feature threshold t_f: f_f counts only when f_f > t_f
+  6. r_t = sum_f w_f f_f(x_t);  token_scale_t = sum_f |w_f f_f(x_t)|
+  7. pooling over response tokens t >= score_from: mean | sum | max | last_k
+  8. canaries: value = max over response tokens of the canary feature's
+     activation (pack encode mode, no per-feature threshold); fires if > threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+import safetensors
+
+LN_EPS = 1e-5
+OWN_SCHEMA = "mechreward.pack/v1"
+ARCHITECTURES = {"topk": "topk", "standard": "relu", "relu": "relu", "jumprelu": "jumprelu"}
+NORMALIZATIONS = ("none", "expected_average_only_in", "constant_norm_rescale", "layer_norm")
+POOLINGS = ("mean", "sum", "max", "last_k")
+ENCODES = ("topk", "selected_relu")
+INPUT_DTYPES = ("f32", "f16", "bf16")
+
+
+# ---------------------------------------------------------------- decoding
+def decode_bf16_bits(bits: np.ndarray) -> np.ndarray:
+    """uint16 bfloat16 bit patterns -> float64 (exact)."""
+    bits32 = bits.astype(np.uint32) << np.uint32(16)
+    return bits32.view(np.float32).astype(np.float64)
+
+
+def decode_tensor(raw: bytes, dtype: str, shape) -> np.ndarray:
+    """Raw little-endian safetensors bytes -> float64 array (exact)."""
+    if dtype == "F64":
+        arr = np.frombuffer(raw, dtype="<f8").astype(np.float64)
+    elif dtype == "F32":
+        arr = np.frombuffer(raw, dtype="<f4").astype(np.float64)
+    elif dtype == "F16":
+        arr = np.frombuffer(raw, dtype="<f2").astype(np.float64)
+    elif dtype == "BF16":
+        arr = decode_bf16_bits(np.frombuffer(raw, dtype="<u2"))
+    else:
+        raise ValueError(f"unsupported tensor dtype {dtype}")
+    return arr.reshape(shape)
+
+
+def read_safetensors(path: str) -> Dict[str, dict]:
+    """{name: {"dtype": "F32"|..., "shape": [...], "value": float64 array}}."""
+    with open(path, "rb") as fh:
+        blob = fh.read()
+    out = {}
+    for name, info in safetensors.deserialize(blob):
+        shape = list(info["shape"])
+        out[name] = {
+            "dtype": info["dtype"],
+            "shape": shape,
+            "value": decode_tensor(bytes(info["data"]), info["dtype"], shape),
+        }
+    return out
+
+
+def decode_input(raw: bytes, dtype: str, d_model: int) -> np.ndarray:
+    """Stored input bytes (little-endian row-major [T, d_model]) -> float64."""
+    if dtype == "f32":
+        arr = np.frombuffer(raw, dtype="<f4").astype(np.float64)
+    elif dtype == "f16":
+        arr = np.frombuffer(raw, dtype="<f2").astype(np.float64)
+    elif dtype == "bf16":
+        arr = decode_bf16_bits(np.frombuffer(raw, dtype="<u2"))
+    else:
+        raise ValueError(f"unsupported input dtype {dtype}")
+    if arr.size % d_model:
+        raise ValueError(f"input of {arr.size} values is not a multiple of d_model={d_model}")
+    return arr.reshape(-1, d_model)
+
+
+# ---------------------------------------------------------------- SAE
+@dataclass
+class Sae:
+    layout: str  # "saelens" | "sparsify"
+    d_model: int
+    d_sae: int
+    architecture: str  # "topk" | "relu" | "jumprelu"
+    k: Optional[int]
+    apply_b_dec: bool
+    normalize: str
+    rescale: bool
+    W_enc: np.ndarray  # [d_model, d_sae]
+    b_enc: np.ndarray  # [d_sae]
+    W_dec: np.ndarray  # [d_sae, d_model]
+    b_dec: np.ndarray  # [d_model]
+    threshold: Optional[np.ndarray]  # [d_sae] (jumprelu)
+    tensor_dtypes: Dict[str, str] = field(default_factory=dict)
+    cfg: dict = field(default_factory=dict)
+
+    @property
+    def decoder_norms(self) -> np.ndarray:
+        """||W_dec[i]|| (cached; the weights are never mutated after loading)."""
+        if "_dec_norms" not in self.__dict__:
+            self.__dict__["_dec_norms"] = np.sqrt(np.sum(self.W_dec * self.W_dec, axis=1))
+        return self.__dict__["_dec_norms"]
+
+    @property
+    def act_scale(self) -> np.ndarray:
+        """Per-feature multiplier applied to h (decoder norms or ones)."""
+        return self.decoder_norms if self.rescale else np.ones(self.d_sae)
+
+
+def _expect_shape(name, t, shape):
+    if list(t["shape"]) != list(shape):
+        raise ValueError(f"tensor {name}: shape {t['shape']} != expected {list(shape)}")
+
+
+def load_sae(sae_dir: str) -> Sae:
+    with open(os.path.join(sae_dir, "cfg.json")) as fh:
+        cfg = json.load(fh)
+    saelens_path = os.path.join(sae_dir, "sae_weights.safetensors")
+    sparsify_path = os.path.join(sae_dir, "sae.safetensors")
+    if os.path.exists(saelens_path):
+        t = read_safetensors(saelens_path)
+        d_model, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
+        arch_name = cfg["architecture"]
+        if arch_name not in ARCHITECTURES:
+            raise ValueError(f"unsupported architecture {arch_name}")
+        arch = ARCHITECTURES[arch_name]
+        norm = cfg.get("normalize_activations", "none") or "none"
+        if norm not in NORMALIZATIONS:
+            raise ValueError(f"unsupported normalize_activations {norm}")
+        for name, shape in (("W_enc", (d_model, d_sae)), ("b_enc", (d_sae,)),
+                            ("W_dec", (d_sae, d_model)), ("b_dec", (d_model,))):
+            _expect_shape(name, t[name], shape)
+        threshold = None
+        if arch == "jumprelu":
+            _expect_shape("threshold", t["threshold"], (d_sae,))
+            threshold = t["threshold"]["value"]
+        k = int(cfg["k"]) if arch == "topk" else None
+        return Sae(
+            layout="saelens", d_model=d_model, d_sae=d_sae, architecture=arch, k=k,
+            apply_b_dec=bool(cfg.get("apply_b_dec_to_input", True)), normalize=norm,
+            rescale=bool(cfg.get("rescale_acts_by_decoder_norm", False)),
+            W_enc=t["W_enc"]["value"], b_enc=t["b_enc"]["value"],
+            W_dec=t["W_dec"]["value"], b_dec=t["b_dec"]["value"], threshold=threshold,
+            tensor_dtypes={n: v["dtype"] for n, v in t.items()}, cfg=cfg,
+        )
+    if os.path.exists(sparsify_path):
+        t = read_safetensors(sparsify_path)
+        d_model = int(cfg["d_in"])
+        d_sae = int(cfg.get("num_latents", 0)) or d_model * int(cfg["expansion_factor"])
+        if cfg.get("activation", "topk") != "topk":
+            raise ValueError(f"unsupported sparsify activation {cfg.get('activation')}")
+        for name, shape in (("encoder.weight", (d_sae, d_model)), ("encoder.bias", (d_sae,)),
+                            ("W_dec", (d_sae, d_model)), ("b_dec", (d_model,))):
+            _expect_shape(name, t[name], shape)
+        return Sae(
+            layout="sparsify", d_model=d_model, d_sae=d_sae, architecture="topk",
+            k=int(cfg["k"]), apply_b_dec=True, normalize="none", rescale=False,
+            W_enc=t["encoder.weight"]["value"].T.copy(), b_enc=t["encoder.bias"]["value"],
+            W_dec=t["W_dec"]["value"], b_dec=t["b_dec"]["value"], threshold=None,
+            tensor_dtypes={n: v["dtype"] for n, v in t.items()}, cfg=cfg,
+        )
+    raise FileNotFoundError(f"no sae_weights.safetensors or sae.safetensors in {sae_dir}")
+
+
+# ---------------------------------------------------------------- packs
+@dataclass
+class Feature:
+    id: int
+    weight: float
+    threshold: float = 0.0
+    name: str = ""
+
+
+@dataclass
+class Canary:
+    name: str
+    feature: int
+    threshold: float
+
+
+@dataclass
+class Pack:
+    name: str
+    schema: str  # "own" | "A" | "B"
+    encode: str
+    pooling: str
+    pooling_k: Optional[int]
+    features: List[Feature]
+    canaries: List[Canary]
+    sae_dir: str
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def feature_ids(self) -> np.ndarray:
+        return np.array([f.id for f in self.features], dtype=np.int64)
+
+    @property
+    def weights(self) -> np.ndarray:
+        return np.array([f.weight for f in self.features], dtype=np.float64)
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        return np.array([f.threshold for f in self.features], dtype=np.float64)
+
+
+def parse_pack(data: dict, pack_dir: str) -> Pack:
+    if data.get("schema") == OWN_SCHEMA:
+        pooling = data.get("pooling") or {"method": "mean"}
+        method = pooling.get("method", "mean")
+        pk = int(pooling["k"]) if method == "last_k" else None
+        feats = [Feature(int(f["id"]), float(f["weight"]), float(f.get("threshold", 0.0) or 0.0),
+                         f.get("name", "")) for f in data["features"]]
+        cans = [Canary(c["name"], int(c["feature"]), float(c["threshold"]))
+                for c in data.get("canaries", [])]
+        encode = data.get("encode", "topk")
+        schema = "own"
+        sae_rel = data.get("sae", "sae")
+    elif "helpful_features" in data or "harmful_features" in data:
+        feats = [Feature(int(f["feature_id"]), float(f.get("weight", 1.0)), 0.0, "")
+                 for f in data.get("helpful_features", [])]
+        feats += [Feature(int(f["feature_id"]), float(f.get("weight", -1.0)), 0.0, "")
+                  for f in data.get("harmful_features", [])]
+        cans, encode, method, pk, schema, sae_rel = [], "topk", "mean", None, "B", "sae"
+    elif "features" in data:
+        feats = [Feature(int(f["feature_id"]), float(f["weight"]),
+                         float(f.get("activation_threshold", 0.0) or 0.0), f.get("name", ""))
+                 for f in data["features"]]
+        cans, encode, method, pk, schema, sae_rel = [], "topk", "mean", None, "A", "sae"
+    else:
+        raise ValueError("unrecognised pack.json schema")
+    if encode not in ENCODES:
+        raise ValueError(f"unsupported encode {encode}")
+    if method not in POOLINGS:
+        raise ValueError(f"unsupported pooling {method}")
+    if method == "last_k" and (pk is None or pk < 1):
+        raise ValueError("last_k pooling needs k >= 1")
+    return Pack(name=data["name"], schema=schema, encode=encode, pooling=method, pooling_k=pk,
+                features=feats, canaries=cans,
+                sae_dir=os.path.normpath(os.path.join(pack_dir, sae_rel)), raw=data)
+
+
+def load_pack(pack_dir: str) -> Pack:
+    with open(os.path.join(pack_dir, "pack.json")) as fh:
+        return parse_pack(json.load(fh), pack_dir)
+
+
+# ---------------------------------------------------------------- encode math
+def normalize(sae: Sae, X: np.ndarray) -> np.ndarray:
+    """Step 1 only (no b_dec), float64, [T, d_model]."""
+    X = np.asarray(X, dtype=np.float64)
+    if sae.normalize in ("none", "expected_average_only_in"):
+        return X.copy()
+    if sae.normalize == "constant_norm_rescale":
+        norms = np.sqrt(np.sum(X * X, axis=1, keepdims=True))
+        return X * (math.sqrt(sae.d_model) / norms)
+    if sae.normalize == "layer_norm":
+        mu = X.mean(axis=1, keepdims=True)
+        xc = X - mu
+        std = X.std(axis=1, ddof=1, keepdims=True)
+        return xc / (std + LN_EPS)
+    raise ValueError(sae.normalize)
+
+
+def b_dec_applied(sae: Sae) -> np.ndarray:
+    return sae.b_dec if sae.apply_b_dec else np.zeros(sae.d_model)
+
+
+def sae_input(sae: Sae, X: np.ndarray) -> np.ndarray:
+    """Steps 1-2: the vector multiplied by W_enc."""
+    return normalize(sae, X) - b_dec_applied(sae)
+
+
+def pre_activations(sae: Sae, X: np.ndarray) -> np.ndarray:
+    """Step 3: h [T, d_sae] (after the optional decoder-norm rescale)."""
+    h = sae_input(sae, X) @ sae.W_enc + sae.b_enc
+    if sae.rescale:
+        h = h * sae.decoder_norms
+    return h
+
+
+def topk_indices(h_row: np.ndarray, k: int) -> np.ndarray:
+    return np.argsort(-h_row, kind="stable")[:k]
+
+
+def encode_exact(sae: Sae, H: np.ndarray) -> np.ndarray:
+    """Step 4, exact architecture encode: F [T, d_sae]."""
+    relu = np.maximum(H, 0.0)
+    if sae.architecture == "relu":
+        return relu
+    if sae.architecture == "jumprelu":
+        return relu * (H > sae.threshold)
+    if sae.architecture == "topk":
+        F = np.zeros_like(H)
+        for t in range(H.shape[0]):
+            idx = topk_indices(H[t], sae.k)
+            F[t, idx] = relu[t, idx]
+        return F
+    raise ValueError(sae.architecture)
+
+
+def mode_activations(sae: Sae, H: np.ndarray, encode: str, ids: np.ndarray) -> np.ndarray:
+    """Activations of features `ids` under the pack's encode mode: [T, len(ids)]."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if encode == "selected_relu":
+        return np.maximum(H[:, ids], 0.0)
+    if encode == "topk":
+        return encode_exact(sae, H)[:, ids]
+    raise ValueError(encode)
+
+
+def pack_activations(sae: Sae, pack: Pack, X: np.ndarray) -> np.ndarray:
+    """Steps 1-5: [T, n_features] after the per-feature activation thresholds."""
+    A = mode_activations(sae, pre_activations(sae, X), pack.encode, pack.feature_ids)
+    return np.where(A > pack.thresholds, A, 0.0)
+
+
+def pool(values: np.ndarray, method: str, k: Optional[int]) -> float:
+    """Pool a 1-D array of response-token values."""
+    if values.size == 0:
+        return 0.0
+    if method == "mean":
+        return float(values.mean())
+    if method == "sum":
+        return float(values.sum())
+    if method == "max":
+        return float(values.max())
+    if method == "last_k":
+        return float(values[-min(k, values.size):].mean())
+    raise ValueError(method)
+
+
+def score_sequence(sae: Sae, pack: Pack, X: np.ndarray, score_from: int) -> dict:
+    """Everything cases.json records for one sequence."""
+    X = np.asarray(X, dtype=np.float64)
+    T = X.shape[0]
+    if not 0 <= score_from <= T:
+        raise ValueError("score_from out of range")
+    A = pack_activations(sae, pack, X)
+    contrib = A * pack.weights
+    r = contrib.sum(axis=1)
+    s = np.abs(contrib).sum(axis=1)
+    r[:score_from] = 0.0
+    s[:score_from] = 0.0
+    resp_r, resp_s = r[score_from:], s[score_from:]
+    reward = pool(resp_r, pack.pooling, pack.pooling_k)
+    reward_scale = pool(resp_s, pack.pooling, pack.pooling_k)
+    canary_values, flags = {}, []
+    if pack.canaries:
+        H = pre_activations(sae, X)
+        ids = np.array([c.feature for c in pack.canaries], dtype=np.int64)
+        CA = mode_activations(sae, H, pack.encode, ids)[score_from:]
+        for j, c in enumerate(pack.canaries):
+            v = float(CA[:, j].max()) if CA.shape[0] else 0.0
+            canary_values[c.name] = v
+            if v > c.threshold:
+                flags.append({"name": c.name, "value": v})
+    return {
+        "token_rewards": [float(v) for v in r],
+        "token_scales": [float(v) for v in s],
+        "reward": reward,
+        "reward_scale": reward_scale,
+        "canary_values": canary_values,
+        "flags": flags,
+    }
+
+
+def within_tolerance(engine: float, ref: float, scale: float, rtol: float = 1e-4,
+                     floor: float = 1e-6) -> bool:
+    """The parity rule: |engine - ref| <= rtol * max(scale, floor)."""
+    return abs(engine - ref) <= rtol * max(scale, floor)

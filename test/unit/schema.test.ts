@@ -1,0 +1,50 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { parsePackJson } from '../../src/packs/schema.js';
+
+test('catalog B: helpful +1 and harmful -1 features, validation summary, metadata claims', () => {
+  const spec = parsePackJson('p.json', {
+    name: 'qwen/reasoning', model_name: 'Qwen/Qwen3.5-4B',
+    helpful_features: [{ feature_id: 5, effect_size: 2.1, mean_correct: 0.1, mean_wrong: 0, weight: 1.0, validated: true }],
+    harmful_features: [{ feature_id: 9, effect_size: -2.4, weight: -1.0 }],
+    validation: { method: 'Stage Gate 1', n_questions: 100, n_correct: 89, spearman_rho: 0.54, verdict: 'PASS' },
+    metadata: { d_model: 2560, d_sae: 40960, k: 128, target_layer: 18 },
+  });
+  assert.equal(spec.schema, 'catalog-b');
+  assert.deepEqual(spec.features.map((f) => [f.id, f.weight]), [[5, 1], [9, -1]]);
+  assert.deepEqual(spec.validation, { present: true, verdict: 'PASS', spearmanRho: 0.54, n: 100, method: 'Stage Gate 1' });
+  assert.deepEqual(spec.claims, { dModel: 2560, dSae: 40960, k: 128 });
+  assert.equal(spec.layer, 18);
+  assert.equal(spec.encode, 'topk');
+  assert.deepEqual(spec.pooling, { method: 'mean' });
+});
+
+test('catalog A: weights and activation thresholds', () => {
+  const spec = parsePackJson('p.json', { name: 'g', features: [{ feature_id: 1, name: 'a', weight: 0.6, activation_threshold: 0.1, validated: false }] });
+  assert.equal(spec.schema, 'catalog-a');
+  assert.deepEqual(spec.features, [{ id: 1, weight: 0.6, threshold: 0.1, name: 'a' }]);
+  assert.equal(spec.validation.present, false);
+});
+
+test('own schema: encode, pooling, canaries and a shared SAE path', () => {
+  const spec = parsePackJson('p.json', {
+    schema: 'mechreward.pack/v1', name: 'x', sae: '../other/sae', encode: 'selected_relu', pooling: { method: 'last_k', k: 8 },
+    features: [{ id: 3, weight: -0.5, threshold: 0.2 }], canaries: [{ name: 'loop', feature: 7, threshold: 1.5 }], synthetic: true,
+  });
+  assert.equal(spec.saePath, '../other/sae');
+  assert.equal(spec.encode, 'selected_relu');
+  assert.deepEqual(spec.pooling, { method: 'last_k', k: 8 });
+  assert.deepEqual(spec.canaries, [{ name: 'loop', feature: 7, threshold: 1.5 }]);
+  assert.equal(spec.synthetic, true);
+});
+
+test('schema errors name the file and the field', () => {
+  assert.throws(() => parsePackJson('p.json', { schema: 'mechreward.pack/v1', features: [{ id: -1, weight: 1 }] }), /p\.json: features\[0\]\.id must be a non-negative integer/);
+  assert.throws(() => parsePackJson('p.json', { schema: 'mechreward.pack/v1', features: [{ id: 1, weight: 'x' }] }), /features\[0\]\.weight must be a finite number/);
+  assert.throws(() => parsePackJson('p.json', { schema: 'mechreward.pack/v1', features: [] }), /features must name at least one feature/);
+  assert.throws(() => parsePackJson('p.json', { schema: 'mechreward.pack/v1', pooling: { method: 'last_k' }, features: [{ id: 1, weight: 1 }] }), /pooling\.k must be a positive integer/);
+  assert.throws(() => parsePackJson('p.json', { helpful_features: [{ feature_id: 1, weight: -1 }] }), /helpful_features\[0\]\.weight must be positive/);
+  assert.throws(() => parsePackJson('p.json', { schema: 'v9' }), /schema "v9" is not known/);
+  assert.throws(() => parsePackJson('p.json', { name: 'nothing' }), /has no "schema"/);
+});
