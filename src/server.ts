@@ -5,7 +5,7 @@ import * as ort from 'onnxruntime-node';
 
 import type { ServeConfig } from './config.js';
 import { Admission } from './core/admission.js';
-import { Scorer } from './core/scorer.js';
+import { Scorer, type Engine } from './core/scorer.js';
 import { planEngine } from './engine/plan.js';
 import { EnginePool } from './engine/pool.js';
 import { MechRewardError } from './errors.js';
@@ -17,6 +17,24 @@ import { Service } from './service.js';
 import { buildGrpcServer } from './transports/grpc/server.js';
 import { buildHttpApp } from './transports/http/app.js';
 import { VERSION } from './version.js';
+
+/** The engine as the scorer sees it, before and after the worker pool exists. */
+class EngineHandle implements Engine {
+  pool: EnginePool | undefined;
+
+  get ready(): boolean {
+    return this.pool?.ready ?? false;
+  }
+
+  get queueDepth(): number {
+    return this.pool?.queueDepth ?? 0;
+  }
+
+  run(...args: Parameters<Engine['run']>): ReturnType<Engine['run']> {
+    if (!this.pool) return Promise.reject(new MechRewardError('MR_ERR_NOT_READY', 'engine is still loading'));
+    return this.pool.run(...args);
+  }
+}
 
 export interface RunningServer {
   readonly grpcPort: number;
@@ -38,17 +56,19 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
 
   const ortVersion = ort.env.versions.node ?? 'unknown';
   const metrics = createMetrics({ version: VERSION, ortVersion });
-  const engine = await EnginePool.start(planEngine(catalogue.packs.values()), {
-    workers: config.workers,
-    settings: { executionProvider: config.executionProvider, intraOpThreads: config.intraOpThreads, allowSpinning: config.allowSpinning, cpuMemArena: config.cpuMemArena },
-    onWorkerEvent: (event, detail) => log.info(detail, event),
-  });
+  const engine = new EngineHandle();
   const admission = new Admission(config.maxInflight);
   const scorer = new Scorer(catalogue.packs, engine, admission, { maxTokensPerRequest: config.maxTokensPerRequest, maxBatchTokens: config.maxBatchTokens });
   const service = new Service(config, catalogue.packs, scorer, admission, metrics, log, engine, ortVersion);
 
+  // Bind first, load second: while large SAEs load, /healthz answers, /readyz says 503 with a reason, gRPC
+  // health says NOT_SERVING and Score says UNAVAILABLE, so orchestrators can tell "starting" from "dead".
   const grpcServer = buildGrpcServer(service);
   const http = buildHttpApp(service);
+  const stopTransports = async (): Promise<void> => {
+    grpcServer.server.forceShutdown();
+    await http.close();
+  };
   let grpcPort: number;
   let httpPort: number;
   try {
@@ -59,10 +79,21 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
     const address = http.server.address();
     httpPort = typeof address === 'object' && address ? address.port : config.httpPort;
   } catch (err) {
-    grpcServer.server.forceShutdown();
-    await http.close();
-    await engine.close();
+    await stopTransports();
     throw new MechRewardError('MR_ERR_CONFIG_INVALID', `cannot bind ${config.host}: ${err instanceof Error ? err.message : String(err)}`, err);
+  }
+  grpcServer.setServing(false);
+  log.info({ host: config.host, grpcPort, httpPort }, 'listening; loading engine');
+
+  try {
+    engine.pool = await EnginePool.start(planEngine(catalogue.packs.values()), {
+      workers: config.workers,
+      settings: { executionProvider: config.executionProvider, intraOpThreads: config.intraOpThreads, allowSpinning: config.allowSpinning, cpuMemArena: config.cpuMemArena },
+      onWorkerEvent: (event, detail) => log.info(detail, event),
+    });
+  } catch (err) {
+    await stopTransports();
+    throw err;
   }
 
   // Readiness can change after start (a worker dies and is replaced): mirror it into gRPC health.
@@ -92,7 +123,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
       const forced = await Promise.race([graceful, timeout]);
       if (forced) grpcServer.server.forceShutdown();
       await http.close();
-      await engine.close();
+      await engine.pool?.close();
       return { forced };
     },
   };

@@ -2,10 +2,13 @@
 // SIGTERM, and a configuration error.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { test } from 'node:test';
 
+import { writeBigPack } from '../helpers/bigpack.js';
 import { BUNDLED_PACKS, PARITY_PACKS, REPO_ROOT } from '../helpers/fixtures.js';
 
 const BIN = path.join(REPO_ROOT, 'bin/mechreward.js');
@@ -17,8 +20,8 @@ interface Started {
   exited: Promise<number | null>;
 }
 
-/** Spawns `mechreward serve ...` and waits for its "mechreward ready" log line (JSON on stderr). */
-function serve(args: string[], env: Record<string, string> = {}): Promise<Started> {
+/** Spawns `mechreward serve ...` and waits for a log line (JSON on stderr), by default "mechreward ready". */
+function serve(args: string[], env: Record<string, string> = {}, waitFor = 'mechreward ready'): Promise<Started> {
   const child = spawn(process.execPath, [BIN, 'serve', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   return new Promise((resolve, reject) => {
@@ -27,7 +30,7 @@ function serve(args: string[], env: Record<string, string> = {}): Promise<Starte
       lines.push(line);
       try {
         const entry = JSON.parse(line) as { msg?: string; grpcPort?: number; httpPort?: number };
-        if (entry.msg === 'mechreward ready') resolve({ child, grpcPort: entry.grpcPort!, httpPort: entry.httpPort!, exited });
+        if (entry.msg === waitFor) resolve({ child, grpcPort: entry.grpcPort!, httpPort: entry.httpPort!, exited });
       } catch {
         /* not a log line */
       }
@@ -64,6 +67,29 @@ test('every flag is also an environment variable', async () => {
   assert.ok(info.packs.includes('jumprelu-saelens'));
   s.child.kill('SIGTERM');
   assert.equal(await s.exited, 0);
+});
+
+test('while a large SAE loads: /healthz 200, /readyz 503 with a reason, then 200 once warm', async () => {
+  const root = mkdtempSync(path.join(os.tmpdir(), 'mechreward-loading-'));
+  try {
+    writeBigPack(root, 'large', 768, 32768, 64, false); // 100 MB of W_enc
+    const s = await serve(['--packs', root, '--grpc-port', '0', '--http-port', '0'], {}, 'listening; loading engine');
+    const live = await fetch(`http://127.0.0.1:${s.httpPort}/healthz`);
+    assert.equal(live.status, 200);
+    const notYet = await fetch(`http://127.0.0.1:${s.httpPort}/readyz`);
+    assert.equal(notYet.status, 503);
+    assert.match(((await notYet.json()) as { reason: string }).reason, /loading/);
+    let status = 503;
+    for (let i = 0; i < 600 && status !== 200; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      status = (await fetch(`http://127.0.0.1:${s.httpPort}/readyz`)).status;
+    }
+    assert.equal(status, 200);
+    s.child.kill('SIGTERM');
+    assert.equal(await s.exited, 0);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
 });
 
 test('a bad configuration exits 2 with a message naming the option', () => {

@@ -1,0 +1,245 @@
+"""RewardClient (blocking) and AsyncRewardClient (asyncio) for the mechreward.v1 gRPC service.
+
+Both keep only configuration until the first call: the channel opens lazily in the process (and, for the
+async client, the event loop) that uses it, and is left out of pickles. That lets reward objects holding a
+client be sent to spawned workers (TRL's AsyncGRPOTrainer, Ray actors) and reconnect there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+from . import _constants as C
+from ._exceptions import APIError, error_from_status
+from ._generated import reward_pb2, reward_pb2_grpc
+from ._retry import RetryPolicy
+from ._types import PackInfo, ScoredSequence, ServerInfo
+from ._wire import build_score_request, decode_pack_info, decode_score_response, decode_server_info
+
+_CHANNEL_OPTIONS = (
+    ("grpc.max_receive_message_length", C.MAX_RECEIVE_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", C.MAX_SEND_MESSAGE_BYTES),
+    # Reconnect about as fast as we retry: gRPC's default (1 s growing to 120 s) would keep failing our
+    # retries fast with UNAVAILABLE long after a restarted sidecar is back.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", int(C.MAX_BACKOFF_S * 1000)),
+)
+
+
+class _ClientBase:
+    """Configuration shared by both clients; no connection state."""
+
+    def __init__(self, target: str | None, timeout: float, retries: int) -> None:
+        self.target = target or os.environ.get(C.TARGET_ENV_VAR) or C.DEFAULT_TARGET
+        if not timeout or timeout <= 0:
+            raise ValueError(f"timeout: expected seconds > 0, got {timeout!r} (calls without a deadline can hang a trainer)")
+        self.timeout = float(timeout)
+        self.retry_policy = RetryPolicy(retries=retries)
+
+    @property
+    def retries(self) -> int:
+        return self.retry_policy.retries
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(target={self.target!r}, timeout={self.timeout}, retries={self.retries})"
+
+    def _deadline(self, timeout: float | None) -> float:
+        return self.timeout if timeout is None else float(timeout)
+
+    @staticmethod
+    def _error(rpc_error: grpc.RpcError, request_id: str) -> APIError:
+        return error_from_status(rpc_error.code(), rpc_error.details(), request_id)
+
+
+class RewardClient(_ClientBase):
+    """Blocking client. Thread-safe; one channel per process, opened on first use.
+
+    >>> client = RewardClient("127.0.0.1:50051", timeout=10)
+    >>> [r.reward for r in client.score("my-pack", [acts], score_from=[12])]
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        timeout: float = C.DEFAULT_TIMEOUT_S,
+        retries: int = C.DEFAULT_RETRIES,
+    ) -> None:
+        super().__init__(target, timeout, retries)
+        self._lock = threading.Lock()
+        self._channel: grpc.Channel | None = None
+        self._stub: reward_pb2_grpc.RewardServiceStub | None = None
+        self._pid: int | None = None
+
+    # -- public API --------------------------------------------------------------------------------------
+
+    def score(
+        self,
+        pack: str,
+        sequences: Sequence[Any],
+        score_from: int | Sequence[int] | None = None,
+        run_id: str | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> list[ScoredSequence]:
+        """Score [num_tokens, d_model] activations (numpy or torch; float32, float16 or bfloat16) with a pack.
+
+        ``score_from`` is the first response token: one int for all sequences, one per sequence, or None (0).
+        """
+        request = build_score_request(pack, sequences, score_from, run_id)
+        response = self._call("Score", request, timeout)
+        return decode_score_response(response, len(request.sequences))
+
+    def list_packs(self, *, timeout: float | None = None) -> list[PackInfo]:
+        response = self._call("ListPacks", reward_pb2.ListPacksRequest(), timeout)
+        return [decode_pack_info(p) for p in response.packs]
+
+    def get_info(self, *, timeout: float | None = None) -> ServerInfo:
+        return decode_server_info(self._call("GetInfo", reward_pb2.GetInfoRequest(), timeout))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._channel is not None and self._pid == os.getpid():
+                self._channel.close()
+            self._channel = self._stub = self._pid = None
+
+    def __enter__(self) -> RewardClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- connection and retries --------------------------------------------------------------------------
+
+    def _service(self) -> reward_pb2_grpc.RewardServiceStub:
+        pid = os.getpid()
+        with self._lock:
+            # A forked child must not reuse the parent's channel: open a fresh one in this process.
+            if self._stub is None or self._pid != pid:
+                self._channel = grpc.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
+                self._stub = reward_pb2_grpc.RewardServiceStub(self._channel)
+                self._pid = pid
+            return self._stub
+
+    def _call(self, method: str, request: Any, timeout: float | None) -> Any:
+        deadline = self._deadline(timeout)
+        retries_done = 0
+        while True:
+            request_id = uuid.uuid4().hex
+            try:
+                rpc = getattr(self._service(), method)
+                return rpc(request, timeout=deadline, metadata=((C.REQUEST_ID_METADATA_KEY, request_id),))
+            except grpc.RpcError as rpc_error:
+                error = self._error(rpc_error, request_id)
+                delay = self.retry_policy.next_delay(retries_done, error)
+                if delay is None:
+                    raise error from rpc_error
+            time.sleep(delay)
+            retries_done += 1
+
+    # -- pickling: configuration only ---------------------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for key in ("_lock", "_channel", "_stub", "_pid"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._channel = self._stub = self._pid = None
+
+
+class AsyncRewardClient(_ClientBase):
+    """asyncio client with the same methods as RewardClient, as coroutines.
+
+    A grpc.aio channel belongs to the event loop it was made in, so the channel opens on first use in each
+    loop (and process). Use it from one loop at a time, e.g. TRL's persistent reward loop.
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        timeout: float = C.DEFAULT_TIMEOUT_S,
+        retries: int = C.DEFAULT_RETRIES,
+    ) -> None:
+        super().__init__(target, timeout, retries)
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: reward_pb2_grpc.RewardServiceStub | None = None
+        self._owner: tuple[int, asyncio.AbstractEventLoop] | None = None
+
+    async def score(
+        self,
+        pack: str,
+        sequences: Sequence[Any],
+        score_from: int | Sequence[int] | None = None,
+        run_id: str | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> list[ScoredSequence]:
+        request = build_score_request(pack, sequences, score_from, run_id)
+        response = await self._call("Score", request, timeout)
+        return decode_score_response(response, len(request.sequences))
+
+    async def list_packs(self, *, timeout: float | None = None) -> list[PackInfo]:
+        response = await self._call("ListPacks", reward_pb2.ListPacksRequest(), timeout)
+        return [decode_pack_info(p) for p in response.packs]
+
+    async def get_info(self, *, timeout: float | None = None) -> ServerInfo:
+        return decode_server_info(await self._call("GetInfo", reward_pb2.GetInfoRequest(), timeout))
+
+    async def close(self) -> None:
+        if self._channel is not None and self._owner == (os.getpid(), asyncio.get_running_loop()):
+            await self._channel.close()
+        self._channel = self._stub = self._owner = None
+
+    async def __aenter__(self) -> AsyncRewardClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _service(self) -> reward_pb2_grpc.RewardServiceStub:
+        owner = (os.getpid(), asyncio.get_running_loop())
+        if self._stub is None or self._owner != owner:
+            self._channel = grpc.aio.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
+            self._stub = reward_pb2_grpc.RewardServiceStub(self._channel)
+            self._owner = owner
+        return self._stub
+
+    async def _call(self, method: str, request: Any, timeout: float | None) -> Any:
+        deadline = self._deadline(timeout)
+        retries_done = 0
+        while True:
+            request_id = uuid.uuid4().hex
+            try:
+                rpc = getattr(self._service(), method)
+                return await rpc(request, timeout=deadline, metadata=((C.REQUEST_ID_METADATA_KEY, request_id),))
+            except grpc.RpcError as rpc_error:  # grpc.aio.AioRpcError is a grpc.RpcError
+                error = self._error(rpc_error, request_id)
+                delay = self.retry_policy.next_delay(retries_done, error)
+                if delay is None:
+                    raise error from rpc_error
+            await asyncio.sleep(delay)
+            retries_done += 1
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for key in ("_channel", "_stub", "_owner"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._channel = self._stub = self._owner = None

@@ -1,0 +1,70 @@
+"""Plain result types returned by the client (no protobuf objects leak out of the package)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CanaryFlag:
+    """A canary feature fired on this sequence's response (a possible reward hack)."""
+
+    name: str
+    reason: str
+    value: float
+
+
+@dataclass(frozen=True)
+class ScoredSequence:
+    """One sequence's score, in request order."""
+
+    #: The pack's pooled score over response tokens (what a trainer uses as the scalar reward).
+    reward: float
+    #: float32, one per token of the sequence; prompt tokens (before score_from) are 0.
+    token_rewards: np.ndarray = field(repr=False)
+    flags: tuple[CanaryFlag, ...] = ()
+
+
+@dataclass(frozen=True)
+class ValidationSummary:
+    present: bool
+    verdict: str
+    spearman_rho: float
+    n: int
+    method: str
+
+
+@dataclass(frozen=True)
+class PackInfo:
+    name: str
+    model: str
+    #: Decoder layer whose residual output (hidden_states[layer + 1]) the SAE reads; None when not stated.
+    layer: int | None
+    d_model: int
+    d_sae: int
+    k: int
+    architecture: str
+    encode_mode: str
+    feature_count: int
+    pooling: str
+    canaries: tuple[str, ...]
+    schema: str
+    sae_format: str
+    synthetic: bool
+    description: str
+    validation: ValidationSummary
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    version: str
+    onnxruntime_version: str
+    max_message_bytes: int
+    max_tokens_per_request: int
+    max_inflight: int
+    max_batch_tokens: int
+    workers: int
+    intra_op_threads: int
+    packs: tuple[str, ...]

@@ -1,0 +1,155 @@
+"""Conversion between Python arrays and the wire messages of mechreward.v1.
+
+Activations travel as raw little-endian row-major bytes in the dtype they already have: float32, float16 or
+bfloat16. A bfloat16 torch tensor is reinterpreted as int16 to reach its bytes, never widened to float32.
+torch is not imported here: tensors are recognised by duck typing so the client works without it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence as SequenceABC
+from typing import Any
+
+import numpy as np
+
+from ._generated import reward_pb2
+from ._types import CanaryFlag, PackInfo, ScoredSequence, ServerInfo, ValidationSummary
+
+_NUMPY_WIRE_DTYPE = {
+    "float32": reward_pb2.DTYPE_F32,
+    "float16": reward_pb2.DTYPE_F16,
+    "bfloat16": reward_pb2.DTYPE_BF16,  # ml_dtypes.bfloat16
+}
+_TORCH_WIRE_DTYPE = {
+    "torch.float32": reward_pb2.DTYPE_F32,
+    "torch.float16": reward_pb2.DTYPE_F16,
+    "torch.bfloat16": reward_pb2.DTYPE_BF16,
+}
+
+
+def _is_torch_tensor(value: Any) -> bool:
+    return type(value).__module__.startswith("torch") and hasattr(value, "detach") and hasattr(value, "dtype")
+
+
+def _torch_bytes(tensor: Any, where: str) -> tuple[bytes, int, tuple[int, ...]]:
+    dtype_name = str(tensor.dtype)
+    if dtype_name not in _TORCH_WIRE_DTYPE:
+        raise TypeError(f"{where}: dtype {dtype_name} is not sent; use float32, float16 or bfloat16")
+    t = tensor.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    t = t.contiguous()
+    if dtype_name == "torch.bfloat16":
+        import torch  # only reached with a torch tensor in hand
+
+        # Same 16 bits, viewed as an integer type numpy understands: no float32 round trip.
+        array = t.view(torch.int16).numpy()
+    else:
+        array = t.numpy()
+    return _little_endian_bytes(array), _TORCH_WIRE_DTYPE[dtype_name], tuple(t.shape)
+
+
+def _little_endian_bytes(array: np.ndarray) -> bytes:
+    big_endian = array.dtype.byteorder == ">" or (array.dtype.byteorder in "=|" and sys.byteorder == "big")
+    if big_endian and array.dtype.itemsize > 1:
+        array = array.byteswap()
+    return np.ascontiguousarray(array).tobytes()
+
+
+def _numpy_bytes(array: np.ndarray, where: str) -> tuple[bytes, int, tuple[int, ...]]:
+    name = array.dtype.name
+    if name not in _NUMPY_WIRE_DTYPE:
+        raise TypeError(f"{where}: dtype {name} is not sent; use float32, float16 or bfloat16 (ml_dtypes)")
+    return _little_endian_bytes(array), _NUMPY_WIRE_DTYPE[name], tuple(array.shape)
+
+
+def encode_sequence(activations: Any, score_from: int, index: int) -> reward_pb2.Sequence:
+    """One [num_tokens, d_model] array or tensor -> a wire Sequence."""
+    where = f"sequences[{index}]"
+    if _is_torch_tensor(activations):
+        data, dtype, shape = _torch_bytes(activations, where)
+    elif isinstance(activations, np.ndarray):
+        data, dtype, shape = _numpy_bytes(activations, where)
+    else:
+        raise TypeError(f"{where}: expected a numpy array or torch tensor, got {type(activations).__name__}")
+    if len(shape) != 2 or shape[0] == 0 or shape[1] == 0:
+        raise ValueError(f"{where}: expected shape [num_tokens, d_model] with both > 0, got {list(shape)}")
+    if not isinstance(score_from, (int, np.integer)) or isinstance(score_from, bool) or score_from < 0:
+        raise ValueError(f"{where}.score_from: expected an integer >= 0, got {score_from!r}")
+    return reward_pb2.Sequence(activations=data, dtype=dtype, num_tokens=shape[0], score_from=int(score_from))
+
+
+def score_froms(score_from: int | SequenceABC[int] | None, count: int) -> list[int]:
+    """Expand the score_from argument (None, one int for all, or one per sequence)."""
+    if score_from is None:
+        return [0] * count
+    if isinstance(score_from, (int, np.integer)) and not isinstance(score_from, bool):
+        return [int(score_from)] * count
+    values = list(score_from)
+    if len(values) != count:
+        raise ValueError(f"score_from: expected {count} values (one per sequence), got {len(values)}")
+    return values
+
+
+def build_score_request(pack: str, sequences: SequenceABC[Any], score_from: Any, run_id: str | None) -> reward_pb2.ScoreRequest:
+    if not isinstance(pack, str) or not pack:
+        raise ValueError(f"pack: expected a pack name, got {pack!r}")
+    if _is_torch_tensor(sequences) or isinstance(sequences, np.ndarray):
+        raise TypeError("sequences: expected a list of [num_tokens, d_model] arrays, got a single array")
+    items = list(sequences)
+    if not items:
+        raise ValueError("sequences: expected at least one sequence")
+    starts = score_froms(score_from, len(items))
+    wire = [encode_sequence(a, s, i) for i, (a, s) in enumerate(zip(items, starts))]
+    return reward_pb2.ScoreRequest(pack=pack, sequences=wire, run_id=run_id or "")
+
+
+def decode_score_response(response: reward_pb2.ScoreResponse, expected: int) -> list[ScoredSequence]:
+    if len(response.results) != expected:
+        # The contract says one result per sequence; anything else is a server bug worth failing loudly on.
+        raise RuntimeError(f"server returned {len(response.results)} results for {expected} sequences")
+    return [
+        ScoredSequence(
+            reward=float(result.reward),
+            token_rewards=np.asarray(result.token_rewards, dtype=np.float32),
+            flags=tuple(CanaryFlag(name=f.name, reason=f.reason, value=float(f.value)) for f in result.flags),
+        )
+        for result in response.results
+    ]
+
+
+def decode_pack_info(pack: reward_pb2.PackInfo) -> PackInfo:
+    v = pack.validation
+    return PackInfo(
+        name=pack.name,
+        model=pack.model,
+        layer=pack.layer if pack.layer >= 0 else None,
+        d_model=pack.d_model,
+        d_sae=pack.d_sae,
+        k=pack.k,
+        architecture=pack.architecture,
+        encode_mode=pack.encode_mode,
+        feature_count=pack.feature_count,
+        pooling=pack.pooling,
+        canaries=tuple(pack.canaries),
+        schema=pack.schema,
+        sae_format=pack.sae_format,
+        synthetic=pack.synthetic,
+        description=pack.description,
+        validation=ValidationSummary(v.present, v.verdict, v.spearman_rho, v.n, v.method),
+    )
+
+
+def decode_server_info(info: reward_pb2.GetInfoResponse) -> ServerInfo:
+    return ServerInfo(
+        version=info.version,
+        onnxruntime_version=info.onnxruntime_version,
+        max_message_bytes=info.max_message_bytes,
+        max_tokens_per_request=info.max_tokens_per_request,
+        max_inflight=info.max_inflight,
+        max_batch_tokens=info.max_batch_tokens,
+        workers=info.workers,
+        intra_op_threads=info.intra_op_threads,
+        packs=tuple(info.packs),
+    )
