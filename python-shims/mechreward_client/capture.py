@@ -1,0 +1,151 @@
+"""Residual-stream capture after one decoder layer, for plain, PEFT-wrapped and multimodal HF models.
+
+A resid_post SAE at layer L reads the raw output of ``layers[L]``, which is ``hidden_states[L + 1]`` of a full
+forward (never ``hidden_states[L]``; and for the last layer the hook, not ``hidden_states[-1]``, which is after
+the final norm). A forward hook on ``layers[L]`` takes that output and then stops the forward: the rest of the
+network is wasted work for a reward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+# Attribute paths to the decoder layer list, tried in order from the model (and from each wrapper's inner
+# model): text LMs, multimodal wrappers (Qwen3.5/3.6, Gemma-3/4, Llava-style), GPT-2 / NeoX style.
+_LAYER_PATHS = (
+    "model.layers",
+    "model.language_model.layers",
+    "language_model.model.layers",
+    "language_model.layers",
+    "model.text_model.layers",
+    "transformer.h",
+    "gpt_neox.layers",
+    "layers",
+)
+
+
+class _StopForward(Exception):
+    """Raised by the capture hook once it has what it needs; never escapes capture_residual."""
+
+
+def _resolve(root: nn.Module, path: str) -> nn.Module | None:
+    node: object = root
+    for name in path.split("."):
+        node = getattr(node, name, None)
+        if node is None:
+            return None
+    return node if isinstance(node, nn.Module) else None
+
+
+def _unwrapped(model: nn.Module) -> list[nn.Module]:
+    """The model and the models it wraps: PEFT (get_base_model), DDP/accelerate (module), torch.compile."""
+    chain = [model]
+    while True:
+        current = chain[-1]
+        inner = current.get_base_model() if callable(getattr(current, "get_base_model", None)) else None
+        if not isinstance(inner, nn.Module) or any(inner is m for m in chain):
+            wrapped = (getattr(current, name, None) for name in ("_orig_mod", "module"))
+            inner = next((m for m in wrapped if isinstance(m, nn.Module)), None)
+        if inner is None or any(inner is m for m in chain):
+            return chain
+        chain.append(inner)
+
+
+def find_decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The ModuleList of decoder layers, wherever the architecture keeps it."""
+    for candidate in _unwrapped(model):
+        for path in _LAYER_PATHS:
+            layers = _resolve(candidate, path)
+            if isinstance(layers, nn.ModuleList) and len(layers) > 0:
+                return layers
+    raise ValueError(
+        f"capture: no decoder layer list found in {type(model).__name__} "
+        f"(looked for {', '.join(_LAYER_PATHS)}, also under PEFT/compile wrappers)"
+    )
+
+
+def _position_ids_for_left_padding(attention_mask: torch.Tensor) -> torch.Tensor | None:
+    """Positions counted over real tokens only, when some row starts with padding; else None (model default).
+
+    Models number positions from the first column, so a left-padded row would start at the pad count instead
+    of 0; this is what ``generate`` passes too. Right padding needs nothing: causal attention never lets a
+    real token see the pads after it.
+    """
+    mask = attention_mask.long()
+    left_padded = bool(((mask[:, :1] == 0) & (mask.sum(dim=1, keepdim=True) > 0)).any())
+    if not left_padded:
+        return None
+    return (mask.cumsum(dim=1) - 1).clamp(min=0)
+
+
+@torch.no_grad()
+def capture_residual(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    layer: int,
+) -> list[torch.Tensor]:
+    """Each sequence's residual activations after decoder layer ``layer``: a list of [T_i, d_model] tensors.
+
+    ``input_ids`` and ``attention_mask`` are [B, T]; rows may be left- or right-padded. Only positions where
+    the mask is 1 are returned, in order, in the model's dtype, on the CPU. Dropout is switched off for the
+    pass (the model's train/eval mode is restored afterwards), so the same ids give the same activations.
+    """
+    layers = find_decoder_layers(model)
+    if not 0 <= layer < len(layers):
+        raise ValueError(f"capture: layer {layer} out of range; the model has {len(layers)} decoder layers")
+    if input_ids.dim() != 2:
+        raise ValueError(f"capture: input_ids must be [batch, tokens], got shape {list(input_ids.shape)}")
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(f"capture: attention_mask shape {list(attention_mask.shape)} != input_ids {list(input_ids.shape)}")
+
+    captured: list[torch.Tensor] = []
+
+    def hook(_module: nn.Module, _args: object, output: object) -> None:
+        # Current Llama/Qwen/Gemma layers return a tensor; older and MoE variants a tuple led by it.
+        hidden = output[0] if isinstance(output, (tuple, list)) else output
+        captured.append(hidden.detach())
+        raise _StopForward
+
+    device = next(model.parameters()).device
+    kwargs: dict[str, torch.Tensor | bool] = {
+        "input_ids": input_ids.to(device),
+        "attention_mask": attention_mask.to(device),
+        "use_cache": False,  # cached activations from generate are not bit-identical; re-forward fully
+    }
+    position_ids = _position_ids_for_left_padding(attention_mask)
+    if position_ids is not None:
+        kwargs["position_ids"] = position_ids.to(device)
+
+    was_training = model.training
+    handle = layers[layer].register_forward_hook(hook)
+    try:
+        model.eval()
+        model(**kwargs)
+    except _StopForward:
+        pass
+    finally:
+        handle.remove()
+        model.train(was_training)
+    if not captured:
+        raise RuntimeError(f"capture: decoder layer {layer} did not run during the forward pass")
+
+    hidden = captured[0].to("cpu")
+    mask = attention_mask.to("cpu").bool()
+    return [hidden[row][mask[row]] for row in range(hidden.shape[0])]
+
+
+def pad_right(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists -> right-padded [B, T] ids and mask (positions then match an unpadded forward)."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, : len(seq)] = torch.as_tensor(list(seq), dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return ids, mask
