@@ -144,14 +144,15 @@ class MechReward:
             elif start < len(seq):  # an empty completion has nothing to score: unscorable
                 todo.append(i)
         fresh: dict[tuple[int, ...], ScoredSequence] = {}
-        for chunk in _chunks(todo, self.capture_batch_size):
+        for done, chunk in enumerate(_chunks(todo, self.capture_batch_size)):
             try:
                 layer = self._resolve_layer()
                 activations = self._capture([sequences[i] for i in chunk], layer)
                 scored = self.client.score(self.pack, activations, [score_from[i] for i in chunk], self.run_id)
             except SIDECAR_FAILURES as error:
-                self._handle_failure(error, len(chunk))
-                continue
+                # Stop at the first failure: a down sidecar would otherwise cost one deadline per chunk.
+                self._handle_failure(error, len(todo) - done * self.capture_batch_size)
+                break
             for i, s in zip(chunk, scored):
                 results[i] = s
                 fresh[tuple(sequences[i])] = s
@@ -163,15 +164,15 @@ class MechReward:
         results: list[ScoredSequence | None] = [None] * len(sequences)
         todo = [i for i, (seq, start) in enumerate(zip(sequences, score_from)) if start < len(seq)]
         fresh: dict[tuple[int, ...], ScoredSequence] = {}
-        for chunk in _chunks(todo, self.capture_batch_size):
+        for done, chunk in enumerate(_chunks(todo, self.capture_batch_size)):
             try:
                 layer = await self._aresolve_layer()
                 # The forward pass blocks; keep it off the event loop that other reward functions share.
                 activations = await asyncio.to_thread(self._capture, [sequences[i] for i in chunk], layer)
                 scored = await self.async_client.score(self.pack, activations, [score_from[i] for i in chunk], self.run_id)
             except SIDECAR_FAILURES as error:
-                self._handle_failure(error, len(chunk))
-                continue
+                self._handle_failure(error, len(todo) - done * self.capture_batch_size)
+                break
             for i, s in zip(chunk, scored):
                 results[i] = s
                 fresh[tuple(sequences[i])] = s

@@ -1,0 +1,204 @@
+"""Test support: the real TypeScript sidecar on free ports, a tiny causal LM built in code, and packs.
+
+Nothing here fakes the server or the model: the sidecar is `node bin/mechreward.js serve`, the model a real
+(randomly initialised) transformers Llama, the tokenizer a real word-level `tokenizers` model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SHIMS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(SHIMS)
+SIDECAR_BIN = os.path.join(REPO, "bin", "mechreward.js")
+SIDECAR_READY_TIMEOUT_S = 90.0
+
+
+def ensure_sidecar_built() -> None:
+    """Build dist/ once if this checkout has never been built (CI runs `npm test`, which builds, first)."""
+    if os.path.isfile(os.path.join(REPO, "dist", "src", "main.js")):
+        return
+    if not os.path.isdir(os.path.join(REPO, "node_modules")):
+        subprocess.run(["npm", "ci"], cwd=REPO, check=True)
+    subprocess.run(["npm", "run", "build", "--silent"], cwd=REPO, check=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Sidecar:
+    """A running `mechreward serve` process and the ports it reported."""
+
+    process: subprocess.Popen
+    grpc_port: int
+    http_port: int
+    log_lines: list[str] = field(default_factory=list)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # in case a test froze it
+            self.process.terminate()  # SIGTERM: graceful shutdown, exit 0
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_sidecar(packs_dir: str, *extra_args: str, grpc_port: int = 0, wait_ready: bool = True) -> Sidecar:
+    """Start the real sidecar and wait for its `mechreward ready` log line (JSON on stderr)."""
+    ensure_sidecar_built()
+    command = [
+        "node", SIDECAR_BIN, "serve", "--packs", packs_dir,
+        "--grpc-port", str(grpc_port), "--http-port", "0", "--host", "127.0.0.1", *extra_args,
+    ]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    ready: dict = {}
+    ready_event = threading.Event()
+
+    def drain() -> None:  # keep reading so a chatty server never blocks on a full pipe
+        for line in process.stderr:
+            lines.append(line.rstrip("\n"))
+            if not ready_event.is_set():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if record.get("msg") == "mechreward ready":
+                    ready.update(record)
+                    ready_event.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    if not wait_ready:
+        return Sidecar(process, grpc_port, 0, lines)
+    deadline = time.monotonic() + SIDECAR_READY_TIMEOUT_S
+    while not ready_event.wait(0.05):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError("sidecar did not become ready:\n" + "\n".join(lines[-20:]))
+    return Sidecar(process, int(ready["grpcPort"]), int(ready["httpPort"]), lines)
+
+
+# --- packs --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TopKSae:
+    W_enc: np.ndarray  # [d_model, d_sae]
+    b_enc: np.ndarray
+    W_dec: np.ndarray  # [d_sae, d_model]
+    b_dec: np.ndarray
+    k: int
+
+
+def random_topk_sae(d_model: int, d_sae: int, k: int, seed: int, scale: float = 1.0) -> TopKSae:
+    rng = np.random.default_rng(seed)
+    W_enc = (rng.normal(size=(d_model, d_sae)) * scale / np.sqrt(d_model)).astype(np.float32)
+    W_dec = rng.normal(size=(d_sae, d_model)).astype(np.float32)
+    W_dec /= np.linalg.norm(W_dec, axis=1, keepdims=True)
+    b_enc = (rng.normal(size=d_sae) * 0.01).astype(np.float32)
+    b_dec = (rng.normal(size=d_model) * 0.01).astype(np.float32)
+    return TopKSae(W_enc, b_enc, W_dec, b_dec, k)
+
+
+def write_pack(pack_dir: str, sae: TopKSae, *, layer: int, features: list[tuple[int, float]], name: str | None = None) -> None:
+    """A pack in this project's schema with a SAELens-layout TopK SAE (float32)."""
+    from safetensors.numpy import save_file
+
+    sae_dir = os.path.join(pack_dir, "sae")
+    os.makedirs(sae_dir, exist_ok=True)
+    d_model, d_sae = sae.W_enc.shape
+    cfg = {
+        "d_in": d_model, "d_sae": d_sae, "architecture": "topk", "k": sae.k,
+        "apply_b_dec_to_input": True, "normalize_activations": "none", "dtype": "float32",
+        "metadata": {"hook_name": f"blocks.{layer}.hook_resid_post"},
+    }
+    with open(os.path.join(sae_dir, "cfg.json"), "w") as f:
+        json.dump(cfg, f)
+    save_file({"W_enc": sae.W_enc, "b_enc": sae.b_enc, "W_dec": sae.W_dec, "b_dec": sae.b_dec},
+              os.path.join(sae_dir, "sae_weights.safetensors"))
+    pack = {
+        "schema": "mechreward.pack/v1",
+        "name": name or os.path.basename(pack_dir),
+        "model": "tiny-llama-test",
+        "layer": layer,
+        "features": [{"id": int(i), "weight": float(w)} for i, w in features],
+        "pooling": {"method": "mean"},
+    }
+    with open(os.path.join(pack_dir, "pack.json"), "w") as f:
+        json.dump(pack, f)
+
+
+def reference_token_rewards(x: np.ndarray, sae: TopKSae, features: list[tuple[int, float]]) -> np.ndarray:
+    """float64 TopK encode + weighted feature sum per token (docs/domain.md §3, §5)."""
+    h = (x.astype(np.float64) - sae.b_dec) @ sae.W_enc.astype(np.float64) + sae.b_enc
+    top = np.argsort(-h, axis=1, kind="stable")[:, : sae.k]
+    f = np.zeros_like(h)
+    np.put_along_axis(f, top, np.maximum(np.take_along_axis(h, top, axis=1), 0.0), axis=1)
+    return sum(w * f[:, i] for i, w in features)
+
+
+# --- a tiny causal LM, built offline ------------------------------------------------------------------------
+
+VOCAB = ["<pad>", "<eos>", "<unk>"] + [f"w{i}" for i in range(61)]
+TINY_HIDDEN = 64
+TINY_LAYERS = 4
+
+
+def tiny_tokenizer():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>", padding_side="left"
+    )
+
+
+def tiny_llama_config():
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(VOCAB), hidden_size=TINY_HIDDEN, intermediate_size=128, num_hidden_layers=TINY_LAYERS,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+        pad_token_id=0, eos_token_id=1, bos_token_id=1, tie_word_embeddings=True,
+    )
+
+
+def tiny_llama(seed: int = 0, dtype=None):
+    import torch
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(tiny_llama_config())
+    if dtype is not None:
+        model = model.to(dtype)
+    return model.eval()
+
+
+def word_prompts(count: int, seed: int, min_words: int = 3, max_words: int = 6) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [
+        " ".join(f"w{int(i)}" for i in rng.integers(0, 61, size=int(rng.integers(min_words, max_words + 1))))
+        for _ in range(count)
+    ]
