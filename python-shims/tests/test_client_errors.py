@@ -1,0 +1,159 @@
+"""Failure behaviour against the real sidecar: status -> exception mapping, deadlines, which failures are
+retried, a sidecar that is down, one that is frozen (accepts connections, never answers), and pickling."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+import multiprocessing
+
+import grpc
+import numpy as np
+import pytest
+
+from mechreward_client import (
+    APIConnectionError,
+    APITimeoutError,
+    AsyncRewardClient,
+    BadRequestError,
+    NotFoundError,
+    RewardClient,
+)
+from mechreward_client._exceptions import CODE_TO_EXCEPTION, OverloadedError, PayloadTooLargeError, UnavailableError, error_from_status
+
+from support import REPO, free_port, start_sidecar
+
+SYNTHETIC_D_MODEL = 64  # packs/synthetic-tiny
+
+
+def rows(tokens: int, d_model: int = SYNTHETIC_D_MODEL, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(tokens, d_model)).astype(np.float32)
+
+
+def test_server_errors_name_status_code_and_message(parity_sidecar):
+    client = RewardClient(parity_sidecar.target, timeout=10, retries=3)
+    started = time.monotonic()
+    with pytest.raises(NotFoundError) as not_found:
+        client.score("no-such-pack", [rows(4)])
+    assert not_found.value.status == grpc.StatusCode.NOT_FOUND
+    assert not_found.value.code == "MR_ERR_PACK_NOT_FOUND"
+    assert "topk-saelens" in not_found.value.message  # the server lists the loaded packs
+    assert not_found.value.request_id  # echoed by the server in trailing metadata
+    assert "NOT_FOUND MR_ERR_PACK_NOT_FOUND" in str(not_found.value)
+
+    with pytest.raises(BadRequestError) as wrong_width:
+        client.score("topk-saelens", [rows(4, d_model=65)])
+    assert wrong_width.value.code == "MR_ERR_INVALID_TENSOR"
+    assert "sequences[0]" in wrong_width.value.message
+
+    with pytest.raises(BadRequestError) as bad_start:
+        client.score("topk-saelens", [rows(4)], score_from=4)
+    assert bad_start.value.code == "MR_ERR_INVALID_ARGUMENT" and "score_from" in bad_start.value.message
+
+    nan = rows(4)
+    nan[2, 3] = np.nan
+    with pytest.raises(BadRequestError) as non_finite:
+        client.score("topk-saelens", [nan])
+    assert non_finite.value.code == "MR_ERR_NONFINITE_INPUT"
+    # Four non-retryable failures with retries=3 configured: none was retried (no backoff sleeps).
+    assert time.monotonic() - started < 2.0
+
+
+def test_client_side_validation_names_the_argument():
+    client = RewardClient("127.0.0.1:1")  # never contacted
+    with pytest.raises(TypeError, match=r"sequences\[0\]: dtype float64"):
+        client.score("p", [np.zeros((2, 4))])
+    with pytest.raises(ValueError, match=r"sequences\[1\]: expected shape"):
+        client.score("p", [np.zeros((2, 4), np.float32), np.zeros(4, np.float32)])
+    with pytest.raises(ValueError, match="score_from: expected 2 values"):
+        client.score("p", [np.zeros((2, 4), np.float32)] * 2, score_from=[0])
+    with pytest.raises(ValueError, match="timeout"):
+        RewardClient("127.0.0.1:1", timeout=0)
+
+
+def test_catalogue_maps_every_code_and_retries_only_safe_failures():
+    with open(os.path.join(REPO, "docs", "errors.md")) as f:
+        documented = {line.split("|")[1].strip() for line in f if line.startswith("| MR_ERR_")}
+    assert documented == set(CODE_TO_EXCEPTION), "Python exception map and docs/errors.md list the same codes"
+    retried = {code for code, cls in CODE_TO_EXCEPTION.items() if cls.retryable}
+    assert retried == {"MR_ERR_OVERLOADED", "MR_ERR_NOT_READY"}
+    assert isinstance(error_from_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "MR_ERR_OVERLOADED: busy"), OverloadedError)
+    assert isinstance(error_from_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "MR_ERR_REQUEST_TOO_LARGE: 9 > 8"), PayloadTooLargeError)
+    assert isinstance(error_from_status(grpc.StatusCode.UNAVAILABLE, "MR_ERR_NOT_READY: warming up"), UnavailableError)
+    # Without a catalogue code the status came from the gRPC runtime: connection failure, own deadline.
+    assert type(error_from_status(grpc.StatusCode.UNAVAILABLE, "failed to connect")) is APIConnectionError
+    assert type(error_from_status(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")) is APITimeoutError
+    error = pickle.loads(pickle.dumps(error_from_status(grpc.StatusCode.NOT_FOUND, "MR_ERR_PACK_NOT_FOUND: x", "rid")))
+    assert (type(error), error.code, error.status, error.request_id) == (NotFoundError, "MR_ERR_PACK_NOT_FOUND", grpc.StatusCode.NOT_FOUND, "rid")
+
+
+def test_sidecar_down_fails_fast_after_capped_retries(caplog):
+    client = RewardClient(f"127.0.0.1:{free_port()}", timeout=2.0, retries=2)
+    caplog.set_level(logging.DEBUG, logger="mechreward_client")
+    started = time.monotonic()
+    with pytest.raises(APIConnectionError) as down:
+        client.score("synthetic-tiny", [rows(4)])
+    elapsed = time.monotonic() - started
+    assert type(down.value) is APIConnectionError and down.value.status == grpc.StatusCode.UNAVAILABLE
+    retries = [r.getMessage() for r in caplog.records if "retry" in r.getMessage() and "not retrying" not in r.getMessage()]
+    assert len(retries) == 2, retries
+    assert 0.3 <= elapsed < 5.0, elapsed  # two backoffs (0.1 s, 0.2 s + jitter), no hang
+    print(f"\nsidecar down: APIConnectionError after 2 retries in {elapsed:.2f}s")
+
+
+def test_frozen_sidecar_hits_the_deadline_and_is_not_retried(bundled_sidecar):
+    client = RewardClient(bundled_sidecar.target, timeout=1.5, retries=3)
+    assert client.score("synthetic-tiny", [rows(4)])[0].token_rewards.shape == (4,)  # connected and working
+    os.kill(bundled_sidecar.process.pid, signal.SIGSTOP)  # TCP stays open, nothing answers
+    try:
+        started = time.monotonic()
+        with pytest.raises(APITimeoutError) as timed_out:
+            client.score("synthetic-tiny", [rows(4)])
+        elapsed = time.monotonic() - started
+    finally:
+        os.kill(bundled_sidecar.process.pid, signal.SIGCONT)
+    assert timed_out.value.status == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert 1.4 <= elapsed < 3.0, elapsed  # one deadline, no retries of a timeout
+    print(f"\nfrozen sidecar: APITimeoutError after {elapsed:.2f}s (timeout=1.5)")
+    # The same client recovers once the server answers again.
+    assert client.score("synthetic-tiny", [rows(4)])[0].token_rewards.shape == (4,)
+
+
+def test_unavailable_is_retried_until_the_sidecar_comes_up():
+    """A client started before its sidecar: connection refused (UNAVAILABLE), then MR_ERR_NOT_READY while
+    packs warm up, both retried with capped backoff until the first real answer."""
+    port = free_port()
+    client = RewardClient(f"127.0.0.1:{port}", timeout=5.0, retries=30)
+    holder = {}
+    starter = threading.Timer(0.5, lambda: holder.update(sidecar=start_sidecar(os.path.join(REPO, "packs"), grpc_port=port, wait_ready=False)))
+    starter.start()
+    try:
+        results = client.score("synthetic-tiny", [rows(6)], score_from=2)
+        assert results[0].token_rewards.shape == (6,) and np.all(results[0].token_rewards[:2] == 0)
+    finally:
+        starter.join()
+        if "sidecar" in holder:
+            assert holder["sidecar"].stop() == 0
+
+
+def _score_in_child(client_bytes: bytes, activations: np.ndarray) -> float:
+    client = pickle.loads(client_bytes)
+    return client.score("synthetic-tiny", [activations], score_from=1)[0].reward
+
+
+def test_clients_pickle_without_their_channel_and_reconnect_in_a_spawned_process(bundled_sidecar):
+    client = RewardClient(bundled_sidecar.target, timeout=10)
+    x = rows(5)
+    here = client.score("synthetic-tiny", [x], score_from=1)[0].reward  # channel open in this process
+    data = pickle.dumps(client)
+    assert b"Channel" not in data
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        there = pool.submit(_score_in_child, data, x).result(timeout=120)
+    assert there == here
+    async_copy = pickle.loads(pickle.dumps(AsyncRewardClient(bundled_sidecar.target)))
+    assert async_copy.target == bundled_sidecar.target and async_copy._channel is None
