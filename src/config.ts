@@ -23,6 +23,8 @@ export interface ServeConfig {
   maxInflight: number;
   maxTokensPerRequest: number;
   maxBatchTokens: number;
+  maxQueueTokens: number;
+  maxQueueDelayMs: number;
   maxMessageBytes: number;
   shutdownGraceMs: number;
   logLevel: string;
@@ -51,6 +53,8 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'maxInflight', flag: '--max-inflight <n>', env: 'MECHREWARD_MAX_INFLIGHT', kind: 'int', help: 'score requests admitted at once; more get RESOURCE_EXHAUSTED / 429 at once', defaultValue: () => 64 },
   { key: 'maxTokensPerRequest', flag: '--max-tokens-per-request <n>', env: 'MECHREWARD_MAX_TOKENS_PER_REQUEST', kind: 'int', help: 'tokens (prompt + response) in one request; more get RESOURCE_EXHAUSTED / 413', defaultValue: () => 65536 },
   { key: 'maxBatchTokens', flag: '--max-batch-tokens <n>', env: 'MECHREWARD_MAX_BATCH_TOKENS', kind: 'int', help: 'rows per engine run; bounds onnxruntime arena memory (rows x d_sae x 4 bytes)', defaultValue: () => 1024 },
+  { key: 'maxQueueTokens', flag: '--max-queue-tokens <n>', env: 'MECHREWARD_MAX_QUEUE_TOKENS', kind: 'int', help: 'token rows waiting for the engine; a request that would overflow it gets RESOURCE_EXHAUSTED / 429 at once', defaultValue: () => 32768 },
+  { key: 'maxQueueDelayMs', flag: '--max-queue-delay-ms <n>', env: 'MECHREWARD_MAX_QUEUE_DELAY_MS', kind: 'int', help: 'how long a free worker waits for a fuller batch (0 = run what is queued at once)', defaultValue: () => 0 },
   { key: 'maxMessageBytes', flag: '--max-message-bytes <n>', env: 'MECHREWARD_MAX_MESSAGE_BYTES', kind: 'int', help: 'largest gRPC message and HTTP body accepted', defaultValue: () => 256 * 1024 * 1024 },
   { key: 'shutdownGraceMs', flag: '--shutdown-grace-ms <n>', env: 'MECHREWARD_SHUTDOWN_GRACE_MS', kind: 'int', help: 'on SIGTERM, how long in-flight requests may finish before a forced stop', defaultValue: () => 30000 },
   { key: 'logLevel', flag: '--log-level <level>', env: 'MECHREWARD_LOG_LEVEL', kind: 'string', help: 'pino log level', defaultValue: () => 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
@@ -95,7 +99,7 @@ export function resolveServeConfig(explicit: Partial<Record<keyof ServeConfig, u
   if (cfg.workers * cfg.intraOpThreads > cores) {
     throw invalid(`--workers ${cfg.workers} x --intra-op-threads ${cfg.intraOpThreads} = ${cfg.workers * cfg.intraOpThreads} onnxruntime threads, more than the ${cores} cores`);
   }
-  for (const key of ['maxInflight', 'maxTokensPerRequest', 'maxBatchTokens', 'maxMessageBytes'] as const) {
+  for (const key of ['maxInflight', 'maxTokensPerRequest', 'maxBatchTokens', 'maxQueueTokens', 'maxMessageBytes'] as const) {
     if (cfg[key] < 1) throw invalid(`${key} must be at least 1`);
   }
   if (cfg.grpcPort > 65535 || cfg.httpPort > 65535) throw invalid('ports must be at most 65535');

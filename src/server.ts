@@ -30,6 +30,11 @@ class EngineHandle implements Engine {
     return this.pool?.queueDepth ?? 0;
   }
 
+  reserve(rows: number): void {
+    if (!this.pool) throw new MechRewardError('MR_ERR_NOT_READY', 'engine is still loading');
+    this.pool.reserve(rows);
+  }
+
   run(...args: Parameters<Engine['run']>): ReturnType<Engine['run']> {
     if (!this.pool) return Promise.reject(new MechRewardError('MR_ERR_NOT_READY', 'engine is still loading'));
     return this.pool.run(...args);
@@ -89,7 +94,13 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
     engine.pool = await EnginePool.start(planEngine(catalogue.packs.values()), {
       workers: config.workers,
       settings: { executionProvider: config.executionProvider, intraOpThreads: config.intraOpThreads, allowSpinning: config.allowSpinning, cpuMemArena: config.cpuMemArena },
+      batching: { maxBatchTokens: config.maxBatchTokens, maxQueueTokens: config.maxQueueTokens, maxQueueDelayMs: config.maxQueueDelayMs },
       onWorkerEvent: (event, detail) => log.info(detail, event),
+      onBatch: (rows, jobs) => {
+        metrics.batchTokens.observe(rows);
+        metrics.batchJobs.observe(jobs);
+        metrics.executions.inc();
+      },
     });
   } catch (err) {
     await stopTransports();

@@ -16,6 +16,8 @@ export interface ServerInfo {
   max_tokens_per_request: number;
   max_inflight: number;
   max_batch_tokens: number;
+  max_queue_tokens: number;
+  max_queue_delay_ms: number;
   workers: number;
   intra_op_threads: number;
   packs: string[];
@@ -79,6 +81,8 @@ export class Service {
       max_tokens_per_request: c.maxTokensPerRequest,
       max_inflight: c.maxInflight,
       max_batch_tokens: c.maxBatchTokens,
+      max_queue_tokens: c.maxQueueTokens,
+      max_queue_delay_ms: c.maxQueueDelayMs,
       workers: c.workers,
       intra_op_threads: c.intraOpThreads,
       packs: [...this.packs.keys()],

@@ -35,6 +35,8 @@ export interface ScoreOutput {
 
 /** What the scorer needs from the engine; the EnginePool provides it. */
 export interface Engine {
+  /** Throws MR_ERR_OVERLOADED unless the queue has room for `rows` more token rows. */
+  reserve(rows: number): void;
   run(pack: string, rows: Float32Array, numRows: number, fetchActs: boolean, signal?: AbortSignal): Promise<EngineRunResult>;
 }
 
@@ -81,8 +83,10 @@ export class Scorer {
     const reward = new Float32Array(batch.totalRows);
     const acts = fetchActs ? new Float32Array(batch.totalRows * numColumns) : undefined;
 
+    // Refuse now, before any chunk is queued, if the queue cannot take the whole request.
+    this.engine.reserve(batch.totalRows);
     // Chunks bound onnxruntime's arena (it keeps the largest [rows, d_sae] buffer it has seen) and let other
-    // requests interleave between chunks.
+    // requests interleave between chunks; the pool merges small chunks of concurrent requests into one run.
     const chunk = this.limits.maxBatchTokens;
     const runs: Promise<void>[] = [];
     let queueMs = 0;

@@ -1,7 +1,10 @@
 // The engine as the rest of the server sees it: a pool of worker threads, each holding every session, fed from
-// one FIFO queue. Jobs whose caller has gone (aborted signal) are dropped when they leave the queue, before any
-// onnxruntime work. A worker that dies fails its in-flight job and is replaced; readiness drops until the
-// replacement has warmed up.
+// one FIFO queue with dynamic batching. When a worker is free it takes the oldest job and every other queued
+// job of the same pack that fits in max_batch_tokens rows, runs them as one [N, d_model] batch (token rows from
+// different requests and sequences, concatenated) and splits the outputs back. The queue is bounded in rows
+// (max_queue_tokens): a caller that would overflow it is refused at once. Jobs whose caller has gone (aborted
+// signal) are dropped when they leave the queue, before any onnxruntime work. A worker that dies fails its
+// in-flight jobs and is replaced; readiness drops until the replacement has warmed up.
 import { Worker } from 'node:worker_threads';
 
 import { MechRewardError } from '../errors.js';
@@ -27,17 +30,35 @@ interface Job {
   readonly reject: (e: unknown) => void;
 }
 
+interface Batch {
+  readonly id: number;
+  readonly jobs: Job[];
+  readonly rows: number;
+  readonly startedAt: number;
+}
+
 interface Slot {
   worker: Worker;
   ready: boolean;
-  current: Job | undefined;
-  startedAt: number;
+  current: Batch | undefined;
+}
+
+export interface BatchingOptions {
+  /** Most token rows in one engine run (also bounds onnxruntime's arena: rows x d_sae x 4 bytes). */
+  readonly maxBatchTokens: number;
+  /** Most token rows waiting in the queue; more are refused with MR_ERR_OVERLOADED. */
+  readonly maxQueueTokens: number;
+  /** How long a free worker may wait for a fuller batch (0 = run what is there, as Triton's default). */
+  readonly maxQueueDelayMs: number;
 }
 
 export interface EnginePoolOptions {
   readonly workers: number;
   readonly settings: SessionSettings;
+  readonly batching: BatchingOptions;
   readonly onWorkerEvent?: (event: string, detail: Record<string, unknown>) => void;
+  /** Called for every engine run: rows in it and how many jobs were merged into it. */
+  readonly onBatch?: (rows: number, jobs: number) => void;
 }
 
 const WORKER_URL = new URL('./worker.js', import.meta.url);
@@ -46,6 +67,9 @@ export class EnginePool {
   private readonly slots: Slot[] = [];
   private readonly queue: Job[] = [];
   private nextJobId = 1;
+  private nextBatchId = 1;
+  private queuedRows = 0;
+  private delayTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly init: InitMessage;
 
@@ -77,16 +101,27 @@ export class EnginePool {
     return this.queue.length;
   }
 
+  /** Throws MR_ERR_OVERLOADED unless `rows` more token rows fit in the queue. Check before enqueueing a request. */
+  reserve(rows: number): void {
+    const max = this.options.batching.maxQueueTokens;
+    if (this.queuedRows + rows > max) {
+      throw new MechRewardError('MR_ERR_OVERLOADED', `engine queue is full (${this.queuedRows} of ${max} token rows waiting; this request needs ${rows}); retry with backoff`);
+    }
+  }
+
   run(pack: string, rows: Float32Array, numRows: number, fetchActs: boolean, signal?: AbortSignal): Promise<EngineRunResult> {
     if (this.closed) return Promise.reject(new MechRewardError('MR_ERR_NOT_READY', 'engine is shutting down'));
     return new Promise((resolve, reject) => {
       this.queue.push({ id: this.nextJobId++, pack, rows, numRows, fetchActs, signal, enqueuedAt: performance.now(), resolve, reject });
+      this.queuedRows += numRows;
       this.dispatch();
     });
   }
 
   async close(): Promise<void> {
     this.closed = true;
+    if (this.delayTimer) clearTimeout(this.delayTimer);
+    this.queuedRows = 0;
     for (const job of this.queue.splice(0)) job.reject(new MechRewardError('MR_ERR_NOT_READY', 'engine is shutting down'));
     await Promise.all(this.slots.map((s) => s.worker.terminate()));
     this.slots.length = 0;
@@ -94,7 +129,7 @@ export class EnginePool {
 
   private spawn(): Promise<void> {
     return new Promise((resolve, reject) => {
-      const slot: Slot = { worker: new Worker(WORKER_URL), ready: false, current: undefined, startedAt: 0 };
+      const slot: Slot = { worker: new Worker(WORKER_URL), ready: false, current: undefined };
       this.slots.push(slot);
       let settled = false;
       slot.worker.on('message', (msg: FromWorker) => {
@@ -123,7 +158,7 @@ export class EnginePool {
     const i = this.slots.indexOf(slot);
     if (i >= 0) this.slots.splice(i, 1);
     if (slot.current) {
-      slot.current.reject(new MechRewardError('MR_ERR_BACKEND', 'engine worker exited while scoring'));
+      for (const job of slot.current.jobs) job.reject(new MechRewardError('MR_ERR_BACKEND', 'engine worker exited while scoring'));
       slot.current = undefined;
     }
     if (this.closed || !slot.ready) return;
@@ -133,34 +168,99 @@ export class EnginePool {
   }
 
   private finish(slot: Slot, msg: Extract<FromWorker, { jobId: number }>): void {
-    const job = slot.current;
+    const batch = slot.current;
     slot.current = undefined;
-    if (job && job.id === msg.jobId) {
+    if (batch && batch.id === msg.jobId) {
       if (msg.type === 'result') {
-        job.resolve({ reward: msg.reward, acts: msg.acts, inferenceMs: msg.inferenceMs, queueMs: slot.startedAt - job.enqueuedAt });
+        // Split the batch's outputs back into its jobs, in the order they were concatenated.
+        const columns = msg.acts ? msg.acts.length / batch.rows : 0;
+        let row = 0;
+        for (const job of batch.jobs) {
+          const reward = batch.jobs.length === 1 ? msg.reward : msg.reward.slice(row, row + job.numRows);
+          const acts = msg.acts && (batch.jobs.length === 1 ? msg.acts : msg.acts.slice(row * columns, (row + job.numRows) * columns));
+          job.resolve({ reward, acts, inferenceMs: msg.inferenceMs, queueMs: batch.startedAt - job.enqueuedAt });
+          row += job.numRows;
+        }
       } else {
-        job.reject(new MechRewardError('MR_ERR_BACKEND', 'engine run failed', new Error(msg.message)));
+        const err = new MechRewardError('MR_ERR_BACKEND', 'engine run failed', new Error(msg.message));
+        for (const job of batch.jobs) job.reject(err);
       }
     }
     this.dispatch();
   }
 
+  /** Removes a job from the queue's accounting; rejects it if its caller has gone. Returns whether it is live. */
+  private dequeued(job: Job): boolean {
+    this.queuedRows -= job.numRows;
+    if (!job.signal?.aborted) return true;
+    // A caller that cancelled or passed its deadline while queued costs no engine time.
+    job.reject(new MechRewardError('MR_ERR_CANCELLED', 'request was cancelled before scoring started'));
+    return false;
+  }
+
+  /** The oldest live job plus every later queued job of the same pack that fits in max_batch_tokens. */
+  private takeBatch(): Job[] {
+    let first: Job | undefined;
+    while ((first = this.queue.shift()) && !this.dequeued(first));
+    if (!first) return [];
+    const jobs = [first];
+    let rows = first.numRows;
+    const max = this.options.batching.maxBatchTokens;
+    for (let i = 0; i < this.queue.length && rows < max; ) {
+      const job = this.queue[i]!;
+      if (job.pack === first.pack && rows + job.numRows <= max) {
+        this.queue.splice(i, 1);
+        if (this.dequeued(job)) {
+          jobs.push(job);
+          rows += job.numRows;
+        }
+      } else {
+        i++;
+      }
+    }
+    return jobs;
+  }
+
+  /** With a queue delay, a free worker waits until the oldest job is that old or a full batch is queued. */
+  private shouldWait(): boolean {
+    const delay = this.options.batching.maxQueueDelayMs;
+    const oldest = this.queue[0];
+    if (delay <= 0 || !oldest) return false;
+    const waited = performance.now() - oldest.enqueuedAt;
+    if (waited >= delay) return false;
+    let samePackRows = 0;
+    for (const job of this.queue) if (job.pack === oldest.pack) samePackRows += job.numRows;
+    if (samePackRows >= this.options.batching.maxBatchTokens) return false;
+    if (!this.delayTimer) {
+      this.delayTimer = setTimeout(() => {
+        this.delayTimer = undefined;
+        this.dispatch();
+      }, delay - waited);
+    }
+    return true;
+  }
+
   private dispatch(): void {
     for (const slot of this.slots) {
       if (!slot.ready || slot.current) continue;
-      let job = this.queue.shift();
-      // A caller that cancelled or passed its deadline while queued costs no engine time.
-      while (job?.signal?.aborted) {
-        job.reject(new MechRewardError('MR_ERR_CANCELLED', 'request was cancelled before scoring started'));
-        job = this.queue.shift();
+      if (this.shouldWait()) return;
+      const jobs = this.takeBatch();
+      if (jobs.length === 0) return;
+      const rows = jobs.reduce((n, j) => n + j.numRows, 0);
+      let input = jobs[0]!.rows;
+      if (jobs.length > 1) {
+        const width = input.length / jobs[0]!.numRows;
+        input = new Float32Array(rows * width);
+        let offset = 0;
+        for (const job of jobs) {
+          input.set(job.rows, offset);
+          offset += job.rows.length;
+        }
       }
-      if (!job) return;
-      slot.current = job;
-      slot.startedAt = performance.now();
-      slot.worker.postMessage(
-        { type: 'run', jobId: job.id, pack: job.pack, rows: job.rows, numRows: job.numRows, fetchActs: job.fetchActs },
-        [job.rows.buffer as ArrayBuffer],
-      );
+      const batch: Batch = { id: this.nextBatchId++, jobs, rows, startedAt: performance.now() };
+      slot.current = batch;
+      this.options.onBatch?.(rows, jobs.length);
+      slot.worker.postMessage({ type: 'run', jobId: batch.id, pack: jobs[0]!.pack, rows: input, numRows: rows, fetchActs: jobs[0]!.fetchActs }, [input.buffer as ArrayBuffer]);
     }
   }
 }

@@ -12,6 +12,8 @@ export interface GetInfoResponse {
   'workers'?: (number);
   'intra_op_threads'?: (number);
   'packs'?: (string)[];
+  'max_queue_tokens'?: (number);
+  'max_queue_delay_ms'?: (number);
 }
 
 export interface GetInfoResponse__Output {
@@ -24,4 +26,6 @@ export interface GetInfoResponse__Output {
   'workers': (number);
   'intra_op_threads': (number);
   'packs': (string)[];
+  'max_queue_tokens': (number);
+  'max_queue_delay_ms': (number);
 }
