@@ -64,6 +64,7 @@ def grpo_args(tmp_path, **overrides) -> GRPOConfig:
         output_dir=str(tmp_path), use_cpu=True, bf16=False, gradient_checkpointing=False,
         per_device_train_batch_size=4, num_generations=2, max_completion_length=8, max_steps=2,
         learning_rate=1e-3, report_to="none", save_strategy="no", logging_steps=1, seed=0, dataloader_num_workers=0,
+        disable_tqdm=True,  # progress bars of a run that raised would print after pytest's summary
     )
     settings.update(overrides)
     return GRPOConfig(**settings)
