@@ -1,0 +1,271 @@
+// `npm run bench`: everything measured in one run on this machine, printed as tables of ratios.
+//   1. engine only (the server's graphs, in process) vs a MatMul-only graph of the same shape (GEMM ceiling),
+//      and selected_relu vs exact topk, for 576x4608 k=32 and 2560x40960 k=128 at N in {1, 64, 512, 2048};
+//   2. the in-process PyTorch baseline on the same shapes and thread count (bench/torch_encode.py);
+//   3. end to end over gRPC from a separate client process (bench/load-client.ts), bf16 512-token sequences,
+//      concurrency 1, 8, 32, against the real `mechreward serve` in a child process;
+//   4. twice the sustainable load (open loop): every request answered or rejected cleanly, none hung;
+//   5. resident memory per loaded SAE, with packs sharing an SAE and with two workers.
+// Writes bench-results/latest.md and latest.json. Set BENCH_QUICK=1 to skip the large shape (smoke run).
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+import { createSession, featureFeeds, fullModel, gemmCeilingModel, inputTensor, makeWeights, selectedModel, timeRuns } from './engine.js';
+import { FEATURES, featureIds, gemmFlops, LARGE, ROWS, SMALL, type Shape } from './shapes.js';
+
+const execFileAsync = promisify(execFile);
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const QUICK = process.env.BENCH_QUICK === '1';
+const CORES = os.availableParallelism();
+const out: string[] = [];
+const json: Record<string, unknown> = { date: new Date().toISOString(), cores: CORES, node: process.version };
+
+function log(line = ''): void {
+  console.log(line);
+  out.push(line);
+}
+
+function table(header: string[], rows: (string | number)[][]): void {
+  log(`| ${header.join(' | ')} |`);
+  log(`|${header.map(() => '---').join('|')}|`);
+  for (const r of rows) log(`| ${r.join(' | ')} |`);
+  log();
+}
+
+const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+const ratio = (a: number, b: number) => (Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}x` : 'n/a');
+
+interface EngineRow {
+  shape: string;
+  rows: number;
+  engine: number;
+  gemm: number;
+  selected: number;
+}
+
+async function engineSection(shapes: Shape[]): Promise<EngineRow[]> {
+  const results: EngineRow[] = [];
+  for (const shape of shapes) {
+    const w = makeWeights(shape);
+    const full = await createSession(fullModel(shape, w));
+    const ceiling = await createSession(gemmCeilingModel(shape, w));
+    const selected = await createSession(selectedModel(shape, w));
+    const feeds = featureFeeds(shape);
+    for (const rows of ROWS) {
+      const x = inputTensor(shape, rows);
+      results.push({
+        shape: shape.name,
+        rows,
+        engine: await timeRuns(full, { ...feeds, x }, ['reward']),
+        gemm: await timeRuns(ceiling, { x }, ['y']),
+        selected: await timeRuns(selected, { x }, ['reward']),
+      });
+    }
+    await Promise.all([full.release(), ceiling.release(), selected.release()]);
+  }
+  return results;
+}
+
+/** The first Python that can import torch: the shims' virtualenv, then the system python3. */
+function findTorchPython(): string | undefined {
+  for (const candidate of [path.join(ROOT, 'python-shims/.venv/bin/python'), 'python3']) {
+    if (candidate.includes('/') && !existsSync(candidate)) continue;
+    if (spawnSync(candidate, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0) return candidate;
+  }
+  return undefined;
+}
+
+async function torchSection(): Promise<Map<string, number> | string> {
+  const python = findTorchPython();
+  if (!python) return 'PyTorch is not installed (run `bash python-shims/scripts/setup.sh`, which installs torch==2.13.0 into python-shims/.venv)';
+  const { stdout } = await execFileAsync(python, [path.join(ROOT, 'bench/torch_encode.py'), '--threads', String(CORES)], { maxBuffer: 1 << 20, timeout: 20 * 60_000 });
+  const times = new Map<string, number>();
+  for (const line of stdout.trim().split('\n')) {
+    const r = JSON.parse(line) as { shape: string; rows: number; seconds: number; torch: string };
+    times.set(`${r.shape}/${r.rows}`, r.seconds);
+    json.torch = r.torch;
+  }
+  return times;
+}
+
+/** Writes a pack folder holding a random SAELens TopK SAE of `shape` (F32, no W_dec: not needed to encode). */
+function writePack(root: string, name: string, shape: Shape): void {
+  const dir = path.join(root, name);
+  mkdirSync(path.join(dir, 'sae'), { recursive: true });
+  const w = makeWeights(shape);
+  const tensors: Array<[string, number[], Float32Array]> = [['W_enc', [shape.dModel, shape.dSae], w.encoder], ['b_enc', [shape.dSae], w.bEnc], ['b_dec', [shape.dModel], w.bDec]];
+  const header: Record<string, unknown> = {};
+  let offset = 0;
+  for (const [n, dims, data] of tensors) {
+    header[n] = { dtype: 'F32', shape: dims, data_offsets: [offset, offset + data.byteLength] };
+    offset += data.byteLength;
+  }
+  const headerBytes = Buffer.from(JSON.stringify(header));
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(headerBytes.length));
+  writeFileSync(path.join(dir, 'sae/sae_weights.safetensors'), Buffer.concat([len, headerBytes, ...tensors.map(([, , d]) => Buffer.from(d.buffer, d.byteOffset, d.byteLength))]));
+  writeFileSync(path.join(dir, 'sae/cfg.json'), JSON.stringify({ d_in: shape.dModel, d_sae: shape.dSae, architecture: 'topk', k: shape.k, apply_b_dec_to_input: true, normalize_activations: 'none' }));
+  const ids = featureIds(shape);
+  writeFileSync(path.join(dir, 'pack.json'), JSON.stringify({ schema: 'mechreward.pack/v1', name, model: 'random (benchmark)', synthetic: true, features: ids.map((id, i) => ({ id, weight: i % 2 ? -1 : 1 })) }));
+}
+
+function sharePack(root: string, name: string, of: string): void {
+  mkdirSync(path.join(root, name), { recursive: true });
+  writeFileSync(path.join(root, name, 'pack.json'), JSON.stringify({ schema: 'mechreward.pack/v1', name, sae: `../${of}/sae`, encode: 'selected_relu', features: [{ id: 1, weight: 1 }] }));
+}
+
+interface Server {
+  child: ChildProcess;
+  grpcPort: number;
+  httpPort: number;
+}
+
+function startServer(packs: string, extra: string[] = []): Promise<Server> {
+  const child = spawn(process.execPath, [path.join(ROOT, 'bin/mechreward.js'), 'serve', '--packs', packs, '--grpc-port', '0', '--http-port', '0', ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
+  return new Promise((resolve, reject) => {
+    createInterface({ input: child.stderr! }).on('line', (line) => {
+      try {
+        const e = JSON.parse(line) as { msg?: string; grpcPort?: number; httpPort?: number };
+        if (e.msg === 'mechreward ready') resolve({ child, grpcPort: e.grpcPort!, httpPort: e.httpPort! });
+      } catch {
+        /* not a log line */
+      }
+    });
+    child.on('exit', (code) => reject(new Error(`server exited with ${code} before ready`)));
+  });
+}
+
+async function stopServer(s: Server): Promise<void> {
+  const exited = new Promise((r) => s.child.on('exit', r));
+  s.child.kill('SIGTERM');
+  await exited;
+}
+
+async function rssBytes(s: Server): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${s.httpPort}/metrics`)).text();
+  return Number(text.match(/^process_resident_memory_bytes (\S+)/m)![1]);
+}
+
+interface LoadResult {
+  sent: number;
+  finished: number;
+  hung: number;
+  codes: Record<string, number>;
+  tokens_per_s: number;
+  requests_per_s: number;
+  p50_ms: number;
+  p99_ms: number;
+}
+
+async function load(s: Server, pack: string, shape: Shape, args: string[]): Promise<LoadResult> {
+  const { stdout } = await execFileAsync(process.execPath, [path.join(ROOT, 'dist/bench/load-client.js'), '--target', `127.0.0.1:${s.grpcPort}`, '--pack', pack, '--d-model', String(shape.dModel), '--tokens', '512', ...args], { maxBuffer: 1 << 20, timeout: 10 * 60_000 });
+  return JSON.parse(stdout.trim().split('\n').pop()!) as LoadResult;
+}
+
+async function main(): Promise<void> {
+  const shapes = QUICK ? [SMALL] : [SMALL, LARGE];
+  const e2eShape = QUICK ? SMALL : LARGE;
+  log(`# mechreward benchmark — ${new Date().toISOString()}`);
+  log();
+  log(`${os.cpus()[0]?.model ?? 'cpu'}, ${CORES} cores, Node ${process.version}, onnxruntime-node 1.30.0; engine settings = server defaults (1 worker, ${CORES} intra-op threads, spinning off).`);
+  log();
+
+  const engine = await engineSection(shapes);
+  json.engine = engine;
+  const torch = await torchSection();
+  json.torchTimes = typeof torch === 'string' ? torch : Object.fromEntries(torch);
+
+  log('## Engine only vs GEMM ceiling vs PyTorch (same shapes, same threads, median of ≥3 runs)');
+  log();
+  table(
+    ['shape', 'N', 'engine tok/s', 'engine GFLOP/s', 'MatMul-only tok/s', 'engine / ceiling', 'PyTorch tok/s', 'engine / PyTorch', 'selected_relu tok/s', 'selected / topk'],
+    engine.map((r) => {
+      const shape = shapes.find((s) => s.name === r.shape)!;
+      const t = typeof torch === 'string' ? NaN : (torch.get(`${r.shape}/${r.rows}`) ?? NaN);
+      return [r.shape, r.rows, fmt(r.rows / r.engine), fmt(gemmFlops(shape, r.rows) / r.engine / 1e9, 1), fmt(r.rows / r.gemm), ratio(r.gemm, r.engine), Number.isFinite(t) ? fmt(r.rows / t) : 'n/a', ratio(t, r.engine), fmt(r.rows / r.selected), ratio(r.engine, r.selected)];
+    }),
+  );
+  if (typeof torch === 'string') log(`PyTorch baseline: ${torch}.\n`);
+  else log(`PyTorch baseline: torch ${String(json.torch)} CPU, ${CORES} threads, dense TopK encode + pack reward (SAELens TopKSAE.encode semantics), in process.\n`);
+  log(`The MatMul-only graph computes x @ W_enc and a row sum (so its [N, d_sae] output is not copied out). selected_relu computes only the pack's ${FEATURES} columns.`);
+  log();
+
+  const root = mkdtempSync(path.join(os.tmpdir(), 'mechreward-bench-'));
+  try {
+    writePack(root, 'bench', e2eShape);
+    const server = await startServer(root);
+    const rows: (string | number)[][] = [];
+    const e2e: Record<string, LoadResult> = {};
+    for (const c of [1, 8, 32]) {
+      const r = await load(server, 'bench', e2eShape, ['--mode', 'closed', '--concurrency', String(c), '--seconds', QUICK ? '3' : '12']);
+      e2e[`c${c}`] = r;
+      const engine512 = engine.find((x) => x.shape === e2eShape.name && x.rows === 512)!;
+      rows.push([c, fmt(r.tokens_per_s), fmt(512 / engine512.engine), ratio(r.tokens_per_s, 512 / engine512.engine), fmt(r.p50_ms, 1), fmt(r.p99_ms, 1), JSON.stringify(r.codes)]);
+    }
+    await stopServer(server);
+    json.e2e = e2e;
+    log(`## End to end over gRPC (${e2eShape.name}, bf16 512-token sequences, client in a separate process)`);
+    log();
+    table(['concurrency', 'tok/s', 'engine-only tok/s (N=512)', 'e2e / engine', 'p50 ms', 'p99 ms', 'statuses'], rows);
+
+    // Twice the sustainable load, open loop, against a server whose queue holds about 4 s of work.
+    const sustainable = e2e.c8!.requests_per_s;
+    const queueTokens = Math.max(1024, Math.round((e2e.c8!.tokens_per_s * 4) / 512) * 512);
+    const overloaded = await startServer(root, ['--max-queue-tokens', String(queueTokens)]);
+    const over = await load(overloaded, 'bench', e2eShape, ['--mode', 'open', '--rate', (2 * sustainable).toFixed(3), '--seconds', QUICK ? '4' : '15', '--deadline-ms', '60000']);
+    await stopServer(overloaded);
+    json.overload = { rate: 2 * sustainable, queueTokens, ...over };
+    log(`## Twice the sustainable load (open loop at ${(2 * sustainable).toFixed(2)} req/s = 2 x the concurrency-8 rate; max_queue_tokens ${queueTokens})`);
+    log();
+    table(['sent', 'OK', 'RESOURCE_EXHAUSTED (clean rejection)', 'other errors', 'hung (no answer within deadline)', 'p50 ms (OK)', 'p99 ms (OK)'], [
+      [over.sent, over.codes.OK ?? 0, over.codes.RESOURCE_EXHAUSTED ?? 0, over.sent - (over.codes.OK ?? 0) - (over.codes.RESOURCE_EXHAUSTED ?? 0) - over.hung, over.hung, fmt(over.p50_ms, 1), fmt(over.p99_ms, 1)],
+    ]);
+
+    // Resident memory: the tiny bundled pack as baseline, then the large SAE, shared by two packs, and in two workers.
+    const baselineDir = path.join(root, 'baseline');
+    cpSync(path.join(ROOT, 'packs/synthetic-tiny'), path.join(baselineDir, 'synthetic-tiny'), { recursive: true });
+    const measure = async (packs: string, extra: string[] = []) => {
+      const s = await startServer(packs, extra);
+      await new Promise((r) => setTimeout(r, 500));
+      const rss = await rssBytes(s);
+      await stopServer(s);
+      return rss;
+    };
+    const base = await measure(baselineDir);
+    const one = await measure(root);
+    sharePack(root, 'bench-twin', 'bench');
+    mkdirSync(path.join(root, 'bench-exact'), { recursive: true });
+    writeFileSync(path.join(root, 'bench-exact', 'pack.json'), JSON.stringify({ schema: 'mechreward.pack/v1', name: 'bench-exact', sae: '../bench/sae', features: [{ id: 3, weight: 1 }] }));
+    const shared = await measure(root);
+    const twoWorkers = await measure(root, ['--workers', '2', '--intra-op-threads', '1']);
+    const weightsMb = (e2eShape.dModel * e2eShape.dSae * 4) / 2 ** 20;
+    json.memory = { base, one, shared, twoWorkers, weightsMb };
+    const mb = (b: number) => fmt(b / 2 ** 20);
+    log(`## Resident memory (${e2eShape.name}; W_enc alone is ${fmt(weightsMb)} MiB in float32)`);
+    log();
+    table(['server', 'RSS MiB', 'over baseline MiB'], [
+      ['baseline: synthetic-tiny only', mb(base), '0'],
+      ['1 SAE, 1 pack, 1 worker', mb(one), mb(one - base)],
+      ['1 SAE, 3 packs sharing it (2 exact topk + 1 selected_relu), 1 worker', mb(shared), mb(shared - base)],
+      ['1 SAE, 3 packs, 2 workers x 1 thread', mb(twoWorkers), mb(twoWorkers - base)],
+    ]);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+
+  const dir = path.join(ROOT, 'bench-results');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(path.join(dir, 'latest.md'), `${out.join('\n')}\n`);
+  writeFileSync(path.join(dir, 'latest.json'), `${JSON.stringify(json, null, 2)}\n`);
+  log(`Written to bench-results/latest.md and latest.json.`);
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
