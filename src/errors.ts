@@ -23,6 +23,7 @@ export const ERROR_CATALOGUE = {
   MR_ERR_REQUEST_TOO_LARGE: { grpc: GrpcStatus.RESOURCE_EXHAUSTED, http: 413, errorType: 'validation', retryable: false },
   MR_ERR_OVERLOADED: { grpc: GrpcStatus.RESOURCE_EXHAUSTED, http: 429, errorType: 'overloaded', retryable: true },
   MR_ERR_NOT_READY: { grpc: GrpcStatus.UNAVAILABLE, http: 503, errorType: 'not_ready', retryable: true },
+  MR_ERR_WORKER_LOST: { grpc: GrpcStatus.UNAVAILABLE, http: 503, errorType: 'not_ready', retryable: true },
   MR_ERR_CANCELLED: { grpc: GrpcStatus.CANCELLED, http: 499, errorType: 'cancelled', retryable: false },
   MR_ERR_DEADLINE: { grpc: GrpcStatus.DEADLINE_EXCEEDED, http: 504, errorType: 'timeout', retryable: true },
   MR_ERR_NONFINITE_OUTPUT: { grpc: GrpcStatus.INTERNAL, http: 500, errorType: 'internal', retryable: false },

@@ -158,7 +158,8 @@ export class EnginePool {
     const i = this.slots.indexOf(slot);
     if (i >= 0) this.slots.splice(i, 1);
     if (slot.current) {
-      for (const job of slot.current.jobs) job.reject(new MechRewardError('MR_ERR_BACKEND', 'engine worker exited while scoring'));
+      // Scoring is a pure function: the caller can safely retry once the replacement worker is warm.
+      for (const job of slot.current.jobs) job.reject(new MechRewardError('MR_ERR_WORKER_LOST', `engine worker exited (code ${code}) while scoring this request; a replacement is starting, retry`));
       slot.current = undefined;
     }
     if (this.closed || !slot.ready) return;
