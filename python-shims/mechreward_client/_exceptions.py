@@ -114,6 +114,7 @@ CODE_TO_EXCEPTION: dict[str, type[APIError]] = {
     "MR_ERR_REQUEST_TOO_LARGE": PayloadTooLargeError,
     "MR_ERR_OVERLOADED": OverloadedError,
     "MR_ERR_NOT_READY": UnavailableError,
+    "MR_ERR_WORKER_LOST": UnavailableError,  # the engine worker died mid-request; a fresh one takes the retry
     "MR_ERR_CANCELLED": APIStatusError,
     "MR_ERR_DEADLINE": APITimeoutError,
     "MR_ERR_NONFINITE_OUTPUT": InternalServerError,

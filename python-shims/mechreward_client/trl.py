@@ -294,7 +294,9 @@ class MechRewardGRPOTrainer(GRPOTrainer):
     ) -> None:
         super().__init__(*args, **kwargs)
         if mech_reward is None:
-            mech_reward = next((f for f in self.reward_funcs if isinstance(f, MechReward)), None)
+            # The object itself, or its bound ascore method (TRL's async path).
+            owners = (f if isinstance(f, MechReward) else getattr(f, "__self__", None) for f in self.reward_funcs)
+            mech_reward = next((o for o in owners if isinstance(o, MechReward)), None)
         if mech_reward is None:
             raise ValueError("MechRewardGRPOTrainer needs a MechReward: pass mech_reward= or put one in reward_funcs")
         if getattr(self.args, "use_liger_kernel", False):

@@ -18,6 +18,8 @@ import pytest
 
 from mechreward_client import (
     APIConnectionError,
+    APIStatusError,
+    InternalServerError,
     APITimeoutError,
     AsyncRewardClient,
     BadRequestError,
@@ -76,12 +78,30 @@ def test_client_side_validation_names_the_argument():
         RewardClient("127.0.0.1:1", timeout=0)
 
 
+# The exception class each documented gRPC status maps to (docs/errors.md "gRPC" column).
+STATUS_CLASS = {
+    "INVALID_ARGUMENT": BadRequestError, "NOT_FOUND": NotFoundError, "UNAVAILABLE": UnavailableError,
+    "INTERNAL": InternalServerError, "FAILED_PRECONDITION": InternalServerError,
+    "CANCELLED": APIStatusError, "DEADLINE_EXCEEDED": APITimeoutError,
+}
+
+
 def test_catalogue_maps_every_code_and_retries_only_safe_failures():
+    """Drift check against docs/errors.md: same codes, matching status class, same retry decision, except
+    MR_ERR_DEADLINE: the server sends it when this client's own deadline passed, so the client treats it as
+    its timeout (not retried, like every timeout)."""
     with open(os.path.join(REPO, "docs", "errors.md")) as f:
-        documented = {line.split("|")[1].strip() for line in f if line.startswith("| MR_ERR_")}
-    assert documented == set(CODE_TO_EXCEPTION), "Python exception map and docs/errors.md list the same codes"
-    retried = {code for code, cls in CODE_TO_EXCEPTION.items() if cls.retryable}
-    assert retried == {"MR_ERR_OVERLOADED", "MR_ERR_NOT_READY"}
+        table = [[c.strip() for c in line.split("|")[1:5]] for line in f if line.startswith("| MR_ERR_")]
+    assert {row[0] for row in table} == set(CODE_TO_EXCEPTION), "Python exception map and docs/errors.md list the same codes"
+    for code, status, _http, retry in table:
+        cls = CODE_TO_EXCEPTION[code]
+        if status == "RESOURCE_EXHAUSTED":
+            assert cls in (OverloadedError, PayloadTooLargeError), code
+        else:
+            assert cls is STATUS_CLASS[status], code
+        if code != "MR_ERR_DEADLINE":
+            assert cls.retryable == (retry == "yes"), code
+    assert not CODE_TO_EXCEPTION["MR_ERR_DEADLINE"].retryable
     assert isinstance(error_from_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "MR_ERR_OVERLOADED: busy"), OverloadedError)
     assert isinstance(error_from_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "MR_ERR_REQUEST_TOO_LARGE: 9 > 8"), PayloadTooLargeError)
     assert isinstance(error_from_status(grpc.StatusCode.UNAVAILABLE, "MR_ERR_NOT_READY: warming up"), UnavailableError)

@@ -260,6 +260,15 @@ def test_frozen_sidecar_times_out_instead_of_hanging(bundled_sidecar):
     assert copy(prompts=prompts, completions=[""] * 4, completion_ids=completion_ids) == healthy
 
 
+def test_dense_trainer_finds_its_reward_and_refuses_without_one(tmp_path):
+    model, tokenizer = tiny_llama(seed=5), tiny_tokenizer()
+    reward = MechReward(PACK, model=model, tokenizer=tokenizer, target="127.0.0.1:1", layer=LAYER)
+    common = dict(model=model, args=grpo_args(tmp_path), train_dataset=prompt_dataset(), processing_class=tokenizer)
+    assert MechRewardGRPOTrainer(reward_funcs=[reward.ascore], **common).mech_reward is reward
+    with pytest.raises(ValueError, match="needs a MechReward"):
+        MechRewardGRPOTrainer(reward_funcs=[lambda completions, **kw: [0.0] * len(completions)], **common)
+
+
 def test_schedule_and_trl_contract():
     assert G3_TOKEN_COEF(0) == pytest.approx(0.20) and G3_TOKEN_COEF(750) == pytest.approx(0.125)
     assert G3_TOKEN_COEF(1500) == G3_TOKEN_COEF(10**6) == pytest.approx(0.05)
