@@ -63,8 +63,8 @@ class _ClientBase:
 class RewardClient(_ClientBase):
     """Blocking client. Thread-safe; one channel per process, opened on first use.
 
-    >>> client = RewardClient("127.0.0.1:50051", timeout=10)
-    >>> [r.reward for r in client.score("my-pack", [acts], score_from=[12])]
+        client = RewardClient("127.0.0.1:50051", timeout=10)
+        rewards = [r.reward for r in client.score("my-pack", [acts], score_from=[12])]
     """
 
     def __init__(

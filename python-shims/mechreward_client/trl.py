@@ -11,7 +11,7 @@ advantage, out of the group baseline) or an exception, never a made-up 0.
 response token's advantage gets ``coef * z(r_t)``, the token rewards z-scored within the prompt's group, so
 ``_compute_loss`` sees (B, T) advantages.
 
-Relies on these GRPOTrainer internals (trl 1.6 - 1.16; tests/test_trl_contract.py checks them):
+Relies on these GRPOTrainer internals (tested with trl 1.16; tests/test_trl_grpo.py::test_schedule_and_trl_contract checks them):
 ``_calculate_rewards(inputs, prompts, completions, completion_ids_list)``,
 ``_generate_and_score_completions(inputs) -> dict`` with prompt_ids/prompt_mask/completion_ids/completion_mask,
 and ``_compute_loss(model, inputs)`` accepting (B, T) advantages.
