@@ -97,14 +97,16 @@ function parseEntry(path: string, name: string, raw: unknown, dataStart: number,
 export function readTensorAsFloat32(path: string, entry: TensorEntry): Float32Array {
   const fd = openSync(path, 'r');
   try {
-    const bytes = Buffer.alloc(entry.byteLength);
+    // F32 is read straight into the result (one copy of a possibly 400 MB tensor, not two).
+    const out = entry.dtype === 'F32' ? new Float32Array(entry.byteLength / 4) : undefined;
+    const bytes = out ? new Uint8Array(out.buffer) : Buffer.alloc(entry.byteLength);
     let done = 0;
     while (done < entry.byteLength) {
       const got = readSync(fd, bytes, done, entry.byteLength - done, entry.fileOffset + done);
       if (got === 0) throw invalid(path, 'file shrank while reading');
       done += got;
     }
-    return widenToFloat32(bytes, entry.dtype);
+    return out ?? widenToFloat32(bytes, entry.dtype);
   } finally {
     closeSync(fd);
   }
