@@ -8,6 +8,8 @@ import { MechRewardError } from './errors.js';
 import { createLogger } from './log.js';
 import { loadPackDirectory } from './packs/registry.js';
 import { describePack } from './core/describe.js';
+import { runG1 } from './gate/g1.js';
+import { PASS_THRESHOLD, validationProblem } from './packs/validation.js';
 import { startServer } from './server.js';
 import { VERSION } from './version.js';
 
@@ -55,11 +57,35 @@ function buildProgram(): Command {
       if (opts.json) {
         console.log(JSON.stringify({ packs, problems: catalogue.problems }, null, 2));
       } else {
-        const rows = packs.map((p) => [p.name, p.architecture, `${p.d_model}x${p.d_sae}`, String(p.k), p.encode_mode, p.pooling, String(p.feature_count), p.validation.present ? `${p.validation.verdict} rho=${p.validation.spearman_rho}` : 'none', p.synthetic ? 'SYNTHETIC' : '']);
+        const rows = [...catalogue.packs.values()].map((pack) => {
+          const p = describePack(pack);
+          const problem = validationProblem(pack);
+          const validation = problem ? `UNVALIDATED (${problem.split(';')[0]})` : `${p.validation.verdict} rho=${p.validation.spearman_rho.toFixed(3)} n=${p.validation.n}`;
+          return [p.name, p.architecture, `${p.d_model}x${p.d_sae}`, String(p.k), p.encode_mode, p.pooling, String(p.feature_count), validation, p.synthetic ? 'SYNTHETIC' : ''];
+        });
         printTable(['pack', 'arch', 'shape', 'k', 'encode', 'pooling', 'features', 'validation', ''], rows);
         for (const p of catalogue.problems) console.log(`BROKEN ${p.pack}: ${p.message}`);
       }
       if (catalogue.problems.length > 0) process.exitCode = 1;
+    });
+  const gate = program.command('gate').description('stage gates');
+  gate
+    .command('g1')
+    .description("stage gate 1: Spearman rho of the pack's pooled score vs correctness on its held-out data; writes the validation block")
+    .requiredOption('--pack <dir>', 'pack folder')
+    .option('--data <path>', "held-out data (default: the pack's validation.data)")
+    .option('--json', 'print {"rho", "n", "p", "ci"} as JSON')
+    .option('--no-write', 'do not write the validation block into pack.json')
+    .action(async (opts: { pack: string; data?: string; json?: boolean; write: boolean }) => {
+      const r = await runG1(opts.pack, { data: opts.data, write: opts.write });
+      if (opts.json) {
+        console.log(JSON.stringify({ rho: r.rho, n: r.n, p: r.p, ci: r.ci }));
+      } else {
+        printTable(['pack', 'n', 'correct', 'accuracy', 'spearman rho', 'p', '95% CI (bootstrap)', 'verdict'], [
+          [r.pack, String(r.n), String(r.n_correct), r.accuracy.toFixed(3), r.rho.toFixed(4), r.p.toExponential(2), `[${r.ci[0].toFixed(3)}, ${r.ci[1].toFixed(3)}]`, `${r.verdict} (threshold ${PASS_THRESHOLD})`],
+        ]);
+        if (opts.write) console.log(`validation block written to ${opts.pack}/pack.json`);
+      }
     });
   return program;
 }

@@ -28,6 +28,7 @@ export interface ServeConfig {
   maxMessageBytes: number;
   shutdownGraceMs: number;
   logLevel: string;
+  allowUnvalidated: boolean;
 }
 
 interface OptionSpec {
@@ -48,8 +49,8 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'workers', flag: '--workers <n>', env: 'MECHREWARD_WORKERS', kind: 'int', help: 'engine worker threads; each holds its own copy of every SAE', defaultValue: () => 1 },
   { key: 'intraOpThreads', flag: '--intra-op-threads <n>', env: 'MECHREWARD_INTRA_OP_THREADS', kind: 'int', help: 'onnxruntime threads per worker (0 = cores / workers); workers x threads may not exceed the cores', defaultValue: () => 0 },
   { key: 'executionProvider', flag: '--execution-provider <name>', env: 'MECHREWARD_EXECUTION_PROVIDER', kind: 'string', help: 'onnxruntime execution provider: cpu, or cuda on a GPU host with the CUDA provider installed', defaultValue: () => 'cpu', choices: ['cpu', 'cuda'] },
-  { key: 'allowSpinning', flag: '--allow-spinning <bool>', env: 'MECHREWARD_ALLOW_SPINNING', kind: 'bool', help: 'let onnxruntime threads spin between runs (faster alone, slower beside a busy event loop)', defaultValue: () => false },
-  { key: 'cpuMemArena', flag: '--cpu-mem-arena <bool>', env: 'MECHREWARD_CPU_MEM_ARENA', kind: 'bool', help: "onnxruntime's CPU arena (keeps the largest batch buffer allocated)", defaultValue: () => true },
+  { key: 'allowSpinning', flag: '--allow-spinning [bool]', env: 'MECHREWARD_ALLOW_SPINNING', kind: 'bool', help: 'let onnxruntime threads spin between runs (faster alone, slower beside a busy event loop)', defaultValue: () => false },
+  { key: 'cpuMemArena', flag: '--cpu-mem-arena [bool]', env: 'MECHREWARD_CPU_MEM_ARENA', kind: 'bool', help: "onnxruntime's CPU arena (keeps the largest batch buffer allocated)", defaultValue: () => true },
   { key: 'maxInflight', flag: '--max-inflight <n>', env: 'MECHREWARD_MAX_INFLIGHT', kind: 'int', help: 'score requests admitted at once; more get RESOURCE_EXHAUSTED / 429 at once', defaultValue: () => 64 },
   { key: 'maxTokensPerRequest', flag: '--max-tokens-per-request <n>', env: 'MECHREWARD_MAX_TOKENS_PER_REQUEST', kind: 'int', help: 'tokens (prompt + response) in one request; more get RESOURCE_EXHAUSTED / 413', defaultValue: () => 65536 },
   { key: 'maxBatchTokens', flag: '--max-batch-tokens <n>', env: 'MECHREWARD_MAX_BATCH_TOKENS', kind: 'int', help: 'rows per engine run; bounds onnxruntime arena memory (rows x d_sae x 4 bytes)', defaultValue: () => 1024 },
@@ -57,6 +58,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'maxQueueDelayMs', flag: '--max-queue-delay-ms <n>', env: 'MECHREWARD_MAX_QUEUE_DELAY_MS', kind: 'int', help: 'how long a free worker waits for a fuller batch (0 = run what is queued at once)', defaultValue: () => 0 },
   { key: 'maxMessageBytes', flag: '--max-message-bytes <n>', env: 'MECHREWARD_MAX_MESSAGE_BYTES', kind: 'int', help: 'largest gRPC message and HTTP body accepted', defaultValue: () => 256 * 1024 * 1024 },
   { key: 'shutdownGraceMs', flag: '--shutdown-grace-ms <n>', env: 'MECHREWARD_SHUTDOWN_GRACE_MS', kind: 'int', help: 'on SIGTERM, how long in-flight requests may finish before a forced stop', defaultValue: () => 30000 },
+  { key: 'allowUnvalidated', flag: '--allow-unvalidated [bool]', env: 'MECHREWARD_ALLOW_UNVALIDATED', kind: 'bool', help: 'serve packs that have not passed stage gate 1 (held-out rho >= 0.30 with n and data hash); each is logged', defaultValue: () => false },
   { key: 'logLevel', flag: '--log-level <level>', env: 'MECHREWARD_LOG_LEVEL', kind: 'string', help: 'pino log level', defaultValue: () => 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
 ];
 

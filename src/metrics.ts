@@ -27,6 +27,9 @@ export function createMetrics(info: { version: string; ortVersion: string }) {
     queueSize: new client.Gauge({ name: 'mechreward_queue_size', help: 'Engine jobs waiting for a worker', registers: [registry] }),
     inflight: new client.Gauge({ name: 'mechreward_inflight_requests', help: 'Score requests admitted and not finished', registers: [registry] }),
     packReady: new client.Gauge({ name: 'mechreward_pack_ready', help: '1 when the pack is loaded and warm', labelNames: ['pack'], registers: [registry] }),
+    packValidationRho: new client.Gauge({ name: 'mechreward_pack_validation_rho', help: "Held-out Spearman rho from the pack's validation block (stage gate 1)", labelNames: ['pack'], registers: [registry] }),
+    packValidationN: new client.Gauge({ name: 'mechreward_pack_validation_n', help: "Held-out responses behind the pack's validation rho", labelNames: ['pack'], registers: [registry] }),
+    packValidated: new client.Gauge({ name: 'mechreward_pack_validated', help: '1 when the pack passes stage gate 1 as serve enforces it, 0 when served with --allow-unvalidated', labelNames: ['pack'], registers: [registry] }),
     buildInfo: new client.Gauge({ name: 'mechreward_build_info', help: 'Build information (always 1)', labelNames: ['version', 'ort_version'], registers: [registry] }),
   };
   m.buildInfo.set({ version: info.version, ort_version: info.ortVersion }, 1);

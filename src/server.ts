@@ -13,6 +13,7 @@ import type { Logger } from './log.js';
 import { createMetrics } from './metrics.js';
 import { assertLittleEndianHost } from './numerics/widen.js';
 import { loadPackDirectory } from './packs/registry.js';
+import { validationProblem } from './packs/validation.js';
 import { Service } from './service.js';
 import { buildGrpcServer } from './transports/grpc/server.js';
 import { buildHttpApp } from './transports/http/app.js';
@@ -57,10 +58,25 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
     throw new MechRewardError('MR_ERR_PACK_INVALID', `${catalogue.problems.length} pack(s) in ${config.packs} failed to load:\n${lines}`);
   }
   if (catalogue.packs.size === 0) throw new MechRewardError('MR_ERR_CONFIG_INVALID', `no packs found in ${config.packs} (a pack is a folder with pack.json and sae/)`);
+  const unvalidated = [...catalogue.packs.values()].flatMap((pack) => {
+    const problem = validationProblem(pack);
+    return problem ? [{ pack: pack.name, problem }] : [];
+  });
+  if (unvalidated.length > 0 && !config.allowUnvalidated) {
+    const lines = unvalidated.map((u) => `  ${u.pack}: ${u.problem}`).join('\n');
+    throw new MechRewardError('MR_ERR_PACK_INVALID', `${unvalidated.length} pack(s) have not passed stage gate 1 (start with --allow-unvalidated to serve them anyway):\n${lines}`);
+  }
+  for (const u of unvalidated) log.warn(u, 'serving a pack that has not passed stage gate 1 (--allow-unvalidated)');
   log.info({ packs: [...catalogue.packs.keys()], saes: catalogue.saes.size }, 'packs loaded');
 
   const ortVersion = ort.env.versions.node ?? 'unknown';
   const metrics = createMetrics({ version: VERSION, ortVersion });
+  for (const pack of catalogue.packs.values()) {
+    const v = pack.spec.validation;
+    if (Number.isFinite(v.spearmanRho)) metrics.packValidationRho.set({ pack: pack.name }, v.spearmanRho);
+    metrics.packValidationN.set({ pack: pack.name }, v.n);
+    metrics.packValidated.set({ pack: pack.name }, validationProblem(pack) ? 0 : 1);
+  }
   const engine = new EngineHandle();
   const admission = new Admission(config.maxInflight);
   const scorer = new Scorer(catalogue.packs, engine, admission, { maxTokensPerRequest: config.maxTokensPerRequest, maxBatchTokens: config.maxBatchTokens });

@@ -21,6 +21,7 @@ export interface ServerInfo {
   workers: number;
   intra_op_threads: number;
   packs: string[];
+  allow_unvalidated: boolean;
 }
 
 export class Service {
@@ -86,6 +87,7 @@ export class Service {
       workers: c.workers,
       intra_op_threads: c.intraOpThreads,
       packs: [...this.packs.keys()],
+      allow_unvalidated: c.allowUnvalidated,
     };
   }
 }

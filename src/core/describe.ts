@@ -1,5 +1,6 @@
 // Transport-neutral descriptions of packs and of the server, shared by gRPC (ListPacks, GetInfo) and HTTP.
 import { packLayer, poolingLabel, type Pack } from '../packs/registry.js';
+import { validationProblem } from '../packs/validation.js';
 
 export interface PackDescription {
   name: string;
@@ -11,7 +12,22 @@ export interface PackDescription {
   architecture: string;
   encode_mode: string;
   feature_count: number;
-  validation: { present: boolean; verdict: string; spearman_rho: number; n: number; method: string };
+  validation: {
+    present: boolean;
+    verdict: string;
+    spearman_rho: number;
+    n: number;
+    method: string;
+    p: number;
+    ci_low: number;
+    ci_high: number;
+    data_sha256: string;
+    encode_mode: string;
+    /** Passes stage gate 1 as enforced by serve. */
+    passes: boolean;
+    /** Why it does not pass ('' when it does). */
+    problem: string;
+  };
   pooling: string;
   canaries: string[];
   schema: string;
@@ -23,6 +39,7 @@ export interface PackDescription {
 export function describePack(pack: Pack): PackDescription {
   const { spec, sae } = pack;
   const v = spec.validation;
+  const problem = validationProblem(pack);
   return {
     name: pack.name,
     model: spec.model,
@@ -33,7 +50,20 @@ export function describePack(pack: Pack): PackDescription {
     architecture: sae.architecture,
     encode_mode: spec.encode,
     feature_count: spec.features.length,
-    validation: { present: v.present, verdict: v.verdict, spearman_rho: v.spearmanRho, n: v.n, method: v.method },
+    validation: {
+      present: v.present,
+      verdict: v.verdict,
+      spearman_rho: v.spearmanRho,
+      n: v.n,
+      method: v.method,
+      p: v.p,
+      ci_low: v.ci[0],
+      ci_high: v.ci[1],
+      data_sha256: v.dataSha256,
+      encode_mode: v.encode,
+      passes: problem === undefined,
+      problem: problem ?? '',
+    },
     pooling: poolingLabel(pack),
     canaries: spec.canaries.map((c) => c.name),
     schema: spec.schema,

@@ -24,6 +24,8 @@ export interface SafetensorsHeader {
   readonly path: string;
   readonly fileBytes: number;
   readonly tensors: ReadonlyMap<string, TensorEntry>;
+  /** The optional `__metadata__` string map. */
+  readonly metadata: Readonly<Record<string, string>>;
 }
 
 function invalid(path: string, what: string): MechRewardError {
@@ -54,8 +56,16 @@ export function readSafetensorsHeader(path: string): SafetensorsHeader {
     const dataBytes = fileBytes - dataStart;
     const tensors = new Map<string, TensorEntry>();
     const spans: Array<[number, number, string]> = [];
+    const metadata: Record<string, string> = {};
     for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
-      if (name === '__metadata__') continue;
+      if (name === '__metadata__') {
+        if (typeof raw !== 'object' || raw === null) throw invalid(path, '__metadata__ is not an object');
+        for (const [k, v] of Object.entries(raw)) {
+          if (typeof v !== 'string') throw invalid(path, `__metadata__.${k} is not a string`);
+          metadata[k] = v;
+        }
+        continue;
+      }
       tensors.set(name, parseEntry(path, name, raw, dataStart, dataBytes));
       const t = tensors.get(name)!;
       spans.push([t.fileOffset, t.fileOffset + t.byteLength, name]);
@@ -65,7 +75,7 @@ export function readSafetensorsHeader(path: string): SafetensorsHeader {
     for (let i = 1; i < spans.length; i++) {
       if (spans[i]![0] < spans[i - 1]![1]) throw invalid(path, `tensors ${spans[i - 1]![2]} and ${spans[i]![2]} overlap`);
     }
-    return { path, fileBytes, tensors };
+    return { path, fileBytes, tensors, metadata };
   } finally {
     closeSync(fd);
   }
@@ -91,6 +101,23 @@ function parseEntry(path: string, name: string, raw: unknown, dataStart: number,
   }
   if (end > dataBytes) throw invalid(path, `tensor ${name}: data_offsets end ${end} is past the data section (${dataBytes} bytes); file truncated?`);
   return { dtype, shape: shape as number[], fileOffset: dataStart + begin, byteLength: expected };
+}
+
+/** Reads one tensor's raw little-endian bytes. */
+export function readTensorBytes(path: string, entry: TensorEntry): Buffer {
+  const fd = openSync(path, 'r');
+  try {
+    const bytes = Buffer.alloc(entry.byteLength);
+    let done = 0;
+    while (done < entry.byteLength) {
+      const got = readSync(fd, bytes, done, entry.byteLength - done, entry.fileOffset + done);
+      if (got === 0) throw invalid(path, 'file shrank while reading');
+      done += got;
+    }
+    return bytes;
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Reads one tensor and widens it to float32 exactly (F16 and BF16 values are all representable in F32). */

@@ -29,6 +29,14 @@ export interface ValidationSummary {
   readonly spearmanRho: number;
   readonly n: number;
   readonly method: string;
+  readonly p: number;
+  /** Bootstrap 95 % interval of rho; [NaN, NaN] when the block has none. */
+  readonly ci: readonly [number, number];
+  /** Held-out data file, relative to the pack folder. */
+  readonly data: string;
+  readonly dataSha256: string;
+  /** Encode mode the pack was validated with ('' when the block does not say). */
+  readonly encode: string;
 }
 
 export interface PackSpec {
@@ -130,16 +138,22 @@ function checkUnique(r: Reader, features: PackFeature[]): PackFeature[] {
 }
 
 function summariseValidation(r: Reader, v: unknown): ValidationSummary {
-  if (v === undefined || v === null) return { present: false, verdict: '', spearmanRho: 0, n: 0, method: '' };
+  const num = (x: unknown) => (typeof x === 'number' && Number.isFinite(x) ? x : NaN);
+  if (v === undefined || v === null) return { present: false, verdict: '', spearmanRho: NaN, n: 0, method: '', p: NaN, ci: [NaN, NaN], data: '', dataSha256: '', encode: '' };
   const o = r.obj(v, 'validation');
-  const rho = o.rho ?? o.spearman_rho;
   const n = o.n ?? o.n_questions;
+  const ci = Array.isArray(o.ci) && o.ci.length === 2 ? ([num(o.ci[0]), num(o.ci[1])] as const) : ([NaN, NaN] as const);
   return {
     present: true,
     verdict: r.str(o.verdict),
-    spearmanRho: typeof rho === 'number' && Number.isFinite(rho) ? rho : 0,
+    spearmanRho: num(o.rho ?? o.spearman_rho),
     n: Number.isSafeInteger(n) ? (n as number) : 0,
     method: r.str(o.method),
+    p: num(o.p ?? o.spearman_p),
+    ci,
+    data: r.str(o.data),
+    dataSha256: r.str(o.data_sha256),
+    encode: r.str(o.encode),
   };
 }
 

@@ -10,7 +10,8 @@ import type { ScoreRequest } from '../../src/generated/mechreward/v1/ScoreReques
 import type { ScoreResponse__Output } from '../../src/generated/mechreward/v1/ScoreResponse.js';
 
 export async function startTestServer(packs: string, overrides: Partial<Record<keyof ServeConfig, unknown>> = {}): Promise<RunningServer> {
-  const config = resolveServeConfig({ packs, host: '127.0.0.1', grpcPort: 0, httpPort: 0, logLevel: 'silent', shutdownGraceMs: 5000, ...overrides }, {});
+  // Fixture packs are synthetic and carry no stage-gate-1 validation: tests opt in explicitly.
+  const config = resolveServeConfig({ packs, host: '127.0.0.1', grpcPort: 0, httpPort: 0, logLevel: 'silent', shutdownGraceMs: 5000, allowUnvalidated: true, ...overrides }, {});
   return startServer(config, createLogger(config.logLevel));
 }
 

@@ -40,7 +40,7 @@ function serve(args: string[], env: Record<string, string> = {}, waitFor = 'mech
 }
 
 test('serve with flags: --packs --grpc-port 0 --http-port 0 --host; SIGTERM exits 0', async () => {
-  const s = await serve(['--packs', PARITY_PACKS, '--grpc-port', '0', '--http-port', '0', '--host', '127.0.0.1', '--workers', '1']);
+  const s = await serve(['--packs', PARITY_PACKS, '--grpc-port', '0', '--http-port', '0', '--host', '127.0.0.1', '--workers', '1', '--allow-unvalidated']);
   const ready = await fetch(`http://127.0.0.1:${s.httpPort}/readyz`);
   assert.equal(ready.status, 200);
   const body = (await ready.json()) as { packs: string[] };
@@ -51,7 +51,7 @@ test('serve with flags: --packs --grpc-port 0 --http-port 0 --host; SIGTERM exit
 });
 
 test('serve with no arguments serves the bundled packs (ports from environment variables)', async () => {
-  const s = await serve([], { MECHREWARD_GRPC_PORT: '0', MECHREWARD_HTTP_PORT: '0' });
+  const s = await serve([], { MECHREWARD_GRPC_PORT: '0', MECHREWARD_HTTP_PORT: '0', MECHREWARD_ALLOW_UNVALIDATED: '1' });
   const info = (await (await fetch(`http://127.0.0.1:${s.httpPort}/v1/packs`)).json()) as { packs: Array<{ name: string; synthetic: boolean }> };
   assert.deepEqual(info.packs.map((p) => p.name), ['synthetic-tiny']);
   assert.equal(info.packs[0]!.synthetic, true);
@@ -60,7 +60,7 @@ test('serve with no arguments serves the bundled packs (ports from environment v
 });
 
 test('every flag is also an environment variable', async () => {
-  const s = await serve([], { MECHREWARD_PACKS: PARITY_PACKS, MECHREWARD_GRPC_PORT: '0', MECHREWARD_HTTP_PORT: '0', MECHREWARD_MAX_INFLIGHT: '7', MECHREWARD_MAX_BATCH_TOKENS: '333' });
+  const s = await serve([], { MECHREWARD_PACKS: PARITY_PACKS, MECHREWARD_GRPC_PORT: '0', MECHREWARD_HTTP_PORT: '0', MECHREWARD_MAX_INFLIGHT: '7', MECHREWARD_MAX_BATCH_TOKENS: '333', MECHREWARD_ALLOW_UNVALIDATED: 'true' });
   const info = (await (await fetch(`http://127.0.0.1:${s.httpPort}/info`)).json()) as { max_inflight: number; max_batch_tokens: number; packs: string[] };
   assert.equal(info.max_inflight, 7);
   assert.equal(info.max_batch_tokens, 333);
@@ -73,7 +73,7 @@ test('while a large SAE loads: /healthz 200, /readyz 503 with a reason, then 200
   const root = mkdtempSync(path.join(os.tmpdir(), 'mechreward-loading-'));
   try {
     writeBigPack(root, 'large', 768, 32768, 64, false); // 100 MB of W_enc
-    const s = await serve(['--packs', root, '--grpc-port', '0', '--http-port', '0'], {}, 'listening; loading engine');
+    const s = await serve(['--packs', root, '--grpc-port', '0', '--http-port', '0', '--allow-unvalidated'], {}, 'listening; loading engine');
     const live = await fetch(`http://127.0.0.1:${s.httpPort}/healthz`);
     assert.equal(live.status, 200);
     const notYet = await fetch(`http://127.0.0.1:${s.httpPort}/readyz`);

@@ -18,7 +18,7 @@ test('config: explicit beats environment beats default', () => {
 
 test('config: every option has a flag, a MECHREWARD_ variable and help', () => {
   for (const o of SERVE_OPTIONS) {
-    assert.match(o.flag, /^--[a-z-]+ <[a-z]+>$/);
+    assert.match(o.flag, o.kind === "bool" ? /^--[a-z-]+ \[bool\]$/ : /^--[a-z-]+ <[a-z]+>$/);
     assert.match(o.env, /^MECHREWARD_[A-Z_]+$/);
     assert.ok(o.help.length > 10);
   }

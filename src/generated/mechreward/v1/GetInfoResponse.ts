@@ -14,6 +14,7 @@ export interface GetInfoResponse {
   'packs'?: (string)[];
   'max_queue_tokens'?: (number);
   'max_queue_delay_ms'?: (number);
+  'allow_unvalidated'?: (boolean);
 }
 
 export interface GetInfoResponse__Output {
@@ -28,4 +29,5 @@ export interface GetInfoResponse__Output {
   'packs': (string)[];
   'max_queue_tokens': (number);
   'max_queue_delay_ms': (number);
+  'allow_unvalidated': (boolean);
 }

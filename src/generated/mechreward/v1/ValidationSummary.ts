@@ -7,6 +7,13 @@ export interface ValidationSummary {
   'spearman_rho'?: (number | string);
   'n'?: (number);
   'method'?: (string);
+  'p'?: (number | string);
+  'ci_low'?: (number | string);
+  'ci_high'?: (number | string);
+  'data_sha256'?: (string);
+  'encode_mode'?: (string);
+  'passes'?: (boolean);
+  'problem'?: (string);
 }
 
 export interface ValidationSummary__Output {
@@ -15,4 +22,11 @@ export interface ValidationSummary__Output {
   'spearman_rho': (number);
   'n': (number);
   'method': (string);
+  'p': (number);
+  'ci_low': (number);
+  'ci_high': (number);
+  'data_sha256': (string);
+  'encode_mode': (string);
+  'passes': (boolean);
+  'problem': (string);
 }
