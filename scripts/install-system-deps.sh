@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# System packages the tests need beyond Node and Python: Debian's `chromium`, which the monitor page test
+# (test/integration/monitor-page.test.ts) drives through playwright-core. playwright-core never downloads a
+# browser of its own, and the test does not skip without one, so CI runs this before `npm test`.
+# Idempotent: does nothing when /usr/bin/chromium is already there.
+#
+#   bash scripts/install-system-deps.sh        # as root, or with sudo available
+set -euo pipefail
+
+CHROMIUM=/usr/bin/chromium
+
+if [[ -x "$CHROMIUM" ]]; then
+  echo "install-system-deps: $CHROMIUM present"
+  exit 0
+fi
+
+if [[ "$(id -u)" -eq 0 ]]; then
+  SUDO=()
+elif command -v sudo >/dev/null 2>&1; then
+  SUDO=(sudo)
+else
+  echo "install-system-deps: $CHROMIUM is missing and installing it needs root (apt-get install chromium)" >&2
+  exit 1
+fi
+
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "install-system-deps: no apt-get here; install Chromium so that $CHROMIUM exists" >&2
+  exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+"${SUDO[@]}" apt-get update
+# A font named explicitly: without one the page screenshot would have no readable text.
+"${SUDO[@]}" apt-get install -y chromium fonts-dejavu-core
+"$CHROMIUM" --version

@@ -1,0 +1,320 @@
+// Canary monitor page: polls the sidecar's JSON API and draws one run. Plain browser JavaScript (no build
+// step); Chart.js is the global `Chart` from monitor/assets/chart.umd.js. Everything a client sent (run ids,
+// tokens, text, flag reasons) is inserted with textContent, never as HTML.
+'use strict';
+
+(function () {
+  const POLL_MS = 3000;
+  const Z95 = 1.959963984540054; // two-sided 95 % normal quantile, as the server's Wilson interval
+
+  const COLORS = {
+    band: 'rgba(46, 90, 172, 0.18)',
+    median: '#2e5aac',
+    mean: '#e8590c',
+    run: '#b42318',
+    runBand: 'rgba(180, 35, 24, 0.16)',
+    base: '#067647',
+    baseBand: 'rgba(6, 118, 71, 0.14)',
+  };
+
+  const state = { runId: new URLSearchParams(location.search).get('run'), charts: null, timer: null };
+  const $ = (id) => document.getElementById(id);
+
+  // ---- numbers --------------------------------------------------------------------------------------
+
+  /** Wilson score interval for k successes in n trials (95 %); [0, 0] when n is 0. */
+  function wilson(k, n) {
+    if (n <= 0) return [0, 0];
+    const p = k / n;
+    const z2 = Z95 * Z95;
+    const denom = 1 + z2 / n;
+    const centre = (p + z2 / (2 * n)) / denom;
+    const half = (Z95 * Math.sqrt((p * (1 - p)) / n + z2 / (4 * n * n))) / denom;
+    return [Math.max(0, centre - half), Math.min(1, centre + half)];
+  }
+
+  /**
+   * Cumulative flag rate after each Score call. The history may be capped to its newest points, so the
+   * sequences and flags older than the first point (summary totals minus the history's sums) start the count:
+   * the last point then always equals the summary's rate.
+   */
+  function cumulativeFlagSeries(history, summary) {
+    let n = summary.sequences - history.reduce((s, p) => s + p.sequences, 0);
+    let k = summary.flagged - history.reduce((s, p) => s + p.flagged, 0);
+    n = Math.max(0, n);
+    k = Math.max(0, k);
+    return history.map((p) => {
+      n += p.sequences;
+      k += p.flagged;
+      const [lo, hi] = wilson(k, n);
+      return { t: p.t_ms, rate: n > 0 ? k / n : 0, lo, hi };
+    });
+  }
+
+  const pct = (x) => `${(100 * x).toFixed(1)} %`;
+  const interval = (ci) => `${(100 * ci[0]).toFixed(1)}–${(100 * ci[1]).toFixed(1)} %`;
+  const num = (x) => (Number.isFinite(x) ? Number(x.toPrecision(4)).toString() : String(x));
+
+  /** Elapsed time as m:ss or h:mm:ss, for the x axes (seconds since the first point). */
+  function elapsed(seconds) {
+    const s = Math.max(0, Math.round(seconds));
+    const h = Math.floor(s / 3600);
+    const m = Math.floor((s % 3600) / 60);
+    const ss = String(s % 60).padStart(2, '0');
+    return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${ss}` : `${m}:${ss}`;
+  }
+
+  /**
+   * Diverging colour for a token reward: white at 0, red for negative, green for positive, full colour at
+   * the rollout's largest |reward| (so every rollout uses the whole scale).
+   */
+  function rewardColor(r, maxAbs) {
+    const t = maxAbs > 0 ? Math.max(-1, Math.min(1, r / maxAbs)) : 0;
+    const target = t < 0 ? [200, 30, 30] : [25, 135, 60];
+    const a = Math.abs(t);
+    const mix = (i) => Math.round(255 + (target[i] - 255) * a);
+    return { css: `rgb(${mix(0)}, ${mix(1)}, ${mix(2)})`, strong: a > 0.6 };
+  }
+
+  // ---- API ------------------------------------------------------------------------------------------
+
+  async function getJson(url) {
+    const res = await fetch(url, { headers: { accept: 'application/json' }, cache: 'no-store' });
+    const body = await res.json().catch(() => null);
+    if (!res.ok) {
+      const err = new Error((body && body.error) || `HTTP ${res.status}`);
+      err.status = res.status;
+      err.code = body && body.code;
+      throw err;
+    }
+    return body;
+  }
+
+  // ---- rendering ------------------------------------------------------------------------------------
+
+  function el(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function renderRunPicker(runs) {
+    const select = $('run-select');
+    const current = select.value;
+    select.replaceChildren(
+      ...runs.map((r) => {
+        const option = el('option', '', `${r.run_id}  (${r.pack}, ${r.sequences} seq${r.alarm ? ', ALARM' : ''})`);
+        option.value = r.run_id;
+        return option;
+      }),
+    );
+    select.value = state.runId || current;
+  }
+
+  function renderSummary(run) {
+    $('run-id').textContent = run.run_id;
+    $('pack').textContent = run.pack;
+    $('sequences').textContent = String(run.sequences);
+    $('flagged').textContent = String(run.flagged);
+    $('flag-rate').textContent = `${pct(run.flag_rate)} (${interval(run.ci)})`;
+    $('baseline').textContent = run.baseline ? `${pct(run.baseline.rate)} (${interval(run.baseline.ci)}), n = ${run.baseline.n}` : 'none calibrated';
+    $('last-seen').textContent = new Date(run.last_seen_ms).toLocaleString();
+    $('alarm').hidden = !run.alarm;
+    $('healthy').hidden = run.alarm || !run.baseline;
+    $('no-baseline').hidden = Boolean(run.baseline);
+    const counts = Object.entries(run.flags_by_name || {}).sort((a, b) => b[1] - a[1]);
+    $('flags-by-name').replaceChildren(...counts.map(([name, count]) => el('li', '', `${name}: ${count}`)));
+  }
+
+  function baseOptions(yTitle, yTick) {
+    return {
+      animation: false, // the page redraws every few seconds; animating each poll only blurs the numbers
+      responsive: true,
+      maintainAspectRatio: false,
+      parsing: false,
+      normalized: true,
+      interaction: { mode: 'index', intersect: false },
+      plugins: {
+        legend: { labels: { boxWidth: 14, filter: (item) => !item.text.startsWith('_') } },
+        tooltip: {
+          filter: (item) => !item.dataset.label.startsWith('_'),
+          callbacks: { title: (items) => (items.length ? new Date(items[0].raw.t).toLocaleTimeString() : '') },
+        },
+      },
+      scales: {
+        x: { type: 'linear', title: { display: true, text: 'time since the first Score call' }, ticks: { callback: (v) => elapsed(v) } },
+        y: { title: { display: true, text: yTitle }, ticks: { callback: yTick } },
+      },
+    };
+  }
+
+  // Datasets whose label starts with '_' are band edges: drawn, filled, but kept out of legend and tooltip.
+  function makeCharts() {
+    const line = (label, color, extra) => ({ label, data: [], borderColor: color, backgroundColor: color, borderWidth: 2, pointRadius: 0, tension: 0, ...extra });
+    const edge = (label, fillColor, fill) => ({ label, data: [], borderColor: 'transparent', backgroundColor: fillColor, borderWidth: 0, pointRadius: 0, fill });
+    const reward = new Chart($('reward-chart'), {
+      type: 'line',
+      data: {
+        datasets: [
+          edge('_p10', COLORS.band, false),
+          edge('p10–p90', COLORS.band, '-1'),
+          line('median', COLORS.median),
+          line('mean', COLORS.mean, { borderDash: [6, 4] }),
+        ],
+      },
+      options: baseOptions('reward', (v) => num(v)),
+    });
+    const flags = new Chart($('flag-chart'), {
+      type: 'line',
+      data: {
+        datasets: [
+          edge('_base_lo', COLORS.baseBand, false),
+          edge('baseline 95 % CI', COLORS.baseBand, '-1'),
+          line('baseline rate', COLORS.base, { borderDash: [6, 4] }),
+          edge('_run_lo', COLORS.runBand, false),
+          edge('run 95 % CI', COLORS.runBand, '-1'),
+          line('run flag rate', COLORS.run),
+        ],
+      },
+      options: baseOptions('flag rate', (v) => `${Math.round(v * 1000) / 10} %`),
+    });
+    flags.options.scales.y.min = 0;
+    return { reward, flags };
+  }
+
+  function renderCharts(run) {
+    if (!state.charts) state.charts = makeCharts();
+    const history = run.history || [];
+    const t0 = history.length ? history[0].t_ms : 0;
+    // x in seconds since the first point; `t` kept for the tooltip's clock time.
+    const pt = (t, y) => ({ x: (t - t0) / 1000, y, t });
+
+    const [p10, p90, p50, mean] = state.charts.reward.data.datasets;
+    p10.data = history.map((p) => pt(p.t_ms, p.reward_p10));
+    p90.data = history.map((p) => pt(p.t_ms, p.reward_p90));
+    p50.data = history.map((p) => pt(p.t_ms, p.reward_p50));
+    mean.data = history.map((p) => pt(p.t_ms, p.reward_mean));
+    // One Score call gives one point, which a line cannot show: mark points until there are two.
+    for (const ds of [p50, mean]) ds.pointRadius = history.length < 2 ? 4 : 0;
+    state.charts.reward.update('none');
+
+    const series = cumulativeFlagSeries(history, run);
+    const [bLo, bHi, bRate, rLo, rHi, rRate] = state.charts.flags.data.datasets;
+    const base = run.baseline;
+    bLo.data = base ? series.map((s) => pt(s.t, base.ci[0])) : [];
+    bHi.data = base ? series.map((s) => pt(s.t, base.ci[1])) : [];
+    bRate.data = base ? series.map((s) => pt(s.t, base.rate)) : [];
+    rLo.data = series.map((s) => pt(s.t, s.lo));
+    rHi.data = series.map((s) => pt(s.t, s.hi));
+    rRate.data = series.map((s) => pt(s.t, s.rate));
+    rRate.pointRadius = series.length < 2 ? 4 : 0;
+    state.charts.flags.update('none');
+  }
+
+  function renderTokens(rollout) {
+    const rewards = rollout.token_rewards || [];
+    const maxAbs = rewards.reduce((m, r) => Math.max(m, Math.abs(r)), 0);
+    const box = el('div', 'tokens');
+    box.setAttribute('aria-label', 'tokens coloured by reward');
+    for (let i = 0; i < rollout.tokens.length; i += 1) {
+      const r = i < rewards.length ? rewards[i] : 0;
+      const color = rewardColor(r, maxAbs);
+      const span = el('span', color.strong ? 'tok strong' : 'tok', rollout.tokens[i]);
+      span.style.backgroundColor = color.css; // CSSOM, allowed by the page's style-src 'self'
+      span.title = String(r);
+      span.dataset.reward = String(r);
+      box.append(span);
+    }
+    return box;
+  }
+
+  function renderRollout(rollout) {
+    const item = el('li', 'rollout');
+    const head = el('div', 'rollout-head');
+    head.append(el('strong', '', `reward ${num(rollout.reward)}`), el('span', '', new Date(rollout.t_ms).toLocaleString()));
+    const flags = el('ul', 'rollout-flags');
+    for (const f of rollout.flags || []) {
+      const li = el('li', 'flag');
+      li.dataset.flag = f.name;
+      li.append(el('span', 'flag-name', f.name), el('span', 'flag-reason', f.reason), el('span', 'flag-value', `value ${num(f.value)}`));
+      flags.append(li);
+    }
+    item.append(head, flags);
+    if (rollout.tokens && rollout.tokens.length > 0) item.append(renderTokens(rollout));
+    else item.append(el('pre', 'rollout-text', rollout.text ? rollout.text : '(no text or tokens were sent with this rollout)'));
+    return item;
+  }
+
+  function renderFlagged(run) {
+    const list = run.recent_flagged || [];
+    $('no-flagged').hidden = list.length > 0;
+    $('flagged-list').replaceChildren(...list.map(renderRollout));
+  }
+
+  function showMessage(text) {
+    $('message').textContent = text;
+    $('message').hidden = false;
+    $('content').hidden = true;
+  }
+
+  function setStatus(text, isError) {
+    $('status').textContent = text;
+    $('status').classList.toggle('error', Boolean(isError));
+  }
+
+  // ---- polling --------------------------------------------------------------------------------------
+
+  async function refresh() {
+    const { runs } = await getJson('v1/runs');
+    // Most recently active first: also the default when the URL names no run.
+    runs.sort((a, b) => b.last_seen_ms - a.last_seen_ms);
+    if (!state.runId && runs.length) state.runId = runs[0].run_id;
+    renderRunPicker(runs);
+    if (!state.runId) {
+      showMessage('No runs yet. Score with a run_id (gRPC ScoreRequest.run_id or "run_id" in POST /v1/score) and they appear here.');
+      document.body.dataset.state = 'empty';
+      return;
+    }
+    let run;
+    try {
+      run = await getJson(`v1/runs/${encodeURIComponent(state.runId)}`);
+    } catch (err) {
+      if (err.status === 404) {
+        showMessage(`Run "${state.runId}" is unknown to this sidecar. Pick another run above.`);
+        document.body.dataset.state = 'not-found';
+        return;
+      }
+      throw err;
+    }
+    $('message').hidden = true;
+    $('content').hidden = false; // before the charts: Chart.js measures its box, which must be laid out
+    renderSummary(run);
+    renderCharts(run);
+    renderFlagged(run);
+    document.title = `${run.alarm ? 'ALARM · ' : ''}${run.run_id} · mechreward monitor`;
+    document.body.dataset.run = run.run_id;
+    document.body.dataset.state = 'ready';
+  }
+
+  async function poll() {
+    clearTimeout(state.timer);
+    try {
+      await refresh();
+      setStatus(`updated ${new Date().toLocaleTimeString()} · every ${POLL_MS / 1000} s`);
+    } catch (err) {
+      setStatus(`cannot reach the sidecar (${err.message}); retrying`, true);
+    }
+    state.timer = setTimeout(poll, POLL_MS);
+  }
+
+  $('run-select').addEventListener('change', (event) => {
+    state.runId = event.target.value;
+    const url = new URL(location.href);
+    url.searchParams.set('run', state.runId);
+    history.replaceState(null, '', url);
+    void poll();
+  });
+
+  void poll();
+})();
