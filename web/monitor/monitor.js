@@ -5,7 +5,7 @@
 
 (function () {
   const POLL_MS = 3000;
-  const Z95 = 1.959963984540054; // two-sided 95 % normal quantile, as the server's Wilson interval
+  const Z95 = 1.96; // two-sided 95 % normal quantile, the z the server uses for its Wilson intervals
 
   const COLORS = {
     band: 'rgba(46, 90, 172, 0.18)',
@@ -136,7 +136,7 @@
       normalized: true,
       interaction: { mode: 'index', intersect: false },
       plugins: {
-        legend: { labels: { boxWidth: 14, filter: (item) => !item.text.startsWith('_') } },
+        legend: { labels: { usePointStyle: true, boxWidth: 24, filter: (item) => !item.text.startsWith('_') } },
         tooltip: {
           filter: (item) => !item.dataset.label.startsWith('_'),
           callbacks: { title: (items) => (items.length ? new Date(items[0].raw.t).toLocaleTimeString() : '') },
@@ -151,8 +151,8 @@
 
   // Datasets whose label starts with '_' are band edges: drawn, filled, but kept out of legend and tooltip.
   function makeCharts() {
-    const line = (label, color, extra) => ({ label, data: [], borderColor: color, backgroundColor: color, borderWidth: 2, pointRadius: 0, tension: 0, ...extra });
-    const edge = (label, fillColor, fill) => ({ label, data: [], borderColor: 'transparent', backgroundColor: fillColor, borderWidth: 0, pointRadius: 0, fill });
+    const line = (label, color, extra) => ({ label, data: [], borderColor: color, backgroundColor: color, borderWidth: 2, pointRadius: 0, pointStyle: 'line', tension: 0, ...extra });
+    const edge = (label, fillColor, fill) => ({ label, data: [], borderColor: 'transparent', backgroundColor: fillColor, borderWidth: 0, pointRadius: 0, pointStyle: 'rect', fill });
     const reward = new Chart($('reward-chart'), {
       type: 'line',
       data: {
