@@ -126,7 +126,7 @@ interface Server {
 }
 
 function startServer(packs: string, extra: string[] = []): Promise<Server> {
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin/mechreward.js'), 'serve', '--packs', packs, '--grpc-port', '0', '--http-port', '0', '--allow-unvalidated', ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [path.join(ROOT, 'bin/mechreward.js'), 'serve', '--packs', packs, '--grpc-port', '0', '--http-port', '0', '--allow-unvalidated', '--runs-db', '', ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
   return new Promise((resolve, reject) => {
     createInterface({ input: child.stderr! }).on('line', (line) => {
       try {

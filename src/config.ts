@@ -29,6 +29,7 @@ export interface ServeConfig {
   shutdownGraceMs: number;
   logLevel: string;
   allowUnvalidated: boolean;
+  runsDb: string;
 }
 
 interface OptionSpec {
@@ -59,6 +60,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'maxMessageBytes', flag: '--max-message-bytes <n>', env: 'MECHREWARD_MAX_MESSAGE_BYTES', kind: 'int', help: 'largest gRPC message and HTTP body accepted', defaultValue: () => 256 * 1024 * 1024 },
   { key: 'shutdownGraceMs', flag: '--shutdown-grace-ms <n>', env: 'MECHREWARD_SHUTDOWN_GRACE_MS', kind: 'int', help: 'on SIGTERM, how long in-flight requests may finish before a forced stop', defaultValue: () => 30000 },
   { key: 'allowUnvalidated', flag: '--allow-unvalidated [bool]', env: 'MECHREWARD_ALLOW_UNVALIDATED', kind: 'bool', help: 'serve packs that have not passed stage gate 1 (held-out rho >= 0.30 with n and data hash); each is logged', defaultValue: () => false },
+  { key: 'runsDb', flag: '--runs-db <path>', env: 'MECHREWARD_RUNS_DB', kind: 'string', help: "SQLite file of the per-run canary monitor (written after every observed request); '' keeps it in memory", defaultValue: () => 'mechreward-runs.sqlite' },
   { key: 'logLevel', flag: '--log-level <level>', env: 'MECHREWARD_LOG_LEVEL', kind: 'string', help: 'pino log level', defaultValue: () => 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
 ];
 
@@ -106,5 +108,6 @@ export function resolveServeConfig(explicit: Partial<Record<keyof ServeConfig, u
   }
   if (cfg.grpcPort > 65535 || cfg.httpPort > 65535) throw invalid('ports must be at most 65535');
   cfg.packs = path.resolve(cfg.packs);
+  if (cfg.runsDb) cfg.runsDb = path.resolve(cfg.runsDb);
   return cfg;
 }

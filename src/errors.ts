@@ -20,6 +20,7 @@ export const ERROR_CATALOGUE = {
   MR_ERR_EMPTY_INPUT: { grpc: GrpcStatus.INVALID_ARGUMENT, http: 400, errorType: 'validation', retryable: false },
   MR_ERR_MALFORMED_BODY: { grpc: GrpcStatus.INVALID_ARGUMENT, http: 400, errorType: 'validation', retryable: false },
   MR_ERR_PACK_NOT_FOUND: { grpc: GrpcStatus.NOT_FOUND, http: 404, errorType: 'not_found', retryable: false },
+  MR_ERR_RUN_NOT_FOUND: { grpc: GrpcStatus.NOT_FOUND, http: 404, errorType: 'not_found', retryable: false },
   MR_ERR_REQUEST_TOO_LARGE: { grpc: GrpcStatus.RESOURCE_EXHAUSTED, http: 413, errorType: 'validation', retryable: false },
   MR_ERR_OVERLOADED: { grpc: GrpcStatus.RESOURCE_EXHAUSTED, http: 429, errorType: 'overloaded', retryable: true },
   MR_ERR_NOT_READY: { grpc: GrpcStatus.UNAVAILABLE, http: 503, errorType: 'not_ready', retryable: true },

@@ -14,6 +14,8 @@ import { createMetrics } from './metrics.js';
 import { assertLittleEndianHost } from './numerics/widen.js';
 import { loadPackDirectory } from './packs/registry.js';
 import { validationProblem } from './packs/validation.js';
+import { RunMonitor } from './monitor/monitor.js';
+import { RunStore } from './monitor/store.js';
 import { Service } from './service.js';
 import { buildGrpcServer } from './transports/grpc/server.js';
 import { buildHttpApp } from './transports/http/app.js';
@@ -79,8 +81,9 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
   }
   const engine = new EngineHandle();
   const admission = new Admission(config.maxInflight);
-  const scorer = new Scorer(catalogue.packs, engine, admission, { maxTokensPerRequest: config.maxTokensPerRequest, maxBatchTokens: config.maxBatchTokens });
-  const service = new Service(config, catalogue.packs, scorer, admission, metrics, log, engine, ortVersion);
+  const monitor = new RunMonitor(await RunStore.open(config.runsDb || undefined), catalogue.packs);
+  const scorer = new Scorer(catalogue.packs, engine, admission, { maxTokensPerRequest: config.maxTokensPerRequest, maxBatchTokens: config.maxBatchTokens }, monitor);
+  const service = new Service(config, catalogue.packs, scorer, admission, monitor, metrics, log, engine, ortVersion);
 
   // Bind first, load second: while large SAEs load, /healthz answers, /readyz says 503 with a reason, gRPC
   // health says NOT_SERVING and Score says UNAVAILABLE, so orchestrators can tell "starting" from "dead".
@@ -120,6 +123,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
     });
   } catch (err) {
     await stopTransports();
+    monitor.close();
     throw err;
   }
 
@@ -151,6 +155,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
       if (forced) grpcServer.server.forceShutdown();
       await http.close();
       await engine.pool?.close();
+      monitor.close();
       return { forced };
     },
   };

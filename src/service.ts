@@ -6,6 +6,7 @@ import { describePack, type PackDescription } from './core/describe.js';
 import type { ScoreOutput, Scorer } from './core/scorer.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
+import type { RunMonitor } from './monitor/monitor.js';
 import type { Pack } from './packs/registry.js';
 import { VERSION } from './version.js';
 
@@ -32,6 +33,7 @@ export class Service {
     readonly packs: ReadonlyMap<string, Pack>,
     readonly scorer: Scorer,
     readonly admission: Admission,
+    readonly monitor: RunMonitor,
     readonly metrics: Metrics,
     readonly log: Logger,
     private readonly engine: { readonly ready: boolean; readonly queueDepth: number },
@@ -57,6 +59,9 @@ export class Service {
     this.metrics.inflight.set(this.admission.current);
     const ready = this.isReady() ? 1 : 0;
     for (const name of this.packs.keys()) this.metrics.packReady.set({ pack: name }, ready);
+    const runs = this.monitor.totals();
+    this.metrics.runs.set(runs.runs);
+    this.metrics.runAlarms.set(runs.alarms);
   }
 
   /** Metrics of a successful score, the same for every transport. */

@@ -70,7 +70,7 @@ def start_sidecar(packs_dir: str, *extra_args: str, grpc_port: int = 0, wait_rea
         "node", SIDECAR_BIN, "serve", "--packs", packs_dir,
         "--grpc-port", str(grpc_port), "--http-port", "0", "--host", "127.0.0.1",
         # Test packs are synthetic, with no stage-gate-1 validation block.
-        "--allow-unvalidated", *extra_args,
+        "--allow-unvalidated", "--runs-db", "", *extra_args,
     ]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []

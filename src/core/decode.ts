@@ -10,6 +10,10 @@ export interface SequenceInput {
   readonly dtype: string | number;
   readonly num_tokens: number;
   readonly score_from: number;
+  /** Optional response text, expected answer and per-token strings (canary text rule, monitor page). */
+  readonly text?: string;
+  readonly expected_answer?: string;
+  readonly tokens?: readonly string[];
 }
 
 export interface DecodedBatch {
@@ -45,6 +49,9 @@ export function decodeSequences(sequences: readonly SequenceInput[], dModel: num
     if (!Number.isSafeInteger(s.num_tokens) || s.num_tokens < 1) throw bad('MR_ERR_INVALID_ARGUMENT', `${field}.num_tokens: must be at least 1, got ${s.num_tokens}`);
     if (!Number.isSafeInteger(s.score_from) || s.score_from >= s.num_tokens) {
       throw bad('MR_ERR_INVALID_ARGUMENT', `${field}.score_from: ${s.score_from} leaves no response token to score (num_tokens = ${s.num_tokens}; score_from must be < num_tokens)`);
+    }
+    if (s.tokens && s.tokens.length > 0 && s.tokens.length !== s.num_tokens) {
+      throw bad('MR_ERR_INVALID_ARGUMENT', `${field}.tokens: ${s.tokens.length} strings for ${s.num_tokens} tokens; send one per token or none`);
     }
     const width = DTYPE_BYTES[dtype];
     const expected = s.num_tokens * dModel * width;

@@ -5,6 +5,7 @@ import type { EngineRunResult } from '../engine/pool.js';
 import type { Pack } from '../packs/registry.js';
 import type { Admission } from './admission.js';
 import { decodeSequences, type SequenceInput } from './decode.js';
+import { hackSignatureFlag, offDistributionFlag, textRepetitionFlag } from '../monitor/rules.js';
 import { pool } from './pooling.js';
 
 export interface ScoreInput {
@@ -23,6 +24,13 @@ export interface SequenceScore {
   readonly tokenRewards: Float32Array;
   readonly reward: number;
   readonly flags: CanaryFlag[];
+  /** The response's reconstruction FVU when the pack has an off-distribution bound. */
+  readonly fvu: number | undefined;
+}
+
+/** Sees every scored request that names a run (the per-run canary monitor); may add flags. */
+export interface RunObserver {
+  observe(runId: string, pack: Pack, sequences: readonly SequenceInput[], results: SequenceScore[]): void;
 }
 
 export interface ScoreOutput {
@@ -51,6 +59,7 @@ export class Scorer {
     private readonly engine: Engine,
     private readonly admission: Admission,
     private readonly limits: ScorerLimits,
+    private readonly observer?: RunObserver,
   ) {}
 
   getPack(name: string): Pack {
@@ -78,10 +87,12 @@ export class Scorer {
       maxTokensPerRequest: this.limits.maxTokensPerRequest,
       rejectZeroNorm: pack.sae.normalization === 'constant_norm_rescale',
     });
-    const fetchActs = pack.spec.canaries.length > 0;
-    const numColumns = pack.spec.features.length + pack.spec.canaries.length;
+    const { features, canaries, monitor } = pack.spec;
+    const fetchActs = canaries.length > 0 || monitor.hackSignatures.length > 0;
+    const numColumns = features.length + canaries.length + monitor.hackSignatures.reduce((n, h) => n + h.features.length, 0);
     const reward = new Float32Array(batch.totalRows);
     const acts = fetchActs ? new Float32Array(batch.totalRows * numColumns) : undefined;
+    const recon = monitor.fvuBound !== undefined ? { err: new Float32Array(batch.totalRows), energy: new Float32Array(batch.totalRows) } : undefined;
 
     // Refuse now, before any chunk is queued, if the queue cannot take the whole request.
     this.engine.reserve(batch.totalRows);
@@ -98,6 +109,10 @@ export class Scorer {
         this.engine.run(pack.name, rows, n, fetchActs, signal).then((out) => {
           reward.set(out.reward, start);
           if (acts && out.acts) acts.set(out.acts, start * numColumns);
+          if (recon && out.recon) {
+            recon.err.set(out.recon.err, start);
+            recon.energy.set(out.recon.energy, start);
+          }
           queueMs = Math.max(queueMs, out.queueMs);
           inferenceMs += out.inferenceMs;
         }),
@@ -114,9 +129,21 @@ export class Scorer {
       if (at >= 0) {
         throw new MechRewardError('MR_ERR_NONFINITE_OUTPUT', `sequences[${i}]: the reward at token ${at} is not finite; the activations are too large for float32 arithmetic`);
       }
-      const flags = acts ? canaryFlags(pack, acts, numColumns, first, count, s.score_from) : [];
-      return { tokenRewards, reward: pool(tokenRewards, s.score_from, s.num_tokens, pack.spec.pooling), flags };
+      const flags = acts ? [...canaryFlags(pack, acts, numColumns, first, count, s.score_from), ...hackFlags(pack, acts, numColumns, first, count)] : [];
+      let fvu: number | undefined;
+      if (recon) {
+        let err = 0;
+        let energy = 0;
+        for (let r = first; r < first + count; r++) (err += recon.err[r]!), (energy += recon.energy[r]!);
+        fvu = energy > 0 ? err / energy : undefined;
+        const flag = fvu === undefined ? undefined : offDistributionFlag(fvu, monitor.fvuBound!);
+        if (flag) flags.push(flag);
+      }
+      const textFlag = textRepetitionFlag(s.text ?? '', s.expected_answer ?? '');
+      if (textFlag) flags.push(textFlag);
+      return { tokenRewards, reward: pool(tokenRewards, s.score_from, s.num_tokens, pack.spec.pooling), flags, fvu };
     });
+    if (input.runId && this.observer) this.observer.observe(input.runId, pack, input.sequences, results);
     return { pack: pack.name, results, tokens: batch.totalRows, queueMs, inferenceMs };
   }
 }
@@ -124,6 +151,32 @@ export class Scorer {
 function firstNonFiniteNumber(values: Float32Array): number {
   for (let i = 0; i < values.length; i++) if (!Number.isFinite(values[i]!)) return i;
   return -1;
+}
+
+/** Hack-signature ratio rule over the response rows (see monitor/rules.ts). */
+function hackFlags(pack: Pack, acts: Float32Array, numColumns: number, firstRow: number, count: number): CanaryFlag[] {
+  const { features, canaries, monitor } = pack.spec;
+  if (monitor.hackSignatures.length === 0) return [];
+  let rewardMass = 0;
+  for (let r = 0; r < count; r++) {
+    const base = (firstRow + r) * numColumns;
+    features.forEach((f, j) => {
+      if (f.weight > 0) rewardMass += f.weight * acts[base + j]!;
+    });
+  }
+  const flags: CanaryFlag[] = [];
+  let column = features.length + canaries.length;
+  for (const sig of monitor.hackSignatures) {
+    let mass = 0;
+    for (let r = 0; r < count; r++) {
+      const base = (firstRow + r) * numColumns;
+      for (let j = 0; j < sig.features.length; j++) mass += acts[base + column + j]!;
+    }
+    column += sig.features.length;
+    const flag = hackSignatureFlag(sig, mass, rewardMass);
+    if (flag) flags.push(flag);
+  }
+  return flags;
 }
 
 /** A canary fires when its feature's activation on any response token exceeds the pack's threshold. */

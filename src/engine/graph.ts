@@ -99,8 +99,11 @@ function valueInfo(name: string, elemType: number, dims: (number | string)[]) {
   };
 }
 
-/** Normalisation and b_dec subtraction, in SAELens order: normalise first, then subtract b_dec. */
-function preprocess(g: GraphBuilder, cfg: EncoderConfig, bDec: Float32Array): string {
+/**
+ * Normalisation and b_dec subtraction, in SAELens order: normalise first, then subtract b_dec. Returns the
+ * encoder input; `normalisedOut` receives the normalised x (the space the SAE reconstructs).
+ */
+function preprocess(g: GraphBuilder, cfg: EncoderConfig, bDec: Float32Array, normalisedOut?: { name: string }): string {
   let x = 'x';
   if (cfg.normalization === 'constant_norm_rescale') {
     const sumSq = g.one('ReduceSumSquare', [x], { axes: [-1], keepdims: 1 });
@@ -114,6 +117,7 @@ function preprocess(g: GraphBuilder, cfg: EncoderConfig, bDec: Float32Array): st
     const std = g.one('Sqrt', [g.one('Div', [sumSq, g.scalar('d_model_minus_1', cfg.dModel - 1)])]);
     x = g.one('Div', [centred, g.one('Add', [std, g.scalar('ln_eps', LAYER_NORM_EPS)])]);
   }
+  if (normalisedOut) normalisedOut.name = x;
   if (cfg.applyBDecToInput) x = g.one('Sub', [x, g.floats('b_dec', bDec, [cfg.dModel])]);
   return x;
 }
@@ -125,7 +129,7 @@ function finish(g: GraphBuilder, acts: string, weights: string, thresholds: stri
   g.nodes.push({ opType: 'MatMul', input: ['acts', weights], output: ['reward'], name: 'n_reward' });
 }
 
-function serialise(g: GraphBuilder, inputs: ReturnType<typeof valueInfo>[], numFeatures: number | string): BuiltModel {
+function serialise(g: GraphBuilder, inputs: ReturnType<typeof valueInfo>[], numFeatures: number | string, extraOutputs: string[] = []): BuiltModel {
   const model = onnx.ModelProto.create({
     irVersion: 8,
     producerName: 'mechreward',
@@ -135,7 +139,7 @@ function serialise(g: GraphBuilder, inputs: ReturnType<typeof valueInfo>[], numF
       node: g.nodes,
       initializer: g.initializers,
       input: inputs,
-      output: [valueInfo('reward', FLOAT, ['N']), valueInfo('acts', FLOAT, ['N', numFeatures])],
+      output: [valueInfo('reward', FLOAT, ['N']), valueInfo('acts', FLOAT, ['N', numFeatures]), ...extraOutputs.map((o) => valueInfo(o, FLOAT, ['N']))],
     },
   });
   return { model: onnx.ModelProto.encode(model).finish(), externalData: g.externalData };
@@ -151,10 +155,16 @@ export interface FullEncoderWeights {
   readonly decoderNorm: Float32Array | undefined;
 }
 
-/** The exact TopK encode over all d_sae features; pack features are run-time inputs. */
-export function buildFullTopKModel(cfg: EncoderConfig & { dSae: number }, w: FullEncoderWeights): BuiltModel {
+/**
+ * The exact TopK encode over all d_sae features; pack features are run-time inputs. With `decoder` (W_dec
+ * [d_sae, d_model]) it also decodes the TopK code and outputs, per token, recon_err = ||x' - x_hat||^2 and
+ * centered_energy = ||x' - mean(x')||^2 (x' = the normalised input), from which the scorer forms a
+ * response's fraction of variance unexplained.
+ */
+export function buildFullTopKModel(cfg: EncoderConfig & { dSae: number }, w: FullEncoderWeights, decoder?: Float32Array): BuiltModel {
   const g = new GraphBuilder();
-  const x = preprocess(g, cfg, w.bDec);
+  const normalised = { name: 'x' };
+  const x = preprocess(g, cfg, w.bDec, normalised);
   let h = g.one('Gemm', [x, g.floats('W_enc', w.encoder, w.encoderTransposed ? [cfg.dSae, cfg.dModel] : [cfg.dModel, cfg.dSae]), g.floats('b_enc', w.bEnc, [cfg.dSae])], {
     transB: w.encoderTransposed ? 1 : 0,
   });
@@ -167,6 +177,17 @@ export function buildFullTopKModel(cfg: EncoderConfig & { dSae: number }, w: Ful
   const weighted = g.one('Mul', [match, g.one('Unsqueeze', [kept, g.int64s('axis2b', [2])])]);
   const acts = g.one('ReduceSum', [weighted, g.int64s('axis1', [1])], { keepdims: 0 });
   finish(g, acts, 'feature_weights', 'feature_thresholds');
+  if (decoder) {
+    // Dense code: zeros with the TopK values scattered in, then SAELens' decode (undo the decoder-norm
+    // rescale first when the SAE applies one).
+    const zeros = g.one('Mul', [h, g.scalar('zero', 0)]);
+    let code = g.one('ScatterElements', [zeros, indices, kept], { axis: 1 });
+    if (w.decoderNorm) code = g.one('Div', [code, 'decoder_norm']);
+    const xHat = g.one('Gemm', [code, g.floats('W_dec', decoder, [cfg.dSae, cfg.dModel]), g.floats('b_dec_decode', w.bDec, [cfg.dModel])]);
+    g.nodes.push({ opType: 'ReduceSumSquare', input: [g.one('Sub', [normalised.name, xHat])], output: ['recon_err'], attribute: [{ name: 'axes', type: onnx.AttributeProto.AttributeType.INTS, ints: [-1] }, { name: 'keepdims', type: onnx.AttributeProto.AttributeType.INT, i: 0 }], name: 'n_recon_err' });
+    const mean = g.one('ReduceMean', [normalised.name], { axes: [-1], keepdims: 1 });
+    g.nodes.push({ opType: 'ReduceSumSquare', input: [g.one('Sub', [normalised.name, mean])], output: ['centered_energy'], attribute: [{ name: 'axes', type: onnx.AttributeProto.AttributeType.INTS, ints: [-1] }, { name: 'keepdims', type: onnx.AttributeProto.AttributeType.INT, i: 0 }], name: 'n_centered_energy' });
+  }
   return serialise(
     g,
     [
@@ -176,6 +197,7 @@ export function buildFullTopKModel(cfg: EncoderConfig & { dSae: number }, w: Ful
       valueInfo('feature_thresholds', FLOAT, ['F']),
     ],
     'F',
+    decoder ? ['recon_err', 'centered_energy'] : [],
   );
 }
 

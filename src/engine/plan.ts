@@ -16,17 +16,22 @@ export function planEngine(packs: Iterable<Pack>): EnginePlan {
     const { spec, sae } = pack;
     // Canary columns follow the reward columns with weight 0 and no feature threshold: they carry the raw
     // activation for the canary rules and add nothing to the reward.
-    const ids = [...spec.features.map((f) => f.id), ...spec.canaries.map((c) => c.feature)];
-    const weights = [...spec.features.map((f) => f.weight), ...spec.canaries.map(() => 0)];
-    const thresholds = [...spec.features.map((f) => f.threshold), ...spec.canaries.map(() => 0)];
+    // Hack-signature features likewise carry raw activations for the monitor's ratio rule.
+    const extra = [...spec.canaries.map((c) => c.feature), ...spec.monitor.hackSignatures.flatMap((h) => h.features)];
+    const ids = [...spec.features.map((f) => f.id), ...extra];
+    const weights = [...spec.features.map((f) => f.weight), ...extra.map(() => 0)];
+    const thresholds = [...spec.features.map((f) => f.threshold), ...extra.map(() => 0)];
+    const recon = spec.monitor.fvuBound !== undefined;
     if (sae.architecture === 'topk' && spec.encode === 'topk') {
-      const id = `sae:${sae.key}`;
-      if (!models.has(id)) models.set(id, { kind: 'full', id, sae });
-      plans.push({ pack: pack.name, modelId: id, dModel: sae.dModel, numColumns: ids.length, runtimeFeatures: { ids, weights, thresholds } });
+      // A session with the decoder branch is a separate session: onnxruntime runs every node of a graph
+      // whatever outputs are fetched, so packs without the off-distribution rule must not pay for it.
+      const id = `sae:${sae.key}${recon ? ':recon' : ''}`;
+      if (!models.has(id)) models.set(id, { kind: 'full', id, sae, recon });
+      plans.push({ pack: pack.name, modelId: id, dModel: sae.dModel, numColumns: ids.length, recon, runtimeFeatures: { ids, weights, thresholds } });
     } else {
       const id = `pack:${pack.name}`;
       models.set(id, { kind: 'selected', id, sae, mode: spec.encode === 'topk' ? 'exact' : 'selected_relu', featureIds: ids, weights, thresholds });
-      plans.push({ pack: pack.name, modelId: id, dModel: sae.dModel, numColumns: ids.length, runtimeFeatures: undefined });
+      plans.push({ pack: pack.name, modelId: id, dModel: sae.dModel, numColumns: ids.length, recon: false, runtimeFeatures: undefined });
     }
   }
   return { models: [...models.values()], packs: plans };

@@ -9,11 +9,12 @@ import { Worker } from 'node:worker_threads';
 
 import { MechRewardError } from '../errors.js';
 import type { EnginePlan } from './plan.js';
-import type { FromWorker, InitMessage, SessionSettings } from './protocol.js';
+import type { FromWorker, InitMessage, ReconOutputs, SessionSettings } from './protocol.js';
 
 export interface EngineRunResult {
   readonly reward: Float32Array;
   readonly acts: Float32Array | undefined;
+  readonly recon: ReconOutputs | undefined;
   readonly inferenceMs: number;
   readonly queueMs: number;
 }
@@ -177,9 +178,9 @@ export class EnginePool {
         const columns = msg.acts ? msg.acts.length / batch.rows : 0;
         let row = 0;
         for (const job of batch.jobs) {
-          const reward = batch.jobs.length === 1 ? msg.reward : msg.reward.slice(row, row + job.numRows);
-          const acts = msg.acts && (batch.jobs.length === 1 ? msg.acts : msg.acts.slice(row * columns, (row + job.numRows) * columns));
-          job.resolve({ reward, acts, inferenceMs: msg.inferenceMs, queueMs: batch.startedAt - job.enqueuedAt });
+          const own = (a: Float32Array, width = 1) => (batch.jobs.length === 1 ? a : a.slice(row * width, (row + job.numRows) * width));
+          const recon = msg.recon && { err: own(msg.recon.err), energy: own(msg.recon.energy) };
+          job.resolve({ reward: own(msg.reward), acts: msg.acts && own(msg.acts, columns), recon, inferenceMs: msg.inferenceMs, queueMs: batch.startedAt - job.enqueuedAt });
           row += job.numRows;
         }
       } else {

@@ -11,7 +11,13 @@ export interface SessionSettings {
 
 /** One ONNX session to build in each worker. */
 export type ModelPlan =
-  | { readonly kind: 'full'; readonly id: string; readonly sae: SaeSpec }
+  | {
+      readonly kind: 'full';
+      readonly id: string;
+      readonly sae: SaeSpec;
+      /** Also decode the TopK code and output per-token reconstruction error (costs a second GEMM and W_dec). */
+      readonly recon: boolean;
+    }
   | {
       readonly kind: 'selected';
       readonly id: string;
@@ -28,8 +34,10 @@ export interface PackPlan {
   readonly pack: string;
   readonly modelId: string;
   readonly dModel: number;
-  /** Columns of `acts`: the pack's reward features, then its canary features. */
+  /** Columns of `acts`: the pack's reward features, then its canary features, then its hack-signature features. */
   readonly numColumns: number;
+  /** Fetch recon_err and centered_energy (the pack has an off-distribution bound). */
+  readonly recon: boolean;
   readonly runtimeFeatures: { readonly ids: readonly number[]; readonly weights: readonly number[]; readonly thresholds: readonly number[] } | undefined;
 }
 
@@ -51,8 +59,21 @@ export interface RunMessage {
 
 export type ToWorker = InitMessage | RunMessage;
 
+/** Per token: ||x' - x_hat||^2 and ||x' - mean(x')||^2, x' being the SAE's (normalised) input. */
+export interface ReconOutputs {
+  readonly err: Float32Array;
+  readonly energy: Float32Array;
+}
+
 export type FromWorker =
   | { readonly type: 'ready'; readonly warmupMs: number }
   | { readonly type: 'init_error'; readonly message: string }
-  | { readonly type: 'result'; readonly jobId: number; readonly reward: Float32Array; readonly acts: Float32Array | undefined; readonly inferenceMs: number }
+  | {
+      readonly type: 'result';
+      readonly jobId: number;
+      readonly reward: Float32Array;
+      readonly acts: Float32Array | undefined;
+      readonly recon: ReconOutputs | undefined;
+      readonly inferenceMs: number;
+    }
   | { readonly type: 'run_error'; readonly jobId: number; readonly message: string };

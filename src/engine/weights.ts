@@ -8,6 +8,8 @@ import type { FullEncoderWeights } from './graph.js';
 
 export interface LoadedSae extends FullEncoderWeights {
   readonly threshold: Float32Array | undefined;
+  /** W_dec [d_sae, d_model], read only when a session decodes. */
+  readonly decoder: Float32Array | undefined;
 }
 
 function readChecked(sae: SaeSpec, name: string, entry: TensorEntry): Float32Array {
@@ -17,11 +19,12 @@ function readChecked(sae: SaeSpec, name: string, entry: TensorEntry): Float32Arr
   return values;
 }
 
-export function loadSaeWeights(sae: SaeSpec): LoadedSae {
+export function loadSaeWeights(sae: SaeSpec, withDecoder = false): LoadedSae {
   const t = sae.tensors;
   let decoderNorm: Float32Array | undefined;
+  const decoder = withDecoder || sae.rescaleByDecoderNorm ? readChecked(sae, 'W_dec', t.wDec!) : undefined;
   if (sae.rescaleByDecoderNorm) {
-    const wDec = readChecked(sae, 'W_dec', t.wDec!);
+    const wDec = decoder!;
     decoderNorm = new Float32Array(sae.dSae);
     for (let i = 0; i < sae.dSae; i++) {
       let s = 0; // accumulate in float64
@@ -36,6 +39,7 @@ export function loadSaeWeights(sae: SaeSpec): LoadedSae {
     bDec: readChecked(sae, 'b_dec', t.bDec),
     decoderNorm,
     threshold: t.threshold ? readChecked(sae, 'threshold', t.threshold) : undefined,
+    decoder: withDecoder ? decoder : undefined,
   };
 }
 

@@ -42,7 +42,7 @@ function sessionOptions(s: SessionSettings, external: BuiltModel['externalData']
 function buildModel(plan: ModelPlan, weights: LoadedSae): BuiltModel {
   const sae = plan.sae;
   const cfg = { dModel: sae.dModel, architecture: sae.architecture, k: sae.k, applyBDecToInput: sae.applyBDecToInput, normalization: sae.normalization };
-  if (plan.kind === 'full') return buildFullTopKModel({ ...cfg, dSae: sae.dSae }, weights);
+  if (plan.kind === 'full') return buildFullTopKModel({ ...cfg, dSae: sae.dSae }, weights, plan.recon ? weights.decoder : undefined);
   const ids = plan.featureIds;
   return buildSelectedModel(cfg, {
     encoderColumns: gatherEncoderColumns(sae, weights, ids),
@@ -63,7 +63,7 @@ async function createSessions(msg: InitMessage): Promise<Map<string, ort.Inferen
   const bySae = new Map<string, ModelPlan[]>();
   for (const m of msg.models) bySae.set(m.sae.key, [...(bySae.get(m.sae.key) ?? []), m]);
   for (const models of bySae.values()) {
-    const weights = loadSaeWeights(models[0]!.sae);
+    const weights = loadSaeWeights(models[0]!.sae, models.some((m) => m.kind === 'full' && m.recon));
     for (const plan of models) {
       const built = buildModel(plan, weights);
       sessions.set(plan.id, await ort.InferenceSession.create(built.model, sessionOptions(msg.settings, built.externalData)));
@@ -105,22 +105,24 @@ function collectGarbage(): void {
 
 async function runPack(rt: PackRuntime, rows: Float32Array, numRows: number, fetchActs: boolean) {
   const x = new ort.Tensor('float32', rows, [numRows, rt.plan.dModel]);
-  const out = await rt.session.run({ ...rt.feeds, x }, fetchActs ? ['reward', 'acts'] : ['reward']);
-  return { reward: out.reward!.data as Float32Array, acts: fetchActs ? (out.acts!.data as Float32Array) : undefined };
+  const fetches = ['reward', ...(fetchActs ? ['acts'] : []), ...(rt.plan.recon ? ['recon_err', 'centered_energy'] : [])];
+  const out = await rt.session.run({ ...rt.feeds, x }, fetches);
+  return {
+    reward: out.reward!.data as Float32Array,
+    acts: fetchActs ? (out.acts!.data as Float32Array) : undefined,
+    recon: rt.plan.recon ? { err: out.recon_err!.data as Float32Array, energy: out.centered_energy!.data as Float32Array } : undefined,
+  };
 }
 
 async function run(msg: RunMessage): Promise<void> {
   const rt = packs.get(msg.pack);
   if (!rt) throw new Error(`pack ${msg.pack} is not loaded in this worker`);
   const started = performance.now();
-  const { reward, acts } = await runPack(rt, msg.rows, msg.numRows, msg.fetchActs);
+  const { reward, acts, recon } = await runPack(rt, msg.rows, msg.numRows, msg.fetchActs);
   // Copy out of onnxruntime-owned memory into buffers we can transfer.
-  const rewardCopy = reward.slice();
-  const actsCopy = acts?.slice();
-  send(
-    { type: 'result', jobId: msg.jobId, reward: rewardCopy, acts: actsCopy, inferenceMs: performance.now() - started },
-    actsCopy ? [rewardCopy.buffer as ArrayBuffer, actsCopy.buffer as ArrayBuffer] : [rewardCopy.buffer as ArrayBuffer],
-  );
+  const copies = { reward: reward.slice(), acts: acts?.slice(), recon: recon && { err: recon.err.slice(), energy: recon.energy.slice() } };
+  const transfer = [copies.reward, copies.acts, copies.recon?.err, copies.recon?.energy].flatMap((a) => (a ? [a.buffer as ArrayBuffer] : []));
+  send({ type: 'result', jobId: msg.jobId, ...copies, inferenceMs: performance.now() - started }, transfer);
 }
 
 port.on('message', (msg: ToWorker) => {

@@ -1,13 +1,22 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { EnumTypeDefinition, MessageTypeDefinition } from '@grpc/proto-loader';
 
+import type { Baseline as _mechreward_v1_Baseline, Baseline__Output as _mechreward_v1_Baseline__Output } from './mechreward/v1/Baseline.js';
 import type { CanaryFlag as _mechreward_v1_CanaryFlag, CanaryFlag__Output as _mechreward_v1_CanaryFlag__Output } from './mechreward/v1/CanaryFlag.js';
+import type { FlaggedRollout as _mechreward_v1_FlaggedRollout, FlaggedRollout__Output as _mechreward_v1_FlaggedRollout__Output } from './mechreward/v1/FlaggedRollout.js';
 import type { GetInfoRequest as _mechreward_v1_GetInfoRequest, GetInfoRequest__Output as _mechreward_v1_GetInfoRequest__Output } from './mechreward/v1/GetInfoRequest.js';
 import type { GetInfoResponse as _mechreward_v1_GetInfoResponse, GetInfoResponse__Output as _mechreward_v1_GetInfoResponse__Output } from './mechreward/v1/GetInfoResponse.js';
+import type { GetRunRequest as _mechreward_v1_GetRunRequest, GetRunRequest__Output as _mechreward_v1_GetRunRequest__Output } from './mechreward/v1/GetRunRequest.js';
+import type { Interval as _mechreward_v1_Interval, Interval__Output as _mechreward_v1_Interval__Output } from './mechreward/v1/Interval.js';
 import type { ListPacksRequest as _mechreward_v1_ListPacksRequest, ListPacksRequest__Output as _mechreward_v1_ListPacksRequest__Output } from './mechreward/v1/ListPacksRequest.js';
 import type { ListPacksResponse as _mechreward_v1_ListPacksResponse, ListPacksResponse__Output as _mechreward_v1_ListPacksResponse__Output } from './mechreward/v1/ListPacksResponse.js';
+import type { ListRunsRequest as _mechreward_v1_ListRunsRequest, ListRunsRequest__Output as _mechreward_v1_ListRunsRequest__Output } from './mechreward/v1/ListRunsRequest.js';
+import type { ListRunsResponse as _mechreward_v1_ListRunsResponse, ListRunsResponse__Output as _mechreward_v1_ListRunsResponse__Output } from './mechreward/v1/ListRunsResponse.js';
 import type { PackInfo as _mechreward_v1_PackInfo, PackInfo__Output as _mechreward_v1_PackInfo__Output } from './mechreward/v1/PackInfo.js';
 import type { RewardServiceClient as _mechreward_v1_RewardServiceClient, RewardServiceDefinition as _mechreward_v1_RewardServiceDefinition } from './mechreward/v1/RewardService.js';
+import type { RunDetail as _mechreward_v1_RunDetail, RunDetail__Output as _mechreward_v1_RunDetail__Output } from './mechreward/v1/RunDetail.js';
+import type { RunPoint as _mechreward_v1_RunPoint, RunPoint__Output as _mechreward_v1_RunPoint__Output } from './mechreward/v1/RunPoint.js';
+import type { RunSummary as _mechreward_v1_RunSummary, RunSummary__Output as _mechreward_v1_RunSummary__Output } from './mechreward/v1/RunSummary.js';
 import type { ScoreRequest as _mechreward_v1_ScoreRequest, ScoreRequest__Output as _mechreward_v1_ScoreRequest__Output } from './mechreward/v1/ScoreRequest.js';
 import type { ScoreResponse as _mechreward_v1_ScoreResponse, ScoreResponse__Output as _mechreward_v1_ScoreResponse__Output } from './mechreward/v1/ScoreResponse.js';
 import type { Sequence as _mechreward_v1_Sequence, Sequence__Output as _mechreward_v1_Sequence__Output } from './mechreward/v1/Sequence.js';
@@ -21,14 +30,23 @@ type SubtypeConstructor<Constructor extends new (...args: any) => any, Subtype> 
 export interface ProtoGrpcType {
   mechreward: {
     v1: {
+      Baseline: MessageTypeDefinition<_mechreward_v1_Baseline, _mechreward_v1_Baseline__Output>
       CanaryFlag: MessageTypeDefinition<_mechreward_v1_CanaryFlag, _mechreward_v1_CanaryFlag__Output>
       DType: EnumTypeDefinition
+      FlaggedRollout: MessageTypeDefinition<_mechreward_v1_FlaggedRollout, _mechreward_v1_FlaggedRollout__Output>
       GetInfoRequest: MessageTypeDefinition<_mechreward_v1_GetInfoRequest, _mechreward_v1_GetInfoRequest__Output>
       GetInfoResponse: MessageTypeDefinition<_mechreward_v1_GetInfoResponse, _mechreward_v1_GetInfoResponse__Output>
+      GetRunRequest: MessageTypeDefinition<_mechreward_v1_GetRunRequest, _mechreward_v1_GetRunRequest__Output>
+      Interval: MessageTypeDefinition<_mechreward_v1_Interval, _mechreward_v1_Interval__Output>
       ListPacksRequest: MessageTypeDefinition<_mechreward_v1_ListPacksRequest, _mechreward_v1_ListPacksRequest__Output>
       ListPacksResponse: MessageTypeDefinition<_mechreward_v1_ListPacksResponse, _mechreward_v1_ListPacksResponse__Output>
+      ListRunsRequest: MessageTypeDefinition<_mechreward_v1_ListRunsRequest, _mechreward_v1_ListRunsRequest__Output>
+      ListRunsResponse: MessageTypeDefinition<_mechreward_v1_ListRunsResponse, _mechreward_v1_ListRunsResponse__Output>
       PackInfo: MessageTypeDefinition<_mechreward_v1_PackInfo, _mechreward_v1_PackInfo__Output>
       RewardService: SubtypeConstructor<typeof grpc.Client, _mechreward_v1_RewardServiceClient> & { service: _mechreward_v1_RewardServiceDefinition }
+      RunDetail: MessageTypeDefinition<_mechreward_v1_RunDetail, _mechreward_v1_RunDetail__Output>
+      RunPoint: MessageTypeDefinition<_mechreward_v1_RunPoint, _mechreward_v1_RunPoint__Output>
+      RunSummary: MessageTypeDefinition<_mechreward_v1_RunSummary, _mechreward_v1_RunSummary__Output>
       ScoreRequest: MessageTypeDefinition<_mechreward_v1_ScoreRequest, _mechreward_v1_ScoreRequest__Output>
       ScoreResponse: MessageTypeDefinition<_mechreward_v1_ScoreResponse, _mechreward_v1_ScoreResponse__Output>
       Sequence: MessageTypeDefinition<_mechreward_v1_Sequence, _mechreward_v1_Sequence__Output>

@@ -81,6 +81,13 @@ function checkPackAgainstSae(file: string, spec: PackSpec, sae: SaeSpec): void {
   for (const c of spec.canaries) {
     if (c.feature >= sae.dSae) fail(`canary ${c.name} names feature ${c.feature}, out of range (d_sae = ${sae.dSae})`);
   }
+  for (const h of spec.monitor.hackSignatures) {
+    for (const f of h.features) if (f >= sae.dSae) fail(`monitor.hack_signatures ${h.name} names feature ${f}, out of range (d_sae = ${sae.dSae})`);
+  }
+  if (spec.monitor.fvuBound !== undefined) {
+    if (sae.architecture !== 'topk' || spec.encode !== 'topk') fail('monitor.fvu_bound needs a TopK SAE served in topk mode (the reconstruction uses the exact TopK code)');
+    if (!sae.tensors.wDec) fail(`monitor.fvu_bound needs W_dec, which ${sae.weightsPath} does not hold`);
+  }
   const { dModel, dSae, k } = spec.claims;
   if (dModel !== undefined && dModel !== sae.dModel) fail(`metadata.d_model = ${dModel} but the SAE at ${sae.dir} has d_model ${sae.dModel}`);
   if (dSae !== undefined && dSae !== sae.dSae) fail(`metadata.d_sae = ${dSae} but the SAE at ${sae.dir} has d_sae ${sae.dSae}`);

@@ -23,6 +23,27 @@ export interface CanarySpec {
   readonly threshold: number;
 }
 
+export interface HackSignatureSpec {
+  readonly name: string;
+  readonly features: readonly number[];
+  readonly ratio: number;
+}
+
+/** Per-rollout canary rules beyond feature thresholds, and the baseline a run's flag rate is compared with. */
+export interface MonitorSpec {
+  readonly hackSignatures: readonly HackSignatureSpec[];
+  /** Robust z-score above which a pooled reward is an outlier for its run; 0 disables the rule. */
+  readonly outlierZ: number;
+  /** Rewards a run must have before the outlier rule applies. */
+  readonly outlierMinHistory: number;
+  /** Off-distribution bound on the SAE's reconstruction FVU of a response (calibrated); undefined disables. */
+  readonly fvuBound: number | undefined;
+  /** Flag rate of healthy rollouts (e.g. the held-out set): `flagged` of `n`. */
+  readonly baseline: { readonly flagged: number; readonly n: number } | undefined;
+}
+
+export const DEFAULT_MONITOR: MonitorSpec = { hackSignatures: [], outlierZ: 4, outlierMinHistory: 30, fvuBound: undefined, baseline: undefined };
+
 export interface ValidationSummary {
   readonly present: boolean;
   readonly verdict: string;
@@ -52,6 +73,7 @@ export interface PackSpec {
   readonly pooling: Pooling;
   readonly features: readonly PackFeature[];
   readonly canaries: readonly CanarySpec[];
+  readonly monitor: MonitorSpec;
   readonly validation: ValidationSummary;
   readonly synthetic: boolean;
   /** Shape claims made by the pack itself (catalog B metadata), checked against the SAE. */
@@ -157,6 +179,38 @@ function summariseValidation(r: Reader, v: unknown): ValidationSummary {
   };
 }
 
+function parseMonitor(r: Reader, v: unknown): MonitorSpec {
+  if (v === undefined) return DEFAULT_MONITOR;
+  const o = r.obj(v, 'monitor');
+  const hackSignatures = (o.hack_signatures === undefined ? [] : r.arr(o.hack_signatures, 'monitor.hack_signatures')).map((raw, i) => {
+    const h = r.obj(raw, `monitor.hack_signatures[${i}]`);
+    const features = r.arr(h.features, `monitor.hack_signatures[${i}].features`).map((f, j) => r.featureId(f, `monitor.hack_signatures[${i}].features[${j}]`));
+    if (features.length === 0) r.fail(`monitor.hack_signatures[${i}].features`, 'must name at least one feature');
+    const ratio = r.finite(h.ratio, `monitor.hack_signatures[${i}].ratio`);
+    if (ratio <= 0) r.fail(`monitor.hack_signatures[${i}].ratio`, `must be > 0, got ${ratio}`);
+    return { name: typeof h.name === 'string' && h.name ? h.name : 'hack_signature', features, ratio };
+  });
+  const outlierZ = r.finite(o.outlier_z, 'monitor.outlier_z', DEFAULT_MONITOR.outlierZ);
+  if (outlierZ < 0) r.fail('monitor.outlier_z', `must be >= 0 (0 disables), got ${outlierZ}`);
+  const minHistory = o.outlier_min_history ?? DEFAULT_MONITOR.outlierMinHistory;
+  if (!Number.isSafeInteger(minHistory) || (minHistory as number) < 2) r.fail('monitor.outlier_min_history', `must be an integer >= 2, got ${JSON.stringify(minHistory)}`);
+  let fvuBound: number | undefined;
+  if (o.fvu_bound !== undefined) {
+    fvuBound = r.finite(o.fvu_bound, 'monitor.fvu_bound');
+    if (fvuBound <= 0) r.fail('monitor.fvu_bound', `must be > 0, got ${fvuBound}`);
+  }
+  let baseline: MonitorSpec['baseline'];
+  if (o.baseline !== undefined) {
+    const b = r.obj(o.baseline, 'monitor.baseline');
+    const n = b.n;
+    const flagged = b.flagged;
+    if (!Number.isSafeInteger(n) || (n as number) < 1) r.fail('monitor.baseline.n', `must be a positive integer, got ${JSON.stringify(n)}`);
+    if (!Number.isSafeInteger(flagged) || (flagged as number) < 0 || (flagged as number) > (n as number)) r.fail('monitor.baseline.flagged', `must be an integer in [0, n], got ${JSON.stringify(flagged)}`);
+    baseline = { flagged: flagged as number, n: n as number };
+  }
+  return { hackSignatures, outlierZ, outlierMinHistory: minHistory as number, fvuBound, baseline };
+}
+
 function parseOwn(r: Reader, root: Json): PackSpec {
   const features = r.arr(root.features, 'features').map((raw, i) => {
     const f = r.obj(raw, `features[${i}]`);
@@ -173,6 +227,7 @@ function parseOwn(r: Reader, root: Json): PackSpec {
     return { name: c.name, feature: r.featureId(c.feature, `canaries[${i}].feature`), threshold: r.finite(c.threshold, `canaries[${i}].threshold`) };
   });
   return {
+    monitor: parseMonitor(r, root.monitor),
     schema: OWN_SCHEMA,
     title: r.str(root.name),
     description: r.str(root.description),
@@ -201,6 +256,7 @@ function parseCatalogA(r: Reader, root: Json): PackSpec {
   });
   const metadata = root.metadata === undefined ? {} : r.obj(root.metadata, 'metadata');
   return {
+    monitor: DEFAULT_MONITOR,
     schema: 'catalog-a',
     title: r.str(root.name),
     description: r.str(root.description),
@@ -228,6 +284,7 @@ function parseCatalogB(r: Reader, root: Json): PackSpec {
     });
   const metadata = root.metadata === undefined ? {} : r.obj(root.metadata, 'metadata');
   return {
+    monitor: DEFAULT_MONITOR,
     schema: 'catalog-b',
     title: r.str(root.name),
     description: r.str(root.description),

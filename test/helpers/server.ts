@@ -11,7 +11,7 @@ import type { ScoreResponse__Output } from '../../src/generated/mechreward/v1/Sc
 
 export async function startTestServer(packs: string, overrides: Partial<Record<keyof ServeConfig, unknown>> = {}): Promise<RunningServer> {
   // Fixture packs are synthetic and carry no stage-gate-1 validation: tests opt in explicitly.
-  const config = resolveServeConfig({ packs, host: '127.0.0.1', grpcPort: 0, httpPort: 0, logLevel: 'silent', shutdownGraceMs: 5000, allowUnvalidated: true, ...overrides }, {});
+  const config = resolveServeConfig({ packs, host: '127.0.0.1', grpcPort: 0, httpPort: 0, logLevel: 'silent', shutdownGraceMs: 5000, allowUnvalidated: true, runsDb: '', ...overrides }, {});
   return startServer(config, createLogger(config.logLevel));
 }
 

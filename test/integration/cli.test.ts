@@ -22,7 +22,7 @@ interface Started {
 
 /** Spawns `mechreward serve ...` and waits for a log line (JSON on stderr), by default "mechreward ready". */
 function serve(args: string[], env: Record<string, string> = {}, waitFor = 'mechreward ready'): Promise<Started> {
-  const child = spawn(process.execPath, [BIN, 'serve', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, 'serve', ...args], { env: { ...process.env, MECHREWARD_RUNS_DB: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   return new Promise((resolve, reject) => {
     const lines: string[] = [];

@@ -72,7 +72,7 @@ for (const c of cases) {
       num_tokens: s.num_tokens,
       score_from: s.score_from,
     }));
-    const out = await score(client, { pack: c.pack, sequences, run_id: 'parity' });
+    const out = await score(client, { pack: c.pack, sequences });
     assert.ok(out.ok, out.details);
     const results = out.response!.results;
     assert.equal(results.length, c.sequences.length);

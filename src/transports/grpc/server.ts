@@ -8,8 +8,22 @@ import type { ScoreResponse } from '../../generated/mechreward/v1/ScoreResponse.
 import type { ListPacksResponse } from '../../generated/mechreward/v1/ListPacksResponse.js';
 import type { GetInfoResponse } from '../../generated/mechreward/v1/GetInfoResponse.js';
 import type { RewardServiceHandlers } from '../../generated/mechreward/v1/RewardService.js';
+import type { ListRunsResponse } from '../../generated/mechreward/v1/ListRunsResponse.js';
+import type { GetRunRequest__Output } from '../../generated/mechreward/v1/GetRunRequest.js';
+import type { RunDetail } from '../../generated/mechreward/v1/RunDetail.js';
+import type { RunSummary } from '../../generated/mechreward/v1/RunSummary.js';
+import type { RunSummary as RunSummaryJson } from '../../monitor/monitor.js';
 import { loadContract, SERVICE_NAME } from './contract.js';
 import { unary } from './unary.js';
+
+/** The monitor's JSON-shaped summary in proto shape (intervals as {lo, hi}). */
+function toWireSummary(s: RunSummaryJson): RunSummary {
+  return {
+    ...s,
+    ci: { lo: s.ci[0], hi: s.ci[1] },
+    baseline: s.baseline ? { present: true, rate: s.baseline.rate, ci: { lo: s.baseline.ci[0], hi: s.baseline.ci[1] }, flagged: s.baseline.flagged, n: s.baseline.n } : { present: false },
+  };
+}
 
 export interface BuiltGrpcServer {
   readonly server: grpc.Server;
@@ -40,6 +54,11 @@ export function buildGrpcServer(service: Service): BuiltGrpcServer {
     }),
     ListPacks: unary<unknown, ListPacksResponse>(service, 'ListPacks', { requiresReady: false }, async () => ({ packs: service.describePacks() })),
     GetInfo: unary<unknown, GetInfoResponse>(service, 'GetInfo', { requiresReady: false }, async () => service.info()),
+    ListRuns: unary<unknown, ListRunsResponse>(service, 'ListRuns', { requiresReady: false }, async () => ({ runs: service.monitor.list().map(toWireSummary) })),
+    GetRun: unary<GetRunRequest__Output, RunDetail>(service, 'GetRun', { requiresReady: false }, async (req) => {
+      const run = service.monitor.get(req.run_id);
+      return { summary: toWireSummary(run), history: run.history, recent_flagged: run.recent_flagged };
+    }),
   };
   server.addService(contract.mechreward.v1.RewardService.service, handlers);
 

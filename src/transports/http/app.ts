@@ -14,6 +14,9 @@ interface WireSequence {
   dtype?: unknown;
   num_tokens?: unknown;
   score_from?: unknown;
+  text?: unknown;
+  expected_answer?: unknown;
+  tokens?: unknown;
 }
 
 /** HTTP carries the same fields as the proto; JSON sends activations as base64, msgpack as binary. */
@@ -29,7 +32,23 @@ function toSequences(body: unknown): { pack: string; runId: string; sequences: S
     else if (typeof s.activations === 'string') activations = Buffer.from(s.activations, 'base64');
     else throw new MechRewardError('MR_ERR_INVALID_ARGUMENT', `sequences[${i}].activations: must be base64 (JSON) or binary (msgpack)`);
     const dtype = typeof s.dtype === 'string' && !s.dtype.startsWith('DTYPE_') ? `DTYPE_${s.dtype.toUpperCase()}` : (s.dtype as string | number);
-    return { activations, dtype: dtype ?? 'DTYPE_UNSPECIFIED', num_tokens: Number(s.num_tokens ?? NaN), score_from: Number(s.score_from ?? 0) };
+    const str = (v: unknown, field: string): string => {
+      if (v === undefined || v === null) return '';
+      if (typeof v !== 'string') throw new MechRewardError('MR_ERR_INVALID_ARGUMENT', `sequences[${i}].${field}: must be a string`);
+      return v;
+    };
+    if (s.tokens !== undefined && (!Array.isArray(s.tokens) || !s.tokens.every((t) => typeof t === 'string'))) {
+      throw new MechRewardError('MR_ERR_INVALID_ARGUMENT', `sequences[${i}].tokens: must be a list of strings`);
+    }
+    return {
+      activations,
+      dtype: dtype ?? 'DTYPE_UNSPECIFIED',
+      num_tokens: Number(s.num_tokens ?? NaN),
+      score_from: Number(s.score_from ?? 0),
+      text: str(s.text, 'text'),
+      expected_answer: str(s.expected_answer, 'expected_answer'),
+      tokens: (s.tokens as string[] | undefined) ?? [],
+    };
   });
   return { pack: b.pack, runId: typeof b.run_id === 'string' ? b.run_id : '', sequences };
 }
@@ -73,6 +92,8 @@ export function buildHttpApp(service: Service): FastifyInstance {
   });
   app.get('/info', async () => service.info());
   app.get('/v1/packs', async () => ({ packs: service.describePacks() }));
+  app.get('/v1/runs', async () => ({ runs: service.monitor.list() }));
+  app.get<{ Params: { run_id: string } }>('/v1/runs/:run_id', async (req) => service.monitor.get(req.params.run_id));
 
   app.post('/v1/score', async (req: FastifyRequest, reply: FastifyReply) => {
     if (!service.isReady()) throw new MechRewardError('MR_ERR_NOT_READY', `server is not ready: ${service.notReadyReason()}`);

@@ -7,6 +7,9 @@ export interface Sequence {
   'dtype'?: (_mechreward_v1_DType);
   'num_tokens'?: (number);
   'score_from'?: (number);
+  'text'?: (string);
+  'expected_answer'?: (string);
+  'tokens'?: (string)[];
 }
 
 export interface Sequence__Output {
@@ -14,4 +17,7 @@ export interface Sequence__Output {
   'dtype': (_mechreward_v1_DType__Output);
   'num_tokens': (number);
   'score_from': (number);
+  'text': (string);
+  'expected_answer': (string);
+  'tokens': (string)[];
 }
