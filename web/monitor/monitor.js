@@ -17,14 +17,14 @@
     baseBand: 'rgba(6, 118, 71, 0.14)',
   };
 
-  const state = { runId: new URLSearchParams(location.search).get('run'), charts: null, timer: null };
+  const state = { runId: new URLSearchParams(location.search).get('run'), charts: null, timer: null, xSpan: 0 };
   const $ = (id) => document.getElementById(id);
 
   // ---- numbers --------------------------------------------------------------------------------------
 
-  /** Wilson score interval for k successes in n trials (95 %); [0, 0] when n is 0. */
+  /** Wilson score interval for k successes in n trials (95 %); [0, 1] when n is 0 (any rate), as the server. */
   function wilson(k, n) {
-    if (n <= 0) return [0, 0];
+    if (n <= 0) return [0, 1];
     const p = k / n;
     const z2 = Z95 * Z95;
     const denom = 1 + z2 / n;
@@ -55,8 +55,12 @@
   const interval = (ci) => `${(100 * ci[0]).toFixed(1)}–${(100 * ci[1]).toFixed(1)} %`;
   const num = (x) => (Number.isFinite(x) ? Number(x.toPrecision(4)).toString() : String(x));
 
-  /** Elapsed time as m:ss or h:mm:ss, for the x axes (seconds since the first point). */
-  function elapsed(seconds) {
+  /**
+   * An x-axis tick (seconds since the first point): plain seconds while the run spans under two minutes
+   * (a quick run would otherwise show 0:00 everywhere), m:ss or h:mm:ss after that.
+   */
+  function elapsed(seconds, span) {
+    if (span < 120) return `${Number(seconds.toFixed(span < 10 ? 3 : 1))} s`;
     const s = Math.max(0, Math.round(seconds));
     const h = Math.floor(s / 3600);
     const m = Math.floor((s % 3600) / 60);
@@ -143,7 +147,7 @@
         },
       },
       scales: {
-        x: { type: 'linear', title: { display: true, text: 'time since the first Score call' }, ticks: { callback: (v) => elapsed(v) } },
+        x: { type: 'linear', title: { display: true, text: 'time since the first Score call' }, ticks: { callback: (v) => elapsed(v, state.xSpan) } },
         y: { title: { display: true, text: yTitle }, ticks: { callback: yTick } },
       },
     };
@@ -187,6 +191,7 @@
     if (!state.charts) state.charts = makeCharts();
     const history = run.history || [];
     const t0 = history.length ? history[0].t_ms : 0;
+    state.xSpan = history.length ? (history[history.length - 1].t_ms - t0) / 1000 : 0;
     // x in seconds since the first point; `t` kept for the tooltip's clock time.
     const pt = (t, y) => ({ x: (t - t0) / 1000, y, t });
 
