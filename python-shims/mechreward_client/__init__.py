@@ -22,7 +22,7 @@ from ._exceptions import (
     PayloadTooLargeError,
     UnavailableError,
 )
-from ._types import CanaryFlag, PackInfo, ScoredSequence, ServerInfo, ValidationSummary
+from ._types import CanaryFlag, PackInfo, RunBaseline, RunSummary, ScoredSequence, ServerInfo, ValidationSummary
 from ._version import __version__
 
 __all__ = [
@@ -34,6 +34,8 @@ __all__ = [
     "PackInfo",
     "ServerInfo",
     "ValidationSummary",
+    "RunSummary",
+    "RunBaseline",
     "MechRewardError",
     "APIError",
     "APIStatusError",

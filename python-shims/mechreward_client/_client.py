@@ -21,8 +21,14 @@ from . import _constants as C
 from ._exceptions import APIError, error_from_status
 from ._generated import reward_pb2, reward_pb2_grpc
 from ._retry import RetryPolicy
-from ._types import PackInfo, ScoredSequence, ServerInfo
-from ._wire import build_score_request, decode_pack_info, decode_score_response, decode_server_info
+from ._types import PackInfo, RunSummary, ScoredSequence, ServerInfo
+from ._wire import (
+    build_score_request,
+    decode_pack_info,
+    decode_run_summary,
+    decode_score_response,
+    decode_server_info,
+)
 
 _CHANNEL_OPTIONS = (
     ("grpc.max_receive_message_length", C.MAX_RECEIVE_MESSAGE_BYTES),
@@ -89,13 +95,18 @@ class RewardClient(_ClientBase):
         score_from: int | Sequence[int] | None = None,
         run_id: str | None = None,
         *,
+        texts: Sequence[str | None] | None = None,
+        expected_answers: Sequence[str | None] | None = None,
+        tokens: Sequence[Sequence[str] | None] | None = None,
         timeout: float | None = None,
     ) -> list[ScoredSequence]:
         """Score [num_tokens, d_model] activations (numpy or torch; float32, float16 or bfloat16) with a pack.
 
         ``score_from`` is the first response token: one int for all sequences, one per sequence, or None (0).
+        ``texts`` (the response text), ``expected_answers`` and ``tokens`` (one decoded string per token) are
+        optional, one entry (or None) per sequence: the server's canary text rule and its monitor page use them.
         """
-        request = build_score_request(pack, sequences, score_from, run_id)
+        request = build_score_request(pack, sequences, score_from, run_id, texts, expected_answers, tokens)
         response = self._call("Score", request, timeout)
         return decode_score_response(response, len(request.sequences))
 
@@ -105,6 +116,14 @@ class RewardClient(_ClientBase):
 
     def get_info(self, *, timeout: float | None = None) -> ServerInfo:
         return decode_server_info(self._call("GetInfo", reward_pb2.GetInfoRequest(), timeout))
+
+    def list_runs(self, *, timeout: float | None = None) -> list[RunSummary]:
+        """Every run the server's canary monitor has seen (Score calls with a run_id), most recent first."""
+        return [decode_run_summary(r) for r in self._call("ListRuns", reward_pb2.ListRunsRequest(), timeout).runs]
+
+    def get_run(self, run_id: str, *, timeout: float | None = None) -> RunSummary:
+        """One run's monitor summary (NotFoundError for a run the server has not seen)."""
+        return decode_run_summary(self._call("GetRun", reward_pb2.GetRunRequest(run_id=run_id), timeout).summary)
 
     def close(self) -> None:
         with self._lock:
@@ -186,9 +205,12 @@ class AsyncRewardClient(_ClientBase):
         score_from: int | Sequence[int] | None = None,
         run_id: str | None = None,
         *,
+        texts: Sequence[str | None] | None = None,
+        expected_answers: Sequence[str | None] | None = None,
+        tokens: Sequence[Sequence[str] | None] | None = None,
         timeout: float | None = None,
     ) -> list[ScoredSequence]:
-        request = build_score_request(pack, sequences, score_from, run_id)
+        request = build_score_request(pack, sequences, score_from, run_id, texts, expected_answers, tokens)
         response = await self._call("Score", request, timeout)
         return decode_score_response(response, len(request.sequences))
 
@@ -198,6 +220,14 @@ class AsyncRewardClient(_ClientBase):
 
     async def get_info(self, *, timeout: float | None = None) -> ServerInfo:
         return decode_server_info(await self._call("GetInfo", reward_pb2.GetInfoRequest(), timeout))
+
+    async def list_runs(self, *, timeout: float | None = None) -> list[RunSummary]:
+        response = await self._call("ListRuns", reward_pb2.ListRunsRequest(), timeout)
+        return [decode_run_summary(r) for r in response.runs]
+
+    async def get_run(self, run_id: str, *, timeout: float | None = None) -> RunSummary:
+        response = await self._call("GetRun", reward_pb2.GetRunRequest(run_id=run_id), timeout)
+        return decode_run_summary(response.summary)
 
     async def close(self) -> None:
         if self._channel is not None and self._owner == (os.getpid(), asyncio.get_running_loop()):

@@ -68,3 +68,34 @@ class ServerInfo:
     workers: int
     intra_op_threads: int
     packs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RunBaseline:
+    """The pack's calibrated flag rate of healthy rollouts: ``flagged`` of ``n``, with its Wilson 95 % interval."""
+
+    rate: float
+    ci: tuple[float, float]
+    flagged: int
+    n: int
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """The server's canary monitor for one run_id: how many sequences were flagged, against the baseline."""
+
+    run_id: str
+    pack: str
+    sequences: int
+    #: Sequences with at least one flag.
+    flagged: int
+    flag_rate: float
+    #: Wilson 95 % interval of flag_rate.
+    ci: tuple[float, float]
+    #: None when the pack has no calibrated baseline.
+    baseline: RunBaseline | None
+    #: The run's interval lies above the baseline's (ci[0] > baseline.ci[1]).
+    alarm: bool
+    flags_by_name: dict[str, int]
+    first_seen_ms: int
+    last_seen_ms: int

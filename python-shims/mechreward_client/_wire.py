@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ._generated import reward_pb2
-from ._types import CanaryFlag, PackInfo, ScoredSequence, ServerInfo, ValidationSummary
+from ._types import CanaryFlag, PackInfo, RunBaseline, RunSummary, ScoredSequence, ServerInfo, ValidationSummary
 
 _NUMPY_WIRE_DTYPE = {
     "float32": reward_pb2.DTYPE_F32,
@@ -92,7 +92,54 @@ def score_froms(score_from: int | SequenceABC[int] | None, count: int) -> list[i
     return values
 
 
-def build_score_request(pack: str, sequences: SequenceABC[Any], score_from: Any, run_id: str | None) -> reward_pb2.ScoreRequest:
+def per_sequence(name: str, values: SequenceABC[Any] | None, count: int) -> list[Any]:
+    """An optional per-sequence argument: None (nothing for any sequence) or exactly one entry per sequence."""
+    if values is None:
+        return [None] * count
+    if isinstance(values, (str, bytes)):
+        # A lone string would otherwise be read as one value per character.
+        raise TypeError(f"{name}: expected a list with one entry per sequence, got a single {type(values).__name__}")
+    items = list(values)
+    if len(items) != count:
+        raise ValueError(f"{name}: expected {count} values (one per sequence), got {len(items)}")
+    return items
+
+
+def _optional_str(value: Any, where: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"{where}: expected a string or None, got {type(value).__name__}")
+    return value
+
+
+def add_text_fields(wire: reward_pb2.Sequence, text: Any, expected_answer: Any, tokens: Any, index: int) -> None:
+    """The optional text fields the server's canary text rule and the monitor page read (proto fields 5-7)."""
+    where = f"sequences[{index}]"
+    wire.text = _optional_str(text, f"{where}.text")
+    wire.expected_answer = _optional_str(expected_answer, f"{where}.expected_answer")
+    if tokens is None:
+        return
+    if isinstance(tokens, str):
+        raise TypeError(f"{where}.tokens: expected one string per token, got a single string")
+    strings = list(tokens)
+    if len(strings) != wire.num_tokens:
+        raise ValueError(f"{where}.tokens: expected {wire.num_tokens} strings (one per token), got {len(strings)}")
+    for t, token in enumerate(strings):
+        if not isinstance(token, str):
+            raise TypeError(f"{where}.tokens[{t}]: expected a string, got {type(token).__name__}")
+    wire.tokens.extend(strings)
+
+
+def build_score_request(
+    pack: str,
+    sequences: SequenceABC[Any],
+    score_from: Any,
+    run_id: str | None,
+    texts: SequenceABC[str | None] | None = None,
+    expected_answers: SequenceABC[str | None] | None = None,
+    tokens: SequenceABC[SequenceABC[str] | None] | None = None,
+) -> reward_pb2.ScoreRequest:
     if not isinstance(pack, str) or not pack:
         raise ValueError(f"pack: expected a pack name, got {pack!r}")
     if _is_torch_tensor(sequences) or isinstance(sequences, np.ndarray):
@@ -101,7 +148,14 @@ def build_score_request(pack: str, sequences: SequenceABC[Any], score_from: Any,
     if not items:
         raise ValueError("sequences: expected at least one sequence")
     starts = score_froms(score_from, len(items))
-    wire = [encode_sequence(a, s, i) for i, (a, s) in enumerate(zip(items, starts))]
+    text_list = per_sequence("texts", texts, len(items))
+    answer_list = per_sequence("expected_answers", expected_answers, len(items))
+    token_list = per_sequence("tokens", tokens, len(items))
+    wire = []
+    for i, (a, s) in enumerate(zip(items, starts)):
+        seq = encode_sequence(a, s, i)
+        add_text_fields(seq, text_list[i], answer_list[i], token_list[i], i)
+        wire.append(seq)
     return reward_pb2.ScoreRequest(pack=pack, sequences=wire, run_id=run_id or "")
 
 
@@ -152,4 +206,21 @@ def decode_server_info(info: reward_pb2.GetInfoResponse) -> ServerInfo:
         workers=info.workers,
         intra_op_threads=info.intra_op_threads,
         packs=tuple(info.packs),
+    )
+
+
+def decode_run_summary(run: reward_pb2.RunSummary) -> RunSummary:
+    b = run.baseline
+    return RunSummary(
+        run_id=run.run_id,
+        pack=run.pack,
+        sequences=int(run.sequences),
+        flagged=int(run.flagged),
+        flag_rate=float(run.flag_rate),
+        ci=(float(run.ci.lo), float(run.ci.hi)),
+        baseline=RunBaseline(float(b.rate), (float(b.ci.lo), float(b.ci.hi)), int(b.flagged), int(b.n)) if b.present else None,
+        alarm=bool(run.alarm),
+        flags_by_name={name: int(count) for name, count in sorted(run.flags_by_name.items())},
+        first_seen_ms=int(run.first_seen_ms),
+        last_seen_ms=int(run.last_seen_ms),
     )
