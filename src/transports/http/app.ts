@@ -6,6 +6,7 @@ import { pack as msgpackEncode, unpack as msgpackDecode } from 'msgpackr';
 import { MechRewardError, toHttpError } from '../../errors.js';
 import type { SequenceInput } from '../../core/decode.js';
 import type { Service } from '../../service.js';
+import { registerMonitorPage } from './page.js';
 
 const MSGPACK = 'application/msgpack';
 
@@ -94,6 +95,7 @@ export function buildHttpApp(service: Service): FastifyInstance {
   app.get('/v1/packs', async () => ({ packs: service.describePacks() }));
   app.get('/v1/runs', async () => ({ runs: service.monitor.list() }));
   app.get<{ Params: { run_id: string } }>('/v1/runs/:run_id', async (req) => service.monitor.get(req.params.run_id));
+  registerMonitorPage(app);
 
   app.post('/v1/score', async (req: FastifyRequest, reply: FastifyReply) => {
     if (!service.isReady()) throw new MechRewardError('MR_ERR_NOT_READY', `server is not ready: ${service.notReadyReason()}`);
