@@ -84,7 +84,8 @@ function buildProgram(): Command {
         printTable(['pack', 'n', 'correct', 'accuracy', 'spearman rho', 'p', '95% CI (bootstrap)', 'verdict'], [
           [r.pack, String(r.n), String(r.n_correct), r.accuracy.toFixed(3), r.rho.toFixed(4), r.p.toExponential(2), `[${r.ci[0].toFixed(3)}, ${r.ci[1].toFixed(3)}]`, `${r.verdict} (threshold ${PASS_THRESHOLD})`],
         ]);
-        if (opts.write) console.log(`validation block written to ${opts.pack}/pack.json`);
+        if (r.calibration) console.log(`monitor calibration: fvu_bound ${r.calibration.fvu_bound.toFixed(4)} (quantile ${r.calibration.fvu_quantile}, median ${r.calibration.fvu_median.toFixed(4)}), baseline ${r.calibration.baseline.flagged}/${r.calibration.baseline.n} flagged`);
+        if (opts.write) console.log(`validation block${r.calibration ? ' and monitor calibration' : ''} written to ${opts.pack}/pack.json`);
       }
     });
   return program;

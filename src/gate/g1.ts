@@ -1,6 +1,7 @@
 // Stage gate 1: score every held-out response of a pack with the same engine the server uses, then Spearman's
 // rho between the pooled score and correctness (0/1), its p-value, a bootstrap 95 % CI, and the verdict
-// (rho >= 0.30). Optionally writes the result as the pack's validation block.
+// (rho >= 0.30). Optionally writes the result as the pack's validation block, and calibrates the canary
+// monitor (off-distribution bound, baseline flag rate) on the same held-out responses.
 import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,7 +13,7 @@ import { Scorer } from '../core/scorer.js';
 import { planEngine } from '../engine/plan.js';
 import { EnginePool } from '../engine/pool.js';
 import { MechRewardError } from '../errors.js';
-import { loadPack, poolingLabel } from '../packs/registry.js';
+import { loadPack, poolingLabel, type Pack } from '../packs/registry.js';
 import { PASS_THRESHOLD } from '../packs/validation.js';
 import { VERSION } from '../version.js';
 import { loadHeldOut } from './heldout.js';
@@ -20,6 +21,8 @@ import { bootstrapSpearmanCi, spearman } from './stats.js';
 
 export const BOOTSTRAP_RESAMPLES = 2000;
 export const BOOTSTRAP_SEED = 0;
+/** Held-out FVU quantile taken as the off-distribution bound: about 1 % of healthy responses flag. */
+export const FVU_QUANTILE = 0.99;
 /** Responses per Score call: keeps each call well inside the default request limits. */
 const RESPONSES_PER_CALL = 64;
 
@@ -34,6 +37,8 @@ export interface G1Result {
   verdict: 'PASS' | 'FAIL';
   scores: number[];
   block: Record<string, unknown>;
+  /** Monitor calibration (off-distribution bound and baseline), when the SAE can decode. */
+  calibration: { fvu_bound: number; fvu_quantile: number; fvu_median: number; baseline: { flagged: number; n: number } } | undefined;
 }
 
 export interface G1Options {
@@ -52,15 +57,21 @@ export async function runG1(packDir: string, options: G1Options): Promise<G1Resu
   const data = loadHeldOut(dataFile);
   if (data.dModel !== pack.sae.dModel) throw new MechRewardError('MR_ERR_INVALID_ARGUMENT', `${dataFile}: activations have d_model ${data.dModel}, the pack's SAE has ${pack.sae.dModel}`);
 
+  // Calibration of the off-distribution rule rides along when the SAE can decode: score with an infinite bound
+  // so every response's reconstruction FVU is measured and none is flagged by it.
+  const canCalibrate = pack.sae.architecture === 'topk' && pack.spec.encode === 'topk' && pack.sae.tensors.wDec !== undefined;
+  const scored: Pack = canCalibrate ? { ...pack, spec: { ...pack.spec, monitor: { ...pack.spec.monitor, fvuBound: Number.MAX_VALUE } } } : pack;
   const maxBatchTokens = 1024;
-  const engine = await EnginePool.start(planEngine([pack]), {
+  const engine = await EnginePool.start(planEngine([scored]), {
     workers: 1,
     settings: { executionProvider: 'cpu', intraOpThreads: os.availableParallelism(), allowSpinning: false, cpuMemArena: true },
     batching: { maxBatchTokens, maxQueueTokens: Number.MAX_SAFE_INTEGER, maxQueueDelayMs: 0 },
   });
   const scores: number[] = [];
+  const fvus: number[] = [];
+  const otherFlags: boolean[] = [];
   try {
-    const scorer = new Scorer(new Map([[name, pack]]), engine, new Admission(1), { maxTokensPerRequest: Number.MAX_SAFE_INTEGER, maxBatchTokens });
+    const scorer = new Scorer(new Map([[name, scored]]), engine, new Admission(1), { maxTokensPerRequest: Number.MAX_SAFE_INTEGER, maxBatchTokens });
     for (let i = 0; i < data.responses.length; i += RESPONSES_PER_CALL) {
       const chunk = data.responses.slice(i, i + RESPONSES_PER_CALL);
       const out = await scorer.score({
@@ -73,7 +84,11 @@ export async function runG1(packDir: string, options: G1Options): Promise<G1Resu
           score_from: r.scoreFrom,
         })),
       });
-      for (const result of out.results) scores.push(result.reward);
+      for (const result of out.results) {
+        scores.push(result.reward);
+        if (result.fvu !== undefined) fvus.push(result.fvu);
+        otherFlags.push(result.flags.length > 0);
+      }
     }
   } finally {
     await engine.close();
@@ -103,11 +118,24 @@ export async function runG1(packDir: string, options: G1Options): Promise<G1Resu
     verdict,
     engine: `mechreward ${VERSION}, onnxruntime ${ort.env.versions.node ?? '?'}`,
   };
+  // The monitor's calibration from the same held-out responses (healthy rollouts by construction): the
+  // off-distribution bound at the FVU quantile, and the baseline flag rate under the pack's rules with it.
+  let calibration: G1Result['calibration'];
+  if (fvus.length === scores.length && fvus.length > 0) {
+    const sorted = [...fvus].sort((a, b) => a - b);
+    const fvuBound = sorted[Math.min(sorted.length - 1, Math.ceil(FVU_QUANTILE * sorted.length) - 1)]!;
+    const flagged = fvus.filter((f, i) => otherFlags[i] || f > fvuBound).length;
+    calibration = { fvu_bound: fvuBound, fvu_quantile: FVU_QUANTILE, fvu_median: sorted[Math.floor(sorted.length / 2)]!, baseline: { flagged, n: fvus.length } };
+  }
   if (options.write) {
     const file = path.join(dir, 'pack.json');
     const json = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
     json.validation = block;
+    if (calibration) {
+      const monitor = (typeof json.monitor === 'object' && json.monitor !== null ? json.monitor : {}) as Record<string, unknown>;
+      json.monitor = { ...monitor, fvu_bound: calibration.fvu_bound, baseline: calibration.baseline, calibration: { method: `gate g1: FVU quantile ${FVU_QUANTILE} of the held-out responses; baseline = held-out responses flagged by the pack's rules`, data_sha256: data.sha256, fvu_median: calibration.fvu_median } };
+    }
     writeFileSync(file, `${JSON.stringify(json, null, 2)}\n`);
   }
-  return { pack: name, n: scores.length, n_correct: nCorrect, accuracy: nCorrect / scores.length, rho, p, ci, verdict, scores, block };
+  return { pack: name, n: scores.length, n_correct: nCorrect, accuracy: nCorrect / scores.length, rho, p, ci, verdict, scores, block, calibration };
 }

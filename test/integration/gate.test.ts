@@ -106,12 +106,18 @@ test('`mechreward gate g1 --json` reports the rho of the server scores vs correc
   assert.equal(block.data_sha256, createHash('sha256').update(readFileSync(heldOutFile)).digest('hex'));
   assert.equal(block.encode, 'topk');
   assert.match(String(block.date), /^\d{4}-\d{2}-\d{2}$/);
+  // The monitor is calibrated on the same held-out responses: an FVU bound flagging about 1 % of them.
+  const monitor = (JSON.parse(readFileSync(path.join(packDir, 'pack.json'), 'utf8')) as { monitor: { fvu_bound: number; baseline: { flagged: number; n: number } } }).monitor;
+  assert.ok(monitor.fvu_bound > 0 && Number.isFinite(monitor.fvu_bound));
+  assert.equal(monitor.baseline.n, 120);
+  assert.ok(monitor.baseline.flagged >= 1 && monitor.baseline.flagged < 120, `baseline ${monitor.baseline.flagged}/120`);
 
   // Rerun with no other argument: the block names its data; the result is the same.
   const again = await execFileAsync(process.execPath, [BIN, 'gate', 'g1', '--pack', packDir, '--json', '--no-write']);
   assert.equal((JSON.parse(again.stdout) as { rho: number }).rho, result.rho);
   const table = await execFileAsync(process.execPath, [BIN, 'gate', 'g1', '--pack', packDir, '--no-write']);
   assert.match(table.stdout, /gated\s+120\s+\d+\s+0\.\d{3}\s+0\.\d{4}.*PASS/);
+  assert.match(table.stdout, /monitor calibration: fvu_bound \d+\.\d{4} \(quantile 0\.99/);
 });
 
 test('serve enforces stage gate 1 unless --allow-unvalidated, and says which pack and why', async (t) => {

@@ -256,6 +256,13 @@ test('without ?run the page shows the most recently active run; an unknown run s
   const latest = await open(httpUrl(server, '/monitor'), 'ready');
   assert.equal(await latest.page.textContent('#run-id'), RUN);
   assert.equal(await latest.page.inputValue('#run-select'), RUN);
+  // Picking another run redraws the page for it and puts it in the URL (a link to share).
+  await latest.page.selectOption('#run-select', OLDER_RUN);
+  await latest.page.waitForSelector(`body[data-state="ready"][data-run="${OLDER_RUN}"]`, { timeout: 30_000 });
+  assert.equal(await latest.page.textContent('#run-id'), OLDER_RUN);
+  assert.equal(await latest.page.textContent('#sequences'), '2');
+  assert.equal(new URL(latest.page.url()).searchParams.get('run'), OLDER_RUN);
+  assert.deepEqual(latest.errors, []);
   await latest.page.close();
 
   const unknown = await open(httpUrl(server, '/monitor?run=no-such-run'), 'not-found');
