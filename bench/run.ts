@@ -7,14 +7,14 @@
 //   4. twice the sustainable load (open loop): every request answered or rejected cleanly, none hung;
 //   5. resident memory per loaded SAE, with packs sharing an SAE and with two workers.
 // Writes bench-results/latest.md and latest.json. Set BENCH_QUICK=1 to skip the large shape (smoke run).
-import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 
+import { spawnServe, type ChildServer } from '../test/helpers/child-server.js';
 import { createSession, featureFeeds, fullModel, gemmCeilingModel, inputTensor, makeWeights, selectedModel, timeRuns } from './engine.js';
 import { FEATURES, featureIds, gemmFlops, LARGE, ROWS, SMALL, type Shape } from './shapes.js';
 
@@ -119,31 +119,14 @@ function sharePack(root: string, name: string, of: string): void {
   writeFileSync(path.join(root, name, 'pack.json'), JSON.stringify({ schema: 'mechreward.pack/v1', name, sae: `../${of}/sae`, encode: 'selected_relu', features: [{ id: 1, weight: 1 }] }));
 }
 
-interface Server {
-  child: ChildProcess;
-  grpcPort: number;
-  httpPort: number;
-}
+type Server = ChildServer;
 
 function startServer(packs: string, extra: string[] = []): Promise<Server> {
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin/mechreward.js'), 'serve', '--packs', packs, '--grpc-port', '0', '--http-port', '0', '--allow-unvalidated', '--runs-db', '', ...extra], { stdio: ['ignore', 'ignore', 'pipe'] });
-  return new Promise((resolve, reject) => {
-    createInterface({ input: child.stderr! }).on('line', (line) => {
-      try {
-        const e = JSON.parse(line) as { msg?: string; grpcPort?: number; httpPort?: number };
-        if (e.msg === 'mechreward ready') resolve({ child, grpcPort: e.grpcPort!, httpPort: e.httpPort! });
-      } catch {
-        /* not a log line */
-      }
-    });
-    child.on('exit', (code) => reject(new Error(`server exited with ${code} before ready`)));
-  });
+  return spawnServe(['--packs', packs, '--grpc-port', '0', '--http-port', '0', '--allow-unvalidated', ...extra]);
 }
 
 async function stopServer(s: Server): Promise<void> {
-  const exited = new Promise((r) => s.child.on('exit', r));
-  s.child.kill('SIGTERM');
-  await exited;
+  await s.stop();
 }
 
 async function rssBytes(s: Server): Promise<number> {

@@ -1,43 +1,19 @@
 // The real `mechreward` command in a child process: flags, environment variables, the bundled default pack,
 // SIGTERM, and a configuration error.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { test } from 'node:test';
 
 import { writeBigPack } from '../helpers/bigpack.js';
+import { spawnServe } from '../helpers/child-server.js';
 import { BUNDLED_PACKS, PARITY_PACKS, REPO_ROOT } from '../helpers/fixtures.js';
 
 const BIN = path.join(REPO_ROOT, 'bin/mechreward.js');
 
-interface Started {
-  child: ChildProcess;
-  grpcPort: number;
-  httpPort: number;
-  exited: Promise<number | null>;
-}
-
-/** Spawns `mechreward serve ...` and waits for a log line (JSON on stderr), by default "mechreward ready". */
-function serve(args: string[], env: Record<string, string> = {}, waitFor = 'mechreward ready'): Promise<Started> {
-  const child = spawn(process.execPath, [BIN, 'serve', ...args], { env: { ...process.env, MECHREWARD_RUNS_DB: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  return new Promise((resolve, reject) => {
-    const lines: string[] = [];
-    createInterface({ input: child.stderr! }).on('line', (line) => {
-      lines.push(line);
-      try {
-        const entry = JSON.parse(line) as { msg?: string; grpcPort?: number; httpPort?: number };
-        if (entry.msg === waitFor) resolve({ child, grpcPort: entry.grpcPort!, httpPort: entry.httpPort!, exited });
-      } catch {
-        /* not a log line */
-      }
-    });
-    void exited.then((code) => reject(new Error(`serve exited with ${code} before ready:\n${lines.join('\n')}`)));
-  });
-}
+const serve = spawnServe;
 
 test('serve with flags: --packs --grpc-port 0 --http-port 0 --host; SIGTERM exits 0', async () => {
   const s = await serve(['--packs', PARITY_PACKS, '--grpc-port', '0', '--http-port', '0', '--host', '127.0.0.1', '--workers', '1', '--allow-unvalidated']);

@@ -1,11 +1,9 @@
 // The per-rollout flags fire on constructed inputs and stay quiet on clean ones, through the real server; the
 // per-run monitor counts, compares with the pack's baseline, and survives a SIGKILL of the sidecar.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { after, before, test } from 'node:test';
 
 import * as grpc from '@grpc/grpc-js';
@@ -13,7 +11,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { RunDetail__Output } from '../../src/generated/mechreward/v1/RunDetail.js';
 import type { ListRunsResponse__Output } from '../../src/generated/mechreward/v1/ListRunsResponse.js';
 import type { ScoreRequest } from '../../src/generated/mechreward/v1/ScoreRequest.js';
-import { REPO_ROOT } from '../helpers/fixtures.js';
+import { spawnServe, type ChildServer } from '../helpers/child-server.js';
 import { encodeSafetensors } from '../helpers/safetensors.js';
 import { grpcClient, httpUrl, score, startTestServer } from '../helpers/server.js';
 
@@ -186,19 +184,8 @@ test('the run monitor: counts, Wilson interval, baseline, alarm, gRPC and HTTP v
 });
 
 /** `mechreward serve` in a child process with a runs database. */
-function serveChild(db: string): Promise<{ child: ChildProcess; grpcPort: number; httpPort: number }> {
-  const child = spawn(process.execPath, [path.join(REPO_ROOT, 'bin/mechreward.js'), 'serve', '--packs', root, '--grpc-port', '0', '--http-port', '0', '--allow-unvalidated', '--runs-db', db], { stdio: ['ignore', 'ignore', 'pipe'] });
-  return new Promise((resolve, reject) => {
-    createInterface({ input: child.stderr! }).on('line', (line) => {
-      try {
-        const e = JSON.parse(line) as { msg?: string; grpcPort?: number; httpPort?: number };
-        if (e.msg === 'mechreward ready') resolve({ child, grpcPort: e.grpcPort!, httpPort: e.httpPort! });
-      } catch {
-        /* not a log line */
-      }
-    });
-    child.on('exit', (code, signal) => reject(new Error(`serve exited (${code ?? signal}) before ready`)));
-  });
+function serveChild(db: string): Promise<ChildServer> {
+  return spawnServe(['--packs', root, '--grpc-port', '0', '--http-port', '0', '--allow-unvalidated', '--runs-db', db]);
 }
 
 test('a SIGKILL in the middle of a run loses no count', async () => {
@@ -210,9 +197,7 @@ test('a SIGKILL in the middle of a run loses no count', async () => {
     assert.ok(out.ok, out.details);
   }
   c1.close();
-  const exited = new Promise((r) => first.child.on('exit', r));
-  first.child.kill('SIGKILL');
-  await exited;
+  await first.stop('SIGKILL');
 
   const second = await serveChild(db);
   try {
@@ -224,8 +209,6 @@ test('a SIGKILL in the middle of a run loses no count', async () => {
     const after = (await (await fetch(`http://127.0.0.1:${second.httpPort}/v1/runs/long-run`)).json()) as { sequences: number };
     assert.equal(after.sequences, 7, 'the run goes on counting after the restart');
   } finally {
-    const exited2 = new Promise((r) => second.child.on('exit', r));
-    second.child.kill('SIGTERM');
-    await exited2;
+    await second.stop();
   }
 });
