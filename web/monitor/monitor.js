@@ -281,10 +281,12 @@
       document.body.dataset.state = 'empty';
       return;
     }
+    const wanted = state.runId;
     let run;
     try {
-      run = await getJson(`v1/runs/${encodeURIComponent(state.runId)}`);
+      run = await getJson(`v1/runs/${encodeURIComponent(wanted)}`);
     } catch (err) {
+      if (wanted !== state.runId) return; // the user picked another run meanwhile; its own poll draws it
       if (err.status === 404) {
         showMessage(`Run "${state.runId}" is unknown to this sidecar. Pick another run above.`);
         document.body.dataset.state = 'not-found';
@@ -292,6 +294,7 @@
       }
       throw err;
     }
+    if (wanted !== state.runId) return;
     $('message').hidden = true;
     $('content').hidden = false; // before the charts: Chart.js measures its box, which must be laid out
     renderSummary(run);
@@ -310,6 +313,8 @@
     } catch (err) {
       setStatus(`cannot reach the sidecar (${err.message}); retrying`, true);
     }
+    // Cleared again here: a poll started by the run picker may have finished first, and only one timer may live.
+    clearTimeout(state.timer);
     state.timer = setTimeout(poll, POLL_MS);
   }
 
