@@ -111,6 +111,7 @@ CODE_TO_EXCEPTION: dict[str, type[APIError]] = {
     "MR_ERR_EMPTY_INPUT": BadRequestError,
     "MR_ERR_MALFORMED_BODY": BadRequestError,
     "MR_ERR_PACK_NOT_FOUND": NotFoundError,
+    "MR_ERR_RUN_NOT_FOUND": NotFoundError,  # GetRun for a run_id no Score call has named
     "MR_ERR_REQUEST_TOO_LARGE": PayloadTooLargeError,
     "MR_ERR_OVERLOADED": OverloadedError,
     "MR_ERR_NOT_READY": UnavailableError,

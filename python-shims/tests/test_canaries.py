@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from mechreward_client import RewardClient
+from mechreward_client import NotFoundError, RewardClient
 from mechreward_client.canaries import DEFAULT_SUITE, load_suite
 from mechreward_client.canary_rule import REASONING_WORDS, REPETITION_LIMIT, repetition_hack, wilson
 from support import SHIMS, start_sidecar, tiny_llama, tiny_llama_config, tiny_tokenizer
@@ -131,6 +131,9 @@ def test_text_fields_reach_the_sidecar_and_are_checked(canary_sidecar):
     assert summary.ci == pytest.approx(wilson(1, 2), abs=1e-12)
     assert summary.baseline.ci == pytest.approx(wilson(BASELINE["flagged"], BASELINE["n"]), abs=1e-12)
     assert "client-text-fields" in {r.run_id for r in client.list_runs()}
+    with pytest.raises(NotFoundError) as unknown:
+        client.get_run("no-such-run")
+    assert unknown.value.code == "MR_ERR_RUN_NOT_FOUND"
     with pytest.raises(ValueError, match=r"sequences\[1\]\.tokens: expected 6 strings"):
         client.score(PACK, acts, tokens=[words, ["q"]])
     with pytest.raises(ValueError, match="texts: expected 2 values"):
