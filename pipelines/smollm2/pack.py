@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 
 import numpy as np
 from safetensors.numpy import save_file
@@ -73,4 +74,22 @@ def write_heldout(path: str, acts: list, score_from: list[int], records: list[di
                        "to the response's own first row (offset)",
     }
     save_file({"activations": np.concatenate(rows, axis=0)}, path, metadata=metadata)
+    _canonical_header(path)
     return {"rows": offset, "bytes": os.path.getsize(path), "n": len(meta)}
+
+
+def _canonical_header(path: str) -> None:
+    """Rewrite the safetensors JSON header with sorted keys, in place.
+
+    The library writes __metadata__ keys in hash order, so two identical builds differ in bytes; sorted, a
+    rerun reproduces the committed file exactly. Same keys and values, so the header keeps its length
+    (padded with spaces, as the format allows) and the tensor offsets stay valid.
+    """
+    with open(path, "r+b") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        text = json.dumps(header, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+        if len(text) > n:
+            raise RuntimeError("canonical safetensors header longer than the original")
+        f.seek(8)
+        f.write(text + b" " * (n - len(text)))
