@@ -211,7 +211,7 @@ async function main(): Promise<void> {
 
     // Resident memory: the tiny bundled pack as baseline, then the large SAE, shared by two packs, and in two workers.
     const baselineDir = path.join(root, 'baseline');
-    cpSync(path.join(ROOT, 'packs/synthetic-tiny'), path.join(baselineDir, 'synthetic-tiny'), { recursive: true });
+    cpSync(path.join(ROOT, 'examples/packs/synthetic-tiny'), path.join(baselineDir, 'synthetic-tiny'), { recursive: true });
     const measure = async (packs: string, extra: string[] = []) => {
       const s = await startServer(packs, extra);
       await new Promise((r) => setTimeout(r, 500));

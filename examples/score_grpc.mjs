@@ -1,10 +1,10 @@
 // Minimal gRPC client: scores two random sequences with a pack and prints the rewards.
-//   node examples/score_grpc.mjs [target=127.0.0.1:50051] [pack=synthetic-tiny]
+//   node examples/score_grpc.mjs [target=127.0.0.1:50051] [pack=smollm2-arith]
 // Real trainers send residual activations captured at the pack's layer (see docs/packs.md).
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 
-const [target = '127.0.0.1:50051', pack = 'synthetic-tiny'] = process.argv.slice(2);
+const [target = '127.0.0.1:50051', pack = 'smollm2-arith'] = process.argv.slice(2);
 const definition = protoLoader.loadSync('mechreward/v1/reward.proto', {
   keepCase: true, longs: String, enums: String, defaults: true, includeDirs: [new URL('../proto', import.meta.url).pathname],
 });

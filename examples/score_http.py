@@ -1,6 +1,6 @@
 """Minimal HTTP client (standard library + numpy): scores one random sequence with a pack.
 
-    python3 examples/score_http.py [http://127.0.0.1:8080] [synthetic-tiny]
+    python3 examples/score_http.py [http://127.0.0.1:8080] [smollm2-arith]
 
 Real trainers send residual activations captured at the pack's layer; see docs/packs.md.
 """
@@ -12,7 +12,7 @@ import urllib.request
 import numpy as np
 
 base = sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8080"
-pack = sys.argv[2] if len(sys.argv) > 2 else "synthetic-tiny"
+pack = sys.argv[2] if len(sys.argv) > 2 else "smollm2-arith"
 packs = json.load(urllib.request.urlopen(f"{base}/v1/packs"))["packs"]
 d_model = next(p["d_model"] for p in packs if p["name"] == pack)
 

@@ -42,6 +42,6 @@ def parity_sidecar(parity_dir) -> Sidecar:
 @pytest.fixture()
 def bundled_sidecar() -> Sidecar:
     """A sidecar of its own (with the bundled synthetic pack) that a test may freeze or stop."""
-    sidecar = start_sidecar(os.path.join(REPO, "packs"))
+    sidecar = start_sidecar(os.path.join(REPO, "examples", "packs"))
     yield sidecar
     sidecar.stop()

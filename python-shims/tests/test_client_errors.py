@@ -30,7 +30,7 @@ from mechreward_client._exceptions import CODE_TO_EXCEPTION, OverloadedError, Pa
 
 from support import REPO, free_port, start_sidecar
 
-SYNTHETIC_D_MODEL = 64  # packs/synthetic-tiny
+SYNTHETIC_D_MODEL = 64  # examples/packs/synthetic-tiny
 
 
 def rows(tokens: int, d_model: int = SYNTHETIC_D_MODEL, seed: int = 0) -> np.ndarray:
@@ -150,7 +150,7 @@ def test_unavailable_is_retried_until_the_sidecar_comes_up():
     port = free_port()
     client = RewardClient(f"127.0.0.1:{port}", timeout=5.0, retries=30)
     holder = {}
-    starter = threading.Timer(0.5, lambda: holder.update(sidecar=start_sidecar(os.path.join(REPO, "packs"), grpc_port=port, wait_ready=False)))
+    starter = threading.Timer(0.5, lambda: holder.update(sidecar=start_sidecar(os.path.join(REPO, "examples", "packs"), grpc_port=port, wait_ready=False)))
     starter.start()
     try:
         results = client.score("synthetic-tiny", [rows(6)], score_from=2)

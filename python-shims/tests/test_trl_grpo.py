@@ -229,7 +229,7 @@ def test_sidecar_down_gives_unscorable_rows_or_raises(tmp_path):
 
 
 def test_frozen_sidecar_times_out_instead_of_hanging(bundled_sidecar):
-    """packs/synthetic-tiny reads layer 3 of a d_model-64 model: the tiny Llama's last layer."""
+    """examples/packs/synthetic-tiny reads layer 3 of a d_model-64 model: the tiny Llama's last layer."""
     model, tokenizer = tiny_llama(seed=4), tiny_tokenizer()
     prompts = word_prompts(4, seed=5)
     completion_ids = [[7, 8, 9, 1], [10, 1], [11, 12, 13, 14, 1], [15, 1]]

@@ -43,7 +43,10 @@ export function spearman(x: readonly number[], y: readonly number[]): { rho: num
   if (!Number.isFinite(rho) || n < 3) return { rho, p: NaN };
   if (Math.abs(rho) >= 1) return { rho, p: 0 };
   const t = rho * Math.sqrt((n - 2) / (1 - rho * rho));
-  return { rho, p: 2 * (1 - jStat.studentt.cdf(Math.abs(t), n - 2)) };
+  const df = n - 2;
+  // Two-sided Student t tail as a regularised incomplete beta, I_{df/(df+t^2)}(df/2, 1/2): exact in the far
+  // tail, where 1 - cdf(|t|) would cancel to 0 (a real pack's p is often below 1e-20).
+  return { rho, p: jStat.ibeta(df / (df + t * t), df / 2, 0.5) };
 }
 
 /** A small seeded PRNG (mulberry32) so a rerun of the gate reproduces its interval exactly. */

@@ -1,5 +1,5 @@
-// The one jstat function mechreward uses (jstat ships no type declarations; it is a CommonJS module).
+// The jstat functions mechreward uses (jstat ships no type declarations; it is a CommonJS module).
 declare module 'jstat' {
-  const jstat: { jStat: { studentt: { cdf(t: number, dof: number): number } } };
+  const jstat: { jStat: { ibeta(x: number, a: number, b: number): number } };
   export default jstat;
 }
