@@ -3,7 +3,7 @@
 //   packs  list and check the packs in a directory, exit 1 if any is broken
 import { Command, Option } from 'commander';
 
-import { BUNDLED_PACKS_DIR, resolveServeConfig, SERVE_OPTIONS, type ServeConfig } from './config.js';
+import { BUNDLED_PACKS_DIR, redactedConfig, resolveServeConfig, SERVE_OPTIONS, type ServeConfig } from './config.js';
 import { MechRewardError } from './errors.js';
 import { createLogger } from './log.js';
 import { loadPackDirectory } from './packs/registry.js';
@@ -18,13 +18,13 @@ function buildProgram(): Command {
 
   const serve = program.command('serve').description('serve rewards over gRPC and HTTP (no flags: the bundled packs on 127.0.0.1:50051 / :8080)');
   for (const spec of SERVE_OPTIONS) {
-    const defaultText = spec.key === 'packs' ? 'bundled packs/' : String(spec.defaultValue());
+    const defaultText = spec.key === 'packs' ? 'bundled packs/' : JSON.stringify(spec.defaultValue());
     serve.addOption(new Option(spec.flag, `${spec.help} [env ${spec.env}; default ${defaultText}]`));
   }
   serve.action(async (opts: Partial<Record<keyof ServeConfig, unknown>>) => {
     const config = resolveServeConfig(opts);
     const log = createLogger(config.logLevel);
-    log.info({ config }, 'starting');
+    log.info({ config: redactedConfig(config) }, 'starting');
     const server = await startServer(config, log);
     let stopping = false;
     const stop = (signal: string): void => {

@@ -30,6 +30,7 @@ export interface ServeConfig {
   logLevel: string;
   allowUnvalidated: boolean;
   runsDb: string;
+  authToken: string;
 }
 
 interface OptionSpec {
@@ -40,6 +41,8 @@ interface OptionSpec {
   readonly help: string;
   readonly defaultValue: () => string | number | boolean;
   readonly choices?: readonly string[];
+  /** Never logged or echoed: redactedConfig() masks it. */
+  readonly secret?: boolean;
 }
 
 export const SERVE_OPTIONS: readonly OptionSpec[] = [
@@ -61,8 +64,16 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'shutdownGraceMs', flag: '--shutdown-grace-ms <n>', env: 'MECHREWARD_SHUTDOWN_GRACE_MS', kind: 'int', help: 'on SIGTERM, how long in-flight requests may finish before a forced stop', defaultValue: () => 30000 },
   { key: 'allowUnvalidated', flag: '--allow-unvalidated [bool]', env: 'MECHREWARD_ALLOW_UNVALIDATED', kind: 'bool', help: 'serve packs that have not passed stage gate 1 (held-out rho >= 0.30 with n and data hash); each is logged', defaultValue: () => false },
   { key: 'runsDb', flag: '--runs-db <path>', env: 'MECHREWARD_RUNS_DB', kind: 'string', help: "SQLite file of the per-run canary monitor (written after every observed request); '' keeps it in memory", defaultValue: () => 'mechreward-runs.sqlite' },
+  { key: 'authToken', flag: '--auth-token <token>', env: 'MECHREWARD_AUTH_TOKEN', kind: 'string', help: "require 'Authorization: Bearer <token>' on every RPC and every HTTP data route ('' = none; /healthz, /readyz, /metrics and the page's static files stay open); prefer the variable: flags show in ps", defaultValue: () => '', secret: true },
   { key: 'logLevel', flag: '--log-level <level>', env: 'MECHREWARD_LOG_LEVEL', kind: 'string', help: 'pino log level', defaultValue: () => 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
 ];
+
+/** The resolved configuration with secrets masked, for logs and /info. */
+export function redactedConfig(cfg: ServeConfig): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...cfg };
+  for (const spec of SERVE_OPTIONS) if (spec.secret && cfg[spec.key]) out[spec.key] = '<redacted>';
+  return out;
+}
 
 function invalid(message: string): MechRewardError {
   return new MechRewardError('MR_ERR_CONFIG_INVALID', message);

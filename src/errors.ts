@@ -8,7 +8,7 @@ export interface CatalogueEntry {
   readonly grpc: GrpcStatus;
   readonly http: number;
   /** Coarse class for clients and for the `reason` label of mechreward_request_failures_total. */
-  readonly errorType: 'validation' | 'not_found' | 'overloaded' | 'not_ready' | 'cancelled' | 'timeout' | 'internal' | 'config' | 'pack';
+  readonly errorType: 'validation' | 'not_found' | 'overloaded' | 'not_ready' | 'cancelled' | 'timeout' | 'internal' | 'config' | 'pack' | 'unauthenticated';
   /** Whether the same request may succeed if retried unchanged. */
   readonly retryable: boolean;
 }
@@ -19,6 +19,7 @@ export const ERROR_CATALOGUE = {
   MR_ERR_NONFINITE_INPUT: { grpc: GrpcStatus.INVALID_ARGUMENT, http: 400, errorType: 'validation', retryable: false },
   MR_ERR_EMPTY_INPUT: { grpc: GrpcStatus.INVALID_ARGUMENT, http: 400, errorType: 'validation', retryable: false },
   MR_ERR_MALFORMED_BODY: { grpc: GrpcStatus.INVALID_ARGUMENT, http: 400, errorType: 'validation', retryable: false },
+  MR_ERR_UNAUTHENTICATED: { grpc: GrpcStatus.UNAUTHENTICATED, http: 401, errorType: 'unauthenticated', retryable: false },
   MR_ERR_PACK_NOT_FOUND: { grpc: GrpcStatus.NOT_FOUND, http: 404, errorType: 'not_found', retryable: false },
   MR_ERR_RUN_NOT_FOUND: { grpc: GrpcStatus.NOT_FOUND, http: 404, errorType: 'not_found', retryable: false },
   MR_ERR_REQUEST_TOO_LARGE: { grpc: GrpcStatus.RESOURCE_EXHAUSTED, http: 413, errorType: 'validation', retryable: false },

@@ -1,5 +1,6 @@
 // What both transports share: the scorer, the pack catalogue, metrics, readiness and the server's limits.
 // Built once by server.ts; transports only translate between their wire format and these calls.
+import { TokenCheck } from './auth.js';
 import type { ServeConfig } from './config.js';
 import type { Admission } from './core/admission.js';
 import { describePack, type PackDescription } from './core/describe.js';
@@ -23,10 +24,12 @@ export interface ServerInfo {
   intra_op_threads: number;
   packs: string[];
   allow_unvalidated: boolean;
+  auth_required: boolean;
 }
 
 export class Service {
   private draining = false;
+  readonly auth: TokenCheck;
 
   constructor(
     readonly config: ServeConfig,
@@ -38,7 +41,9 @@ export class Service {
     readonly log: Logger,
     private readonly engine: { readonly ready: boolean; readonly queueDepth: number },
     private readonly ortVersion: string,
-  ) {}
+  ) {
+    this.auth = new TokenCheck(config.authToken);
+  }
 
   /** Ready: every pack loaded and warmed up in every worker, and not shutting down. */
   isReady(): boolean {
@@ -93,6 +98,7 @@ export class Service {
       intra_op_threads: c.intraOpThreads,
       packs: [...this.packs.keys()],
       allow_unvalidated: c.allowUnvalidated,
+      auth_required: this.auth.enabled,
     };
   }
 }

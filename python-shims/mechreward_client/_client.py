@@ -44,8 +44,10 @@ _CHANNEL_OPTIONS = (
 class _ClientBase:
     """Configuration shared by both clients; no connection state."""
 
-    def __init__(self, target: str | None, timeout: float, retries: int) -> None:
+    def __init__(self, target: str | None, timeout: float, retries: int, token: str | None = None) -> None:
         self.target = target or os.environ.get(C.TARGET_ENV_VAR) or C.DEFAULT_TARGET
+        # Kept out of repr(); pickled with the client, so a spawned worker can authenticate too.
+        self._token = token if token is not None else os.environ.get(C.TOKEN_ENV_VAR) or None
         if not timeout or timeout <= 0:
             raise ValueError(f"timeout: expected seconds > 0, got {timeout!r} (calls without a deadline can hang a trainer)")
         self.timeout = float(timeout)
@@ -57,6 +59,10 @@ class _ClientBase:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(target={self.target!r}, timeout={self.timeout}, retries={self.retries})"
+
+    def _metadata(self, request_id: str) -> tuple[tuple[str, str], ...]:
+        auth = (("authorization", f"Bearer {self._token}"),) if self._token else ()
+        return ((C.REQUEST_ID_METADATA_KEY, request_id), *auth)
 
     def _deadline(self, timeout: float | None) -> float:
         return self.timeout if timeout is None else float(timeout)
@@ -79,8 +85,9 @@ class RewardClient(_ClientBase):
         *,
         timeout: float = C.DEFAULT_TIMEOUT_S,
         retries: int = C.DEFAULT_RETRIES,
+        token: str | None = None,
     ) -> None:
-        super().__init__(target, timeout, retries)
+        super().__init__(target, timeout, retries, token)
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None
         self._stub: reward_pb2_grpc.RewardServiceStub | None = None
@@ -156,7 +163,7 @@ class RewardClient(_ClientBase):
             request_id = uuid.uuid4().hex
             try:
                 rpc = getattr(self._service(), method)
-                return rpc(request, timeout=deadline, metadata=((C.REQUEST_ID_METADATA_KEY, request_id),))
+                return rpc(request, timeout=deadline, metadata=self._metadata(request_id))
             except grpc.RpcError as rpc_error:
                 error = self._error(rpc_error, request_id)
                 delay = self.retry_policy.next_delay(retries_done, error)
@@ -192,8 +199,9 @@ class AsyncRewardClient(_ClientBase):
         *,
         timeout: float = C.DEFAULT_TIMEOUT_S,
         retries: int = C.DEFAULT_RETRIES,
+        token: str | None = None,
     ) -> None:
-        super().__init__(target, timeout, retries)
+        super().__init__(target, timeout, retries, token)
         self._channel: grpc.aio.Channel | None = None
         self._stub: reward_pb2_grpc.RewardServiceStub | None = None
         self._owner: tuple[int, asyncio.AbstractEventLoop] | None = None
@@ -255,7 +263,7 @@ class AsyncRewardClient(_ClientBase):
             request_id = uuid.uuid4().hex
             try:
                 rpc = getattr(self._service(), method)
-                return await rpc(request, timeout=deadline, metadata=((C.REQUEST_ID_METADATA_KEY, request_id),))
+                return await rpc(request, timeout=deadline, metadata=self._metadata(request_id))
             except grpc.RpcError as rpc_error:  # grpc.aio.AioRpcError is a grpc.RpcError
                 error = self._error(rpc_error, request_id)
                 delay = self.retry_policy.next_delay(retries_done, error)

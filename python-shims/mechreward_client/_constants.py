@@ -3,6 +3,8 @@
 # Where the sidecar listens when nothing else is said; MECHREWARD_TARGET overrides it.
 DEFAULT_TARGET = "127.0.0.1:50051"
 TARGET_ENV_VAR = "MECHREWARD_TARGET"
+# Bearer token for a server started with --auth-token (the same variable name the server reads).
+TOKEN_ENV_VAR = "MECHREWARD_AUTH_TOKEN"
 
 # Deadline of one attempt, in seconds. Trainers wait on reward functions without a timeout of their own
 # (TRL's async path, verl's naive manager), so a call must never be open-ended.

@@ -67,6 +67,10 @@ class BadRequestError(APIStatusError):
     """INVALID_ARGUMENT: the request is wrong (dtype, shape, score_from, non-finite input). Fix the caller."""
 
 
+class AuthenticationError(APIStatusError):
+    """UNAUTHENTICATED: the server wants a bearer token (its --auth-token) and this client sent none or another."""
+
+
 class NotFoundError(APIStatusError):
     """NOT_FOUND: the pack is not loaded on this server."""
 
@@ -110,6 +114,7 @@ CODE_TO_EXCEPTION: dict[str, type[APIError]] = {
     "MR_ERR_NONFINITE_INPUT": BadRequestError,
     "MR_ERR_EMPTY_INPUT": BadRequestError,
     "MR_ERR_MALFORMED_BODY": BadRequestError,
+    "MR_ERR_UNAUTHENTICATED": AuthenticationError,
     "MR_ERR_PACK_NOT_FOUND": NotFoundError,
     "MR_ERR_RUN_NOT_FOUND": NotFoundError,  # GetRun for a run_id no Score call has named
     "MR_ERR_REQUEST_TOO_LARGE": PayloadTooLargeError,
@@ -133,6 +138,7 @@ _STATUS_WITHOUT_CODE: dict[grpc.StatusCode, type[APIError]] = {
     grpc.StatusCode.RESOURCE_EXHAUSTED: PayloadTooLargeError,
     grpc.StatusCode.INVALID_ARGUMENT: BadRequestError,
     grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.UNAUTHENTICATED: AuthenticationError,
     grpc.StatusCode.INTERNAL: InternalServerError,
     grpc.StatusCode.UNKNOWN: InternalServerError,
     grpc.StatusCode.FAILED_PRECONDITION: InternalServerError,

@@ -63,7 +63,7 @@ class Sidecar:
         return self.process.returncode
 
 
-def start_sidecar(packs_dir: str, *extra_args: str, grpc_port: int = 0, wait_ready: bool = True) -> Sidecar:
+def start_sidecar(packs_dir: str, *extra_args: str, grpc_port: int = 0, wait_ready: bool = True, env: dict[str, str] | None = None) -> Sidecar:
     """Start the real sidecar and wait for its `mechreward ready` log line (JSON on stderr)."""
     ensure_sidecar_built()
     command = [
@@ -72,7 +72,8 @@ def start_sidecar(packs_dir: str, *extra_args: str, grpc_port: int = 0, wait_rea
         # Test packs are synthetic, with no stage-gate-1 validation block.
         "--allow-unvalidated", "--runs-db", "", *extra_args,
     ]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, **(env or {})})
     lines: list[str] = []
     ready: dict = {}
     ready_event = threading.Event()

@@ -18,6 +18,7 @@ import pytest
 
 from mechreward_client import (
     APIConnectionError,
+    AuthenticationError,
     APIStatusError,
     InternalServerError,
     APITimeoutError,
@@ -82,7 +83,7 @@ def test_client_side_validation_names_the_argument():
 STATUS_CLASS = {
     "INVALID_ARGUMENT": BadRequestError, "NOT_FOUND": NotFoundError, "UNAVAILABLE": UnavailableError,
     "INTERNAL": InternalServerError, "FAILED_PRECONDITION": InternalServerError,
-    "CANCELLED": APIStatusError, "DEADLINE_EXCEEDED": APITimeoutError,
+    "CANCELLED": APIStatusError, "DEADLINE_EXCEEDED": APITimeoutError, "UNAUTHENTICATED": AuthenticationError,
 }
 
 
@@ -177,3 +178,21 @@ def test_clients_pickle_without_their_channel_and_reconnect_in_a_spawned_process
     assert there == here
     async_copy = pickle.loads(pickle.dumps(AsyncRewardClient(bundled_sidecar.target)))
     assert async_copy.target == bundled_sidecar.target and async_copy._channel is None
+
+
+def test_bearer_token_from_argument_or_environment(monkeypatch):
+    """A server started with an auth token refuses calls without it (AuthenticationError, not retried) and
+    serves calls that carry it, given as an argument or through MECHREWARD_AUTH_TOKEN."""
+    sidecar = start_sidecar(os.path.join(REPO, "examples", "packs"), env={"MECHREWARD_AUTH_TOKEN": "py-secret-42"})
+    try:
+        with pytest.raises(AuthenticationError, match="Bearer"):
+            RewardClient(sidecar.target, timeout=5, retries=3).list_packs()
+        with pytest.raises(AuthenticationError, match="not valid"):
+            RewardClient(sidecar.target, timeout=5, token="wrong").list_packs()
+        assert [p.name for p in RewardClient(sidecar.target, timeout=5, token="py-secret-42").list_packs()] == ["synthetic-tiny"]
+        monkeypatch.setenv("MECHREWARD_AUTH_TOKEN", "py-secret-42")
+        client = RewardClient(sidecar.target, timeout=5)
+        assert client.score("synthetic-tiny", [rows(4)])[0].token_rewards.shape == (4,)
+        assert "py-secret-42" not in repr(client)
+    finally:
+        sidecar.stop()

@@ -15,6 +15,8 @@ export interface ChildServer {
   exited: Promise<number | null>;
   /** SIGTERM (or `signal`) and wait for the exit. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
+  /** Every stderr line so far (JSON log lines). */
+  readonly logs: string[];
 }
 
 export function spawnServe(args: string[], env: Record<string, string> = {}, waitFor = 'mechreward ready'): Promise<ChildServer> {
@@ -33,6 +35,7 @@ export function spawnServe(args: string[], env: Record<string, string> = {}, wai
             grpcPort: entry.grpcPort!,
             httpPort: entry.httpPort!,
             exited,
+            logs: lines,
             stop: (signal = 'SIGTERM') => {
               child.kill(signal);
               return exited;

@@ -82,8 +82,14 @@
 
   // ---- API ------------------------------------------------------------------------------------------
 
+  // A server started with --auth-token wants a bearer token on /v1 calls; the page takes it from the URL
+  // fragment (/monitor#token=...), which browsers never send to the server or put in logs.
+  const token = new URLSearchParams(location.hash.slice(1)).get('token');
+
   async function getJson(url) {
-    const res = await fetch(url, { headers: { accept: 'application/json' }, cache: 'no-store' });
+    const headers = { accept: 'application/json' };
+    if (token) headers.authorization = `Bearer ${token}`;
+    const res = await fetch(url, { headers, cache: 'no-store' });
     const body = await res.json().catch(() => null);
     if (!res.ok) {
       const err = new Error((body && body.error) || `HTTP ${res.status}`);

@@ -65,6 +65,12 @@ export function unary<Req, Res>(
       callback({ code: status.code, details: status.details, metadata: trailer });
     };
 
+    try {
+      service.auth.check(String(call.metadata.get('authorization')[0] ?? '') || undefined);
+    } catch (err) {
+      finish(err);
+      return;
+    }
     if (options.requiresReady && !service.isReady()) {
       finish(new MechRewardError('MR_ERR_NOT_READY', `server is not ready: ${service.notReadyReason()}`));
       return;

@@ -82,6 +82,14 @@ export function buildHttpApp(service: Service): FastifyInstance {
     service.metrics.requestDuration.observe({ method: `HTTP ${req.method} ${route}` }, reply.elapsedTime / 1000);
   });
 
+  // With an auth token, every data route needs it. Liveness, readiness and metrics stay open (orchestrators
+  // and Prometheus probe them), and so do the monitor page's static files, which hold no data: the page sends
+  // the token from its URL fragment when it fetches /v1/runs.
+  const open = (url: string) => ['/healthz', '/readyz', '/metrics', '/monitor'].includes(url) || url.startsWith('/monitor/assets/');
+  app.addHook('onRequest', async (req) => {
+    if (!open(req.url.split('?')[0]!)) service.auth.check(req.headers.authorization);
+  });
+
   app.get('/healthz', async () => ({ status: 'alive' }));
   app.get('/readyz', async (_req, reply) => {
     if (service.isReady()) return { status: 'ready', packs: [...service.packs.keys()] };

@@ -15,6 +15,7 @@ export interface GetInfoResponse {
   'max_queue_tokens'?: (number);
   'max_queue_delay_ms'?: (number);
   'allow_unvalidated'?: (boolean);
+  'auth_required'?: (boolean);
 }
 
 export interface GetInfoResponse__Output {
@@ -30,4 +31,5 @@ export interface GetInfoResponse__Output {
   'max_queue_tokens': (number);
   'max_queue_delay_ms': (number);
   'allow_unvalidated': (boolean);
+  'auth_required': (boolean);
 }
