@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# System packages the tests need beyond Node and Python: Debian's `chromium`, which the monitor page test
+# System packages the tests need beyond Node and Python: `openssl` (the TLS tests make their certificates
+# with it) and Debian's `chromium`, which the monitor page test
 # (test/integration/monitor-page.test.ts) drives through playwright-core. playwright-core never downloads a
 # browser of its own, and the test does not skip without one, so CI runs this before `npm test`.
-# Idempotent: does nothing when /usr/bin/chromium is already there.
+# Idempotent: does nothing when /usr/bin/chromium and openssl are already there.
 #
 #   bash scripts/install-system-deps.sh        # as root, or with sudo available
 set -euo pipefail
 
 CHROMIUM=/usr/bin/chromium
 
-if [[ -x "$CHROMIUM" ]]; then
-  echo "install-system-deps: $CHROMIUM present"
+if [[ -x "$CHROMIUM" ]] && command -v openssl >/dev/null 2>&1; then
+  echo "install-system-deps: $CHROMIUM and openssl present"
   exit 0
 fi
 
@@ -31,5 +32,5 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 "${SUDO[@]}" apt-get update
 # A font named explicitly: without one the page screenshot would have no readable text.
-"${SUDO[@]}" apt-get install -y chromium fonts-dejavu-core
+"${SUDO[@]}" apt-get install -y chromium fonts-dejavu-core openssl
 "$CHROMIUM" --version

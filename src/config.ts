@@ -31,6 +31,9 @@ export interface ServeConfig {
   allowUnvalidated: boolean;
   runsDb: string;
   authToken: string;
+  tlsCert: string;
+  tlsKey: string;
+  tlsClientCa: string;
 }
 
 interface OptionSpec {
@@ -65,6 +68,9 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'allowUnvalidated', flag: '--allow-unvalidated [bool]', env: 'MECHREWARD_ALLOW_UNVALIDATED', kind: 'bool', help: 'serve packs that have not passed stage gate 1 (held-out rho >= 0.30 with n and data hash); each is logged', defaultValue: () => false },
   { key: 'runsDb', flag: '--runs-db <path>', env: 'MECHREWARD_RUNS_DB', kind: 'string', help: "SQLite file of the per-run canary monitor (written after every observed request); '' keeps it in memory", defaultValue: () => 'mechreward-runs.sqlite' },
   { key: 'authToken', flag: '--auth-token <token>', env: 'MECHREWARD_AUTH_TOKEN', kind: 'string', help: "require 'Authorization: Bearer <token>' on every RPC and every HTTP data route ('' = none; /healthz, /readyz, /metrics and the page's static files stay open); prefer the variable: flags show in ps", defaultValue: () => '', secret: true },
+  { key: 'tlsCert', flag: '--tls-cert <path>', env: 'MECHREWARD_TLS_CERT', kind: 'string', help: "PEM server certificate (chain): serve gRPC and HTTP over TLS ('' = plaintext, fine on loopback)", defaultValue: () => '' },
+  { key: 'tlsKey', flag: '--tls-key <path>', env: 'MECHREWARD_TLS_KEY', kind: 'string', help: 'PEM private key of --tls-cert', defaultValue: () => '' },
+  { key: 'tlsClientCa', flag: '--tls-client-ca <path>', env: 'MECHREWARD_TLS_CLIENT_CA', kind: 'string', help: "PEM CA bundle: require client certificates signed by it on both transports (mutual TLS; '' = no client certificates)", defaultValue: () => '' },
   { key: 'logLevel', flag: '--log-level <level>', env: 'MECHREWARD_LOG_LEVEL', kind: 'string', help: 'pino log level', defaultValue: () => 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
 ];
 
@@ -118,6 +124,8 @@ export function resolveServeConfig(explicit: Partial<Record<keyof ServeConfig, u
     if (cfg[key] < 1) throw invalid(`${key} must be at least 1`);
   }
   if (cfg.grpcPort > 65535 || cfg.httpPort > 65535) throw invalid('ports must be at most 65535');
+  if (Boolean(cfg.tlsCert) !== Boolean(cfg.tlsKey)) throw invalid('--tls-cert and --tls-key go together');
+  if (cfg.tlsClientCa && !cfg.tlsCert) throw invalid('--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS first)');
   cfg.packs = path.resolve(cfg.packs);
   if (cfg.runsDb) cfg.runsDb = path.resolve(cfg.runsDb);
   return cfg;

@@ -1,6 +1,5 @@
 // Composition root: load packs, start the engine, build both transports, bind them, and shut down in order.
 // Used by the CLI (`mechreward serve`) and by the tests, which bind port 0.
-import * as grpc from '@grpc/grpc-js';
 import * as ort from 'onnxruntime-node';
 
 import type { ServeConfig } from './config.js';
@@ -17,6 +16,7 @@ import { validationProblem } from './packs/validation.js';
 import { RunMonitor } from './monitor/monitor.js';
 import { RunStore } from './monitor/store.js';
 import { Service } from './service.js';
+import { grpcCredentials, loadTls } from './tls.js';
 import { buildGrpcServer } from './transports/grpc/server.js';
 import { buildHttpApp } from './transports/http/app.js';
 import { VERSION } from './version.js';
@@ -88,7 +88,8 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
   // Bind first, load second: while large SAEs load, /healthz answers, /readyz says 503 with a reason, gRPC
   // health says NOT_SERVING and Score says UNAVAILABLE, so orchestrators can tell "starting" from "dead".
   const grpcServer = buildGrpcServer(service);
-  const http = buildHttpApp(service);
+  const tls = loadTls(config);
+  const http = buildHttpApp(service, tls);
   const stopTransports = async (): Promise<void> => {
     grpcServer.server.forceShutdown();
     await http.close();
@@ -97,7 +98,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
   let httpPort: number;
   try {
     grpcPort = await new Promise<number>((resolve, reject) =>
-      grpcServer.server.bindAsync(`${config.host}:${config.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+      grpcServer.server.bindAsync(`${config.host}:${config.grpcPort}`, grpcCredentials(tls), (err, port) => (err ? reject(err) : resolve(port))),
     );
     await http.listen({ host: config.host, port: config.httpPort });
     const address = http.server.address();
@@ -107,7 +108,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
     throw new MechRewardError('MR_ERR_CONFIG_INVALID', `cannot bind ${config.host}: ${err instanceof Error ? err.message : String(err)}`, err);
   }
   grpcServer.setServing(false);
-  log.info({ host: config.host, grpcPort, httpPort }, 'listening; loading engine');
+  log.info({ host: config.host, grpcPort, httpPort, tls: tls ? (tls.clientCa ? 'mutual' : 'server') : 'off' }, 'listening; loading engine');
 
   try {
     engine.pool = await EnginePool.start(planEngine(catalogue.packs.values()), {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._client import AsyncRewardClient, RewardClient
+from ._client import AsyncRewardClient, RewardClient, TlsFiles
 from ._exceptions import (
     APIConnectionError,
     APIError,
@@ -30,6 +30,7 @@ __all__ = [
     "__version__",
     "RewardClient",
     "AsyncRewardClient",
+    "TlsFiles",
     "ScoredSequence",
     "CanaryFlag",
     "PackInfo",

@@ -8,6 +8,7 @@ client be sent to spawned workers (TRL's AsyncGRPOTrainer, Ray actors) and recon
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 import os
 import threading
 import time
@@ -41,11 +42,30 @@ _CHANNEL_OPTIONS = (
 )
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for a sidecar served over TLS: the CA that signed its certificate, and for mutual TLS this
+    client's certificate and key."""
+
+    ca: str
+    cert: str | None = None
+    key: str | None = None
+
+
 class _ClientBase:
     """Configuration shared by both clients; no connection state."""
 
-    def __init__(self, target: str | None, timeout: float, retries: int, token: str | None = None) -> None:
+    def __init__(
+        self,
+        target: str | None,
+        timeout: float,
+        retries: int,
+        token: str | None = None,
+        tls: TlsFiles | None = None,
+    ) -> None:
         self.target = target or os.environ.get(C.TARGET_ENV_VAR) or C.DEFAULT_TARGET
+        # Paths, not loaded credentials: they pickle, and each process reads them when it opens its channel.
+        self._tls = tls
         # Kept out of repr(); pickled with the client, so a spawned worker can authenticate too.
         self._token = token if token is not None else os.environ.get(C.TOKEN_ENV_VAR) or None
         if not timeout or timeout <= 0:
@@ -59,6 +79,12 @@ class _ClientBase:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(target={self.target!r}, timeout={self.timeout}, retries={self.retries})"
+
+    def _credentials(self) -> grpc.ChannelCredentials | None:
+        if self._tls is None:
+            return None
+        read = lambda p: None if p is None else open(p, "rb").read()  # noqa: E731
+        return grpc.ssl_channel_credentials(read(self._tls.ca), read(self._tls.key), read(self._tls.cert))
 
     def _metadata(self, request_id: str) -> tuple[tuple[str, str], ...]:
         auth = (("authorization", f"Bearer {self._token}"),) if self._token else ()
@@ -86,8 +112,9 @@ class RewardClient(_ClientBase):
         timeout: float = C.DEFAULT_TIMEOUT_S,
         retries: int = C.DEFAULT_RETRIES,
         token: str | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
-        super().__init__(target, timeout, retries, token)
+        super().__init__(target, timeout, retries, token, tls)
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None
         self._stub: reward_pb2_grpc.RewardServiceStub | None = None
@@ -151,7 +178,12 @@ class RewardClient(_ClientBase):
         with self._lock:
             # A forked child must not reuse the parent's channel: open a fresh one in this process.
             if self._stub is None or self._pid != pid:
-                self._channel = grpc.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
+                creds = self._credentials()
+                self._channel = (
+                    grpc.secure_channel(self.target, creds, options=_CHANNEL_OPTIONS)
+                    if creds
+                    else grpc.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
+                )
                 self._stub = reward_pb2_grpc.RewardServiceStub(self._channel)
                 self._pid = pid
             return self._stub
@@ -200,8 +232,9 @@ class AsyncRewardClient(_ClientBase):
         timeout: float = C.DEFAULT_TIMEOUT_S,
         retries: int = C.DEFAULT_RETRIES,
         token: str | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
-        super().__init__(target, timeout, retries, token)
+        super().__init__(target, timeout, retries, token, tls)
         self._channel: grpc.aio.Channel | None = None
         self._stub: reward_pb2_grpc.RewardServiceStub | None = None
         self._owner: tuple[int, asyncio.AbstractEventLoop] | None = None
@@ -251,7 +284,12 @@ class AsyncRewardClient(_ClientBase):
     def _service(self) -> reward_pb2_grpc.RewardServiceStub:
         owner = (os.getpid(), asyncio.get_running_loop())
         if self._stub is None or self._owner != owner:
-            self._channel = grpc.aio.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
+            creds = self._credentials()
+            self._channel = (
+                grpc.aio.secure_channel(self.target, creds, options=_CHANNEL_OPTIONS)
+                if creds
+                else grpc.aio.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
+            )
             self._stub = reward_pb2_grpc.RewardServiceStub(self._channel)
             self._owner = owner
         return self._stub

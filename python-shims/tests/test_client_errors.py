@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import subprocess
 import signal
 import threading
 import time
@@ -26,6 +27,7 @@ from mechreward_client import (
     BadRequestError,
     NotFoundError,
     RewardClient,
+    TlsFiles,
 )
 from mechreward_client._exceptions import CODE_TO_EXCEPTION, OverloadedError, PayloadTooLargeError, UnavailableError, error_from_status
 
@@ -194,5 +196,39 @@ def test_bearer_token_from_argument_or_environment(monkeypatch):
         client = RewardClient(sidecar.target, timeout=5)
         assert client.score("synthetic-tiny", [rows(4)])[0].token_rewards.shape == (4,)
         assert "py-secret-42" not in repr(client)
+    finally:
+        sidecar.stop()
+
+
+def _make_certs(directory: str) -> dict[str, str]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made with the openssl command."""
+    f = lambda name: os.path.join(directory, name)  # noqa: E731
+    ssl = lambda *args: subprocess.run(["openssl", *args], check=True, capture_output=True)  # noqa: E731
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test CA", "-keyout", f("ca.key"), "-out", f("ca.pem"))
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"), ("client", "extendedKeyUsage=clientAuth\n")):
+        with open(f(f"{name}.ext"), "w") as out:
+            out.write(ext)
+        ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f(f"{name}.key"), "-out", f(f"{name}.csr"))
+        ssl("x509", "-req", "-in", f(f"{name}.csr"), "-CA", f("ca.pem"), "-CAkey", f("ca.key"), "-CAcreateserial", "-days", "2",
+            "-extfile", f(f"{name}.ext"), "-out", f(f"{name}.pem"))
+    return {k: f(v) for k, v in {"ca": "ca.pem", "server_cert": "server.pem", "server_key": "server.key", "client_cert": "client.pem", "client_key": "client.key"}.items()}
+
+
+def test_tls_and_mutual_tls_against_the_real_sidecar(tmp_path):
+    """The client speaks TLS (trusting a CA) and mutual TLS (with its own certificate); a plaintext client
+    cannot talk to a TLS sidecar."""
+    certs = _make_certs(str(tmp_path))
+    packs = os.path.join(REPO, "examples", "packs")
+    sidecar = start_sidecar(packs, "--tls-cert", certs["server_cert"], "--tls-key", certs["server_key"], "--tls-client-ca", certs["ca"])
+    try:
+        tls = TlsFiles(ca=certs["ca"], cert=certs["client_cert"], key=certs["client_key"])
+        client = RewardClient(sidecar.target, timeout=5, tls=tls)
+        assert client.score("synthetic-tiny", [rows(4)])[0].token_rewards.shape == (4,)
+        copy = pickle.loads(pickle.dumps(client))  # paths pickle; the copy opens its own TLS channel
+        assert [p.name for p in copy.list_packs()] == ["synthetic-tiny"]
+        with pytest.raises(APIConnectionError):
+            RewardClient(sidecar.target, timeout=3, retries=0, tls=TlsFiles(ca=certs["ca"])).list_packs()  # no client cert
+        with pytest.raises(APIConnectionError):
+            RewardClient(sidecar.target, timeout=3, retries=0).list_packs()  # plaintext
     finally:
         sidecar.stop()

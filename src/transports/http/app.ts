@@ -6,6 +6,7 @@ import { pack as msgpackEncode, unpack as msgpackDecode } from 'msgpackr';
 import { MechRewardError, toHttpError } from '../../errors.js';
 import type { SequenceInput } from '../../core/decode.js';
 import type { Service } from '../../service.js';
+import { httpsOptions, type TlsMaterial } from '../../tls.js';
 import { registerMonitorPage } from './page.js';
 
 const MSGPACK = 'application/msgpack';
@@ -54,8 +55,10 @@ function toSequences(body: unknown): { pack: string; runId: string; sequences: S
   return { pack: b.pack, runId: typeof b.run_id === 'string' ? b.run_id : '', sequences };
 }
 
-export function buildHttpApp(service: Service): FastifyInstance {
-  const app = Fastify({ logger: false, bodyLimit: service.config.maxMessageBytes });
+export function buildHttpApp(service: Service, tls?: TlsMaterial): FastifyInstance {
+  const options = { logger: false, bodyLimit: service.config.maxMessageBytes };
+  // Routes and hooks are the same over HTTPS; only the server type differs, which the handlers never see.
+  const app = (tls ? Fastify({ ...options, https: httpsOptions(tls) }) : Fastify(options)) as unknown as FastifyInstance;
   app.addContentTypeParser(MSGPACK, { parseAs: 'buffer' }, (_req, body, done) => {
     try {
       done(null, msgpackDecode(body as Buffer));
