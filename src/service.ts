@@ -69,6 +69,11 @@ export class Service {
     this.metrics.runAlarms.set(runs.alarms);
   }
 
+  /** A score's results in the wire shape both transports send (proto field names; plain arrays). */
+  static wireResults(out: ScoreOutput): { token_rewards: number[]; reward: number; flags: ScoreOutput['results'][number]['flags'] }[] {
+    return out.results.map((r) => ({ token_rewards: Array.from(r.tokenRewards), reward: r.reward, flags: r.flags }));
+  }
+
   /** Metrics of a successful score, the same for every transport. */
   recordScore(out: ScoreOutput): void {
     const m = this.metrics;

@@ -103,38 +103,33 @@ function parseEntry(path: string, name: string, raw: unknown, dataStart: number,
   return { dtype, shape: shape as number[], fileOffset: dataStart + begin, byteLength: expected };
 }
 
-/** Reads one tensor's raw little-endian bytes. */
-export function readTensorBytes(path: string, entry: TensorEntry): Buffer {
+/** Fills `into` with the tensor's raw little-endian bytes (one read loop for both readers below). */
+function readTensorInto(path: string, entry: TensorEntry, into: Uint8Array): void {
   const fd = openSync(path, 'r');
   try {
-    const bytes = Buffer.alloc(entry.byteLength);
     let done = 0;
     while (done < entry.byteLength) {
-      const got = readSync(fd, bytes, done, entry.byteLength - done, entry.fileOffset + done);
+      const got = readSync(fd, into, done, entry.byteLength - done, entry.fileOffset + done);
       if (got === 0) throw invalid(path, 'file shrank while reading');
       done += got;
     }
-    return bytes;
   } finally {
     closeSync(fd);
   }
 }
 
+/** Reads one tensor's raw little-endian bytes. */
+export function readTensorBytes(path: string, entry: TensorEntry): Buffer {
+  const bytes = Buffer.alloc(entry.byteLength);
+  readTensorInto(path, entry, bytes);
+  return bytes;
+}
+
 /** Reads one tensor and widens it to float32 exactly (F16 and BF16 values are all representable in F32). */
 export function readTensorAsFloat32(path: string, entry: TensorEntry): Float32Array {
-  const fd = openSync(path, 'r');
-  try {
-    // F32 is read straight into the result (one copy of a possibly 400 MB tensor, not two).
-    const out = entry.dtype === 'F32' ? new Float32Array(entry.byteLength / 4) : undefined;
-    const bytes = out ? new Uint8Array(out.buffer) : Buffer.alloc(entry.byteLength);
-    let done = 0;
-    while (done < entry.byteLength) {
-      const got = readSync(fd, bytes, done, entry.byteLength - done, entry.fileOffset + done);
-      if (got === 0) throw invalid(path, 'file shrank while reading');
-      done += got;
-    }
-    return out ?? widenToFloat32(bytes, entry.dtype);
-  } finally {
-    closeSync(fd);
-  }
+  if (entry.dtype !== 'F32') return widenToFloat32(readTensorBytes(path, entry), entry.dtype);
+  // F32 is read straight into the result (one copy of a possibly 400 MB tensor, not two).
+  const out = new Float32Array(entry.byteLength / 4);
+  readTensorInto(path, entry, new Uint8Array(out.buffer));
+  return out;
 }

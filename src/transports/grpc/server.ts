@@ -2,7 +2,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 
-import type { Service } from '../../service.js';
+import { Service } from '../../service.js';
 import type { ScoreRequest__Output } from '../../generated/mechreward/v1/ScoreRequest.js';
 import type { ScoreResponse } from '../../generated/mechreward/v1/ScoreResponse.js';
 import type { ListPacksResponse } from '../../generated/mechreward/v1/ListPacksResponse.js';
@@ -49,7 +49,7 @@ export function buildGrpcServer(service: Service): BuiltGrpcServer {
       service.recordScore(out);
       return {
         pack: out.pack,
-        results: out.results.map((r) => ({ token_rewards: Array.from(r.tokenRewards), reward: r.reward, flags: r.flags })),
+        results: Service.wireResults(out),
       };
     }),
     ListPacks: unary<unknown, ListPacksResponse>(service, 'ListPacks', { requiresReady: false }, async () => ({ packs: service.describePacks() })),

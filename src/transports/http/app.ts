@@ -5,7 +5,7 @@ import { pack as msgpackEncode, unpack as msgpackDecode } from 'msgpackr';
 
 import { MechRewardError, toHttpError } from '../../errors.js';
 import type { SequenceInput } from '../../core/decode.js';
-import type { Service } from '../../service.js';
+import { Service } from '../../service.js';
 import { httpsOptions, type TlsMaterial } from '../../tls.js';
 import { registerMonitorPage } from './page.js';
 
@@ -118,7 +118,7 @@ export function buildHttpApp(service: Service, tls?: TlsMaterial): FastifyInstan
     const out = await service.scorer.score(input, controller.signal);
     service.recordScore(out);
     void reply.header('x-queue-time', out.queueMs.toFixed(3)).header('x-inference-time', out.inferenceMs.toFixed(3)).header('x-compute-tokens', String(out.tokens));
-    const body = { pack: out.pack, results: out.results.map((r) => ({ token_rewards: Array.from(r.tokenRewards), reward: r.reward, flags: r.flags })) };
+    const body = { pack: out.pack, results: Service.wireResults(out) };
     if (req.headers['content-type']?.startsWith(MSGPACK) || req.headers.accept === MSGPACK) {
       return reply.type(MSGPACK).send(msgpackEncode(body));
     }
