@@ -6,6 +6,7 @@ import onnxProto from 'onnx-proto';
 import * as ort from 'onnxruntime-node';
 
 import { buildFullTopKModel, buildSelectedModel, type BuiltModel } from '../src/engine/graph.js';
+import { quantizeEncoderInt8 } from '../src/engine/quantize.js';
 import { featureIds, randomFill, type Shape } from './shapes.js';
 
 const { onnx } = onnxProto;
@@ -38,8 +39,9 @@ export function makeWeights(shape: Shape): Weights {
 
 const cfgOf = (shape: Shape) => ({ dModel: shape.dModel, architecture: 'topk' as const, k: shape.k, applyBDecToInput: true, normalization: 'none' as const });
 
-export function fullModel(shape: Shape, w: Weights): BuiltModel {
-  return buildFullTopKModel({ ...cfgOf(shape), dSae: shape.dSae }, { encoder: w.encoder, encoderTransposed: false, bEnc: w.bEnc, bDec: w.bDec, decoderNorm: undefined });
+export function fullModel(shape: Shape, w: Weights, int8 = false): BuiltModel {
+  const q = int8 ? quantizeEncoderInt8(w.encoder, shape.dModel, shape.dSae, false) : undefined;
+  return buildFullTopKModel({ ...cfgOf(shape), dSae: shape.dSae }, { encoder: w.encoder, encoderTransposed: false, bEnc: w.bEnc, bDec: w.bDec, decoderNorm: undefined }, undefined, q);
 }
 
 export function selectedModel(shape: Shape, w: Weights): BuiltModel {

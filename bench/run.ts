@@ -8,7 +8,7 @@
 //   5. resident memory per loaded SAE, with packs sharing an SAE and with two workers.
 // Writes bench-results/latest.md and latest.json. Set BENCH_QUICK=1 to skip the large shape (smoke run).
 import { execFile, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -46,6 +46,7 @@ interface EngineRow {
   engine: number;
   gemm: number;
   selected: number;
+  int8: number;
 }
 
 async function engineSection(shapes: Shape[]): Promise<EngineRow[]> {
@@ -55,6 +56,7 @@ async function engineSection(shapes: Shape[]): Promise<EngineRow[]> {
     const full = await createSession(fullModel(shape, w));
     const ceiling = await createSession(gemmCeilingModel(shape, w));
     const selected = await createSession(selectedModel(shape, w));
+    const int8 = await createSession(fullModel(shape, w, true));
     const feeds = featureFeeds(shape);
     for (const rows of ROWS) {
       const x = inputTensor(shape, rows);
@@ -64,9 +66,10 @@ async function engineSection(shapes: Shape[]): Promise<EngineRow[]> {
         engine: await timeRuns(full, { ...feeds, x }, ['reward']),
         gemm: await timeRuns(ceiling, { x }, ['y']),
         selected: await timeRuns(selected, { x }, ['reward']),
+        int8: await timeRuns(int8, { ...feeds, x }, ['reward']),
       });
     }
-    await Promise.all([full.release(), ceiling.release(), selected.release()]);
+    await Promise.all([full.release(), ceiling.release(), selected.release(), int8.release()]);
   }
   return results;
 }
@@ -178,6 +181,23 @@ async function main(): Promise<void> {
   log(`The MatMul-only graph computes x @ W_enc and a row sum (so its [N, d_sae] output is not copied out). selected_relu computes only the pack's ${FEATURES} columns.`);
   log();
 
+  log('## Opt-in `topk_int8` (int8 MatMulNBits, block 128, int8 activations) vs exact float32, same run');
+  log();
+  table(
+    ['shape', 'N', 'int8 tok/s', 'int8 / exact engine', 'int8 / fp32 MatMul ceiling', 'int8 / PyTorch'],
+    engine.map((r) => {
+      const t = typeof torch === 'string' ? NaN : (torch.get(`${r.shape}/${r.rows}`) ?? NaN);
+      return [r.shape, r.rows, fmt(r.rows / r.int8), ratio(r.engine, r.int8), ratio(r.gemm, r.int8), ratio(t, r.int8)];
+    }),
+  );
+  const agreementFile = path.join(ROOT, 'test/fixtures/int8/agreement.json');
+  if (existsSync(agreementFile)) {
+    const a = JSON.parse(readFileSync(agreementFile, 'utf8')) as Record<string, number>;
+    json.int8Agreement = a;
+    log(`Accuracy (float64 reference, \`npm run fixtures\`), ${a.tokens} real held-out tokens of smollm2-arith: TopK set identical on ${(100 * a.topk_set_identical!).toFixed(1)} % of tokens, mean Jaccard ${a.topk_jaccard_mean!.toFixed(4)}; the pack's active features identical on ${(100 * a.pack_active_set_identical!).toFixed(1)} %; per-token reward relative error median ${a.token_reward_rel_error_median!.toExponential(1)}, p99 ${a.token_reward_rel_error_p99!.toFixed(2)}.`);
+    log();
+  }
+
   const root = mkdtempSync(path.join(os.tmpdir(), 'mechreward-bench-'));
   try {
     writePack(root, 'bench', e2eShape);
@@ -226,8 +246,12 @@ async function main(): Promise<void> {
     writeFileSync(path.join(root, 'bench-exact', 'pack.json'), JSON.stringify({ schema: 'mechreward.pack/v1', name: 'bench-exact', sae: '../bench/sae', features: [{ id: 3, weight: 1 }] }));
     const shared = await measure(root);
     const twoWorkers = await measure(root, ['--workers', '2', '--intra-op-threads', '1']);
+    const int8Root = path.join(root, 'int8-only');
+    mkdirSync(path.join(int8Root, 'bench-int8'), { recursive: true });
+    writeFileSync(path.join(int8Root, 'bench-int8', 'pack.json'), JSON.stringify({ schema: 'mechreward.pack/v1', name: 'bench-int8', sae: '../../bench/sae', encode: 'topk_int8', features: [{ id: 3, weight: 1 }] }));
+    const int8Only = await measure(int8Root);
     const weightsMb = (e2eShape.dModel * e2eShape.dSae * 4) / 2 ** 20;
-    json.memory = { base, one, shared, twoWorkers, weightsMb };
+    json.memory = { base, one, shared, twoWorkers, int8Only, weightsMb };
     const mb = (b: number) => fmt(b / 2 ** 20);
     log(`## Resident memory (${e2eShape.name}; W_enc alone is ${fmt(weightsMb)} MiB in float32)`);
     log();
@@ -236,6 +260,7 @@ async function main(): Promise<void> {
       ['1 SAE, 1 pack, 1 worker', mb(one), mb(one - base)],
       ['1 SAE, 3 packs sharing it (2 exact topk + 1 selected_relu), 1 worker', mb(shared), mb(shared - base)],
       ['1 SAE, 3 packs, 2 workers x 1 thread', mb(twoWorkers), mb(twoWorkers - base)],
+      ['1 SAE, 1 topk_int8 pack, 1 worker', mb(int8Only), mb(int8Only - base)],
     ]);
   } finally {
     rmSync(root, { recursive: true, force: true });

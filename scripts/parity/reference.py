@@ -38,7 +38,7 @@ OWN_SCHEMA = "mechreward.pack/v1"
 ARCHITECTURES = {"topk": "topk", "standard": "relu", "relu": "relu", "jumprelu": "jumprelu"}
 NORMALIZATIONS = ("none", "expected_average_only_in", "constant_norm_rescale", "layer_norm")
 POOLINGS = ("mean", "sum", "max", "last_k")
-ENCODES = ("topk", "selected_relu")
+ENCODES = ("topk", "selected_relu", "topk_int8")  # topk_int8: see int8_reference.py
 INPUT_DTYPES = ("f32", "f16", "bf16")
 
 

@@ -9,6 +9,7 @@
 import onnxProto from 'onnx-proto';
 
 import { LAYER_NORM_EPS, type Architecture, type Normalization } from '../packs/sae.js';
+import { INT8_ACCURACY_LEVEL, type Int8Encoder } from './quantize.js';
 
 const { onnx } = onnxProto;
 type INodeProto = onnxProto.onnx.INodeProto;
@@ -17,6 +18,9 @@ type ITensorProto = onnxProto.onnx.ITensorProto;
 const OPSET = 17;
 const FLOAT = onnx.TensorProto.DataType.FLOAT;
 const INT64 = onnx.TensorProto.DataType.INT64;
+const UINT8 = onnx.TensorProto.DataType.UINT8;
+/** onnxruntime's contrib-op domain (MatMulNBits). */
+const MS_DOMAIN = 'com.microsoft';
 /** Initializers above this size go to external data instead of the protobuf. */
 const EXTERNAL_BYTES = 1 << 20;
 
@@ -37,13 +41,15 @@ class GraphBuilder {
   readonly nodes: INodeProto[] = [];
   readonly initializers: ITensorProto[] = [];
   readonly externalData: { path: string; data: Uint8Array }[] = [];
+  /** Operator domains beyond the default one that the graph uses. */
+  readonly domains = new Set<string>();
   private counter = 0;
 
   fresh(prefix: string): string {
     return `${prefix}_${this.counter++}`;
   }
 
-  op(opType: string, inputs: string[], attrs: Record<string, number | number[]> = {}, outputs = 1): string[] {
+  op(opType: string, inputs: string[], attrs: Record<string, number | number[]> = {}, outputs = 1, domain = ''): string[] {
     const outs = Array.from({ length: outputs }, () => this.fresh(opType.toLowerCase()));
     const attribute = Object.entries(attrs).map(([name, v]) =>
       Array.isArray(v)
@@ -52,7 +58,8 @@ class GraphBuilder {
           ? { name, type: onnx.AttributeProto.AttributeType.INT, i: v }
           : { name, type: onnx.AttributeProto.AttributeType.FLOAT, f: v },
     );
-    this.nodes.push({ opType, input: inputs, output: outs, attribute, name: this.fresh(`n_${opType}`) });
+    this.nodes.push({ opType, domain, input: inputs, output: outs, attribute, name: this.fresh(`n_${opType}`) });
+    if (domain) this.domains.add(domain);
     return outs;
   }
 
@@ -61,14 +68,21 @@ class GraphBuilder {
   }
 
   floats(name: string, values: Float32Array, dims: number[]): string {
-    const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+    return this.tensor(name, new Uint8Array(values.buffer, values.byteOffset, values.byteLength), dims, FLOAT);
+  }
+
+  uint8s(name: string, values: Uint8Array, dims: number[]): string {
+    return this.tensor(name, values, dims, UINT8);
+  }
+
+  private tensor(name: string, bytes: Uint8Array, dims: number[], dataType: number): string {
     if (bytes.byteLength > EXTERNAL_BYTES) {
       const location = `${name}.bin`;
       this.externalData.push({ path: location, data: bytes });
       this.initializers.push({
         name,
         dims,
-        dataType: FLOAT,
+        dataType,
         dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
         externalData: [
           { key: 'location', value: location },
@@ -77,7 +91,7 @@ class GraphBuilder {
         ],
       });
     } else {
-      this.initializers.push({ name, dims, dataType: FLOAT, rawData: bytes });
+      this.initializers.push({ name, dims, dataType, rawData: bytes });
     }
     return name;
   }
@@ -133,7 +147,7 @@ function serialise(g: GraphBuilder, inputs: ReturnType<typeof valueInfo>[], numF
   const model = onnx.ModelProto.create({
     irVersion: 8,
     producerName: 'mechreward',
-    opsetImport: [{ domain: '', version: OPSET }],
+    opsetImport: [{ domain: '', version: OPSET }, ...[...g.domains].map((domain) => ({ domain, version: 1 }))],
     graph: {
       name: 'mechreward_reward',
       node: g.nodes,
@@ -159,13 +173,14 @@ export interface FullEncoderWeights {
  * The exact TopK encode over all d_sae features; pack features are run-time inputs. With `decoder` (W_dec
  * [d_sae, d_model]) it also decodes the TopK code and outputs, per token, recon_err = ||x' - x_hat||^2 and
  * centered_energy = ||x' - mean(x')||^2 (x' = the normalised input), from which the scorer forms a
- * response's fraction of variance unexplained.
+ * response's fraction of variance unexplained. With `int8` (the `topk_int8` encode mode) the encoder product
+ * is onnxruntime's int8 MatMulNBits instead of the float32 Gemm; everything after it is unchanged.
  */
-export function buildFullTopKModel(cfg: EncoderConfig & { dSae: number }, w: FullEncoderWeights, decoder?: Float32Array): BuiltModel {
+export function buildFullTopKModel(cfg: EncoderConfig & { dSae: number }, w: FullEncoderWeights, decoder?: Float32Array, int8?: Int8Encoder): BuiltModel {
   const g = new GraphBuilder();
   const normalised = { name: 'x' };
   const x = preprocess(g, cfg, w.bDec, normalised);
-  let h = g.one('Gemm', [x, g.floats('W_enc', w.encoder, w.encoderTransposed ? [cfg.dSae, cfg.dModel] : [cfg.dModel, cfg.dSae]), g.floats('b_enc', w.bEnc, [cfg.dSae])], {
+  let h = int8 ? int8Encode(g, cfg, x, int8, w.bEnc) : g.one('Gemm', [x, g.floats('W_enc', w.encoder, w.encoderTransposed ? [cfg.dSae, cfg.dModel] : [cfg.dModel, cfg.dSae]), g.floats('b_enc', w.bEnc, [cfg.dSae])], {
     transB: w.encoderTransposed ? 1 : 0,
   });
   if (w.decoderNorm) h = g.one('Mul', [h, g.floats('decoder_norm', w.decoderNorm, [cfg.dSae])]);
@@ -199,6 +214,18 @@ export function buildFullTopKModel(cfg: EncoderConfig & { dSae: number }, w: Ful
     'F',
     decoder ? ['recon_err', 'centered_energy'] : [],
   );
+}
+
+/** h = x @ dequant(W_enc) + b_enc through MatMulNBits with int8 activations (see quantize.ts). */
+function int8Encode(g: GraphBuilder, cfg: EncoderConfig & { dSae: number }, x: string, q: Int8Encoder, bEnc: Float32Array): string {
+  const product = g.op(
+    'MatMulNBits',
+    [x, g.uint8s('W_enc_int8', q.packed, [cfg.dSae, q.numBlocks, q.blockSize]), g.floats('W_enc_scales', q.scales, [cfg.dSae * q.numBlocks])],
+    { K: cfg.dModel, N: cfg.dSae, bits: 8, block_size: q.blockSize, accuracy_level: INT8_ACCURACY_LEVEL },
+    1,
+    MS_DOMAIN,
+  )[0]!;
+  return g.one('Add', [product, g.floats('b_enc', bEnc, [cfg.dSae])]);
 }
 
 export interface SelectedWeights {

@@ -22,11 +22,12 @@ export function planEngine(packs: Iterable<Pack>): EnginePlan {
     const weights = [...spec.features.map((f) => f.weight), ...extra.map(() => 0)];
     const thresholds = [...spec.features.map((f) => f.threshold), ...extra.map(() => 0)];
     const recon = spec.monitor.fvuBound !== undefined;
-    if (sae.architecture === 'topk' && spec.encode === 'topk') {
+    if (sae.architecture === 'topk' && (spec.encode === 'topk' || spec.encode === 'topk_int8')) {
       // A session with the decoder branch is a separate session: onnxruntime runs every node of a graph
       // whatever outputs are fetched, so packs without the off-distribution rule must not pay for it.
-      const id = `sae:${sae.key}${recon ? ':recon' : ''}`;
-      if (!models.has(id)) models.set(id, { kind: 'full', id, sae, recon });
+      const int8 = spec.encode === 'topk_int8';
+      const id = `sae:${sae.key}${int8 ? ':int8' : ''}${recon ? ':recon' : ''}`;
+      if (!models.has(id)) models.set(id, { kind: 'full', id, sae, recon, int8 });
       plans.push({ pack: pack.name, modelId: id, dModel: sae.dModel, numColumns: ids.length, recon, runtimeFeatures: { ids, weights, thresholds } });
     } else {
       const id = `pack:${pack.name}`;

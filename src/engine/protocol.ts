@@ -17,6 +17,8 @@ export type ModelPlan =
       readonly sae: SaeSpec;
       /** Also decode the TopK code and output per-token reconstruction error (costs a second GEMM and W_dec). */
       readonly recon: boolean;
+      /** Encoder product in int8 (MatMulNBits) for `topk_int8` packs. */
+      readonly int8: boolean;
     }
   | {
       readonly kind: 'selected';

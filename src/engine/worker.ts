@@ -7,6 +7,7 @@ import { parentPort } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 
 import { buildFullTopKModel, buildSelectedModel, type BuiltModel } from './graph.js';
+import { quantizeEncoderInt8 } from './quantize.js';
 import type { FromWorker, InitMessage, ModelPlan, PackPlan, RunMessage, SessionSettings, ToWorker } from './protocol.js';
 import { gather, gatherEncoderColumns, loadSaeWeights, type LoadedSae } from './weights.js';
 
@@ -42,7 +43,10 @@ function sessionOptions(s: SessionSettings, external: BuiltModel['externalData']
 function buildModel(plan: ModelPlan, weights: LoadedSae): BuiltModel {
   const sae = plan.sae;
   const cfg = { dModel: sae.dModel, architecture: sae.architecture, k: sae.k, applyBDecToInput: sae.applyBDecToInput, normalization: sae.normalization };
-  if (plan.kind === 'full') return buildFullTopKModel({ ...cfg, dSae: sae.dSae }, weights, plan.recon ? weights.decoder : undefined);
+  if (plan.kind === 'full') {
+    const int8 = plan.int8 ? quantizeEncoderInt8(weights.encoder, sae.dModel, sae.dSae, weights.encoderTransposed) : undefined;
+    return buildFullTopKModel({ ...cfg, dSae: sae.dSae }, weights, plan.recon ? weights.decoder : undefined, int8);
+  }
   const ids = plan.featureIds;
   return buildSelectedModel(cfg, {
     encoderColumns: gatherEncoderColumns(sae, weights, ids),

@@ -59,7 +59,7 @@ export async function runG1(packDir: string, options: G1Options): Promise<G1Resu
 
   // Calibration of the off-distribution rule rides along when the SAE can decode: score with an infinite bound
   // so every response's reconstruction FVU is measured and none is flagged by it.
-  const canCalibrate = pack.sae.architecture === 'topk' && pack.spec.encode === 'topk' && pack.sae.tensors.wDec !== undefined;
+  const canCalibrate = pack.sae.architecture === 'topk' && pack.spec.encode !== 'selected_relu' && pack.sae.tensors.wDec !== undefined;
   const scored: Pack = canCalibrate ? { ...pack, spec: { ...pack.spec, monitor: { ...pack.spec.monitor, fvuBound: Number.MAX_VALUE } } } : pack;
   const maxBatchTokens = 1024;
   const engine = await EnginePool.start(planEngine([scored]), {

@@ -84,8 +84,9 @@ function checkPackAgainstSae(file: string, spec: PackSpec, sae: SaeSpec): void {
   for (const h of spec.monitor.hackSignatures) {
     for (const f of h.features) if (f >= sae.dSae) fail(`monitor.hack_signatures ${h.name} names feature ${f}, out of range (d_sae = ${sae.dSae})`);
   }
+  if (spec.encode === 'topk_int8' && sae.architecture !== 'topk') fail(`encode topk_int8 needs a TopK SAE; the SAE at ${sae.dir} is ${sae.architecture}`);
   if (spec.monitor.fvuBound !== undefined) {
-    if (sae.architecture !== 'topk' || spec.encode !== 'topk') fail('monitor.fvu_bound needs a TopK SAE served in topk mode (the reconstruction uses the exact TopK code)');
+    if (sae.architecture !== 'topk' || spec.encode === 'selected_relu') fail('monitor.fvu_bound needs a TopK SAE served in topk or topk_int8 mode (the reconstruction uses the TopK code)');
     if (!sae.tensors.wDec) fail(`monitor.fvu_bound needs W_dec, which ${sae.weightsPath} does not hold`);
   }
   const { dModel, dSae, k } = spec.claims;

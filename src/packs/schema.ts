@@ -5,7 +5,8 @@
 // Pure: reads nothing but the parsed JSON, so every rule here is unit-testable.
 import { MechRewardError } from '../errors.js';
 
-export type EncodeMode = 'topk' | 'selected_relu';
+/** `topk_int8`: the exact TopK rule applied to int8 pre-activations (opt-in, faster, approximate). */
+export type EncodeMode = 'topk' | 'topk_int8' | 'selected_relu';
 export type Pooling = { method: 'mean' | 'sum' | 'max' } | { method: 'last_k'; k: number };
 export type PackSchema = 'mechreward.pack/v1' | 'catalog-a' | 'catalog-b';
 
@@ -133,8 +134,8 @@ export function parsePackJson(file: string, json: unknown): PackSpec {
 
 function parseEncode(r: Reader, v: unknown): EncodeMode {
   if (v === undefined) return 'topk';
-  if (v === 'topk' || v === 'selected_relu') return v;
-  return r.fail('encode', `must be "topk" or "selected_relu", got ${JSON.stringify(v)}`);
+  if (v === 'topk' || v === 'topk_int8' || v === 'selected_relu') return v;
+  return r.fail('encode', `must be "topk", "topk_int8" or "selected_relu", got ${JSON.stringify(v)}`);
 }
 
 function parsePooling(r: Reader, v: unknown): Pooling {
