@@ -83,14 +83,20 @@ function findTorchPython(): string | undefined {
   return undefined;
 }
 
-async function torchSection(): Promise<Map<string, number> | string> {
+interface TorchTimes {
+  readonly fp32: Map<string, number>;
+  readonly int8: Map<string, number>;
+}
+
+async function torchSection(): Promise<TorchTimes | string> {
   const python = findTorchPython();
   if (!python) return 'PyTorch is not installed (run `bash python-shims/scripts/setup.sh`, which installs torch==2.13.0 into python-shims/.venv)';
   const { stdout } = await execFileAsync(python, [path.join(ROOT, 'bench/torch_encode.py'), '--threads', String(CORES)], { maxBuffer: 1 << 20, timeout: 20 * 60_000 });
-  const times = new Map<string, number>();
+  const times = { fp32: new Map<string, number>(), int8: new Map<string, number>() };
   for (const line of stdout.trim().split('\n')) {
-    const r = JSON.parse(line) as { shape: string; rows: number; seconds: number; torch: string };
-    times.set(`${r.shape}/${r.rows}`, r.seconds);
+    const r = JSON.parse(line) as { shape: string; rows: number; seconds: number; seconds_int8: number; torch: string };
+    times.fp32.set(`${r.shape}/${r.rows}`, r.seconds);
+    times.int8.set(`${r.shape}/${r.rows}`, r.seconds_int8);
     json.torch = r.torch;
   }
   return times;
@@ -164,7 +170,7 @@ async function main(): Promise<void> {
   const engine = await engineSection(shapes);
   json.engine = engine;
   const torch = await torchSection();
-  json.torchTimes = typeof torch === 'string' ? torch : Object.fromEntries(torch);
+  json.torchTimes = typeof torch === 'string' ? torch : { fp32: Object.fromEntries(torch.fp32), int8: Object.fromEntries(torch.int8) };
 
   log('## Engine only vs GEMM ceiling vs PyTorch (same shapes, same threads, median of ≥3 runs)');
   log();
@@ -172,7 +178,7 @@ async function main(): Promise<void> {
     ['shape', 'N', 'engine tok/s', 'engine GFLOP/s', 'MatMul-only tok/s', 'engine / ceiling', 'PyTorch tok/s', 'engine / PyTorch', 'selected_relu tok/s', 'selected / topk'],
     engine.map((r) => {
       const shape = shapes.find((s) => s.name === r.shape)!;
-      const t = typeof torch === 'string' ? NaN : (torch.get(`${r.shape}/${r.rows}`) ?? NaN);
+      const t = typeof torch === 'string' ? NaN : (torch.fp32.get(`${r.shape}/${r.rows}`) ?? NaN);
       return [r.shape, r.rows, fmt(r.rows / r.engine), fmt(gemmFlops(shape, r.rows) / r.engine / 1e9, 1), fmt(r.rows / r.gemm), ratio(r.gemm, r.engine), Number.isFinite(t) ? fmt(r.rows / t) : 'n/a', ratio(t, r.engine), fmt(r.rows / r.selected), ratio(r.engine, r.selected)];
     }),
   );
@@ -184,12 +190,16 @@ async function main(): Promise<void> {
   log('## Opt-in `topk_int8` (int8 MatMulNBits, block 128, int8 activations) vs exact float32, same run');
   log();
   table(
-    ['shape', 'N', 'int8 tok/s', 'int8 / exact engine', 'int8 / fp32 MatMul ceiling', 'int8 / PyTorch'],
+    ['shape', 'N', 'int8 tok/s', 'int8 / exact engine', 'int8 / fp32 MatMul ceiling', 'int8 / PyTorch fp32', 'PyTorch int8 tok/s', 'int8 / PyTorch int8'],
     engine.map((r) => {
-      const t = typeof torch === 'string' ? NaN : (torch.get(`${r.shape}/${r.rows}`) ?? NaN);
-      return [r.shape, r.rows, fmt(r.rows / r.int8), ratio(r.engine, r.int8), ratio(r.gemm, r.int8), ratio(t, r.int8)];
+      const key = `${r.shape}/${r.rows}`;
+      const t = typeof torch === 'string' ? NaN : (torch.fp32.get(key) ?? NaN);
+      const t8 = typeof torch === 'string' ? NaN : (torch.int8.get(key) ?? NaN);
+      return [r.shape, r.rows, fmt(r.rows / r.int8), ratio(r.engine, r.int8), ratio(r.gemm, r.int8), ratio(t, r.int8), Number.isFinite(t8) ? fmt(r.rows / t8) : 'n/a', ratio(t8, r.int8)];
     }),
   );
+  log('PyTorch int8 = the same encode with `torch.ao.quantization.quantize_dynamic` (per-channel int8 weights, int8 activations, fbgemm).');
+  log();
   const agreementFile = path.join(ROOT, 'test/fixtures/int8/agreement.json');
   if (existsSync(agreementFile)) {
     const a = JSON.parse(readFileSync(agreementFile, 'utf8')) as Record<string, number>;
