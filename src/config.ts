@@ -34,6 +34,8 @@ export interface ServeConfig {
   tlsCert: string;
   tlsKey: string;
   tlsClientCa: string;
+  readerUrl: string;
+  readerTimeoutMs: number;
 }
 
 interface OptionSpec {
@@ -71,6 +73,8 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'tlsCert', flag: '--tls-cert <path>', env: 'MECHREWARD_TLS_CERT', kind: 'string', help: "PEM server certificate (chain): serve gRPC and HTTP over TLS ('' = plaintext, fine on loopback)", defaultValue: () => '' },
   { key: 'tlsKey', flag: '--tls-key <path>', env: 'MECHREWARD_TLS_KEY', kind: 'string', help: 'PEM private key of --tls-cert', defaultValue: () => '' },
   { key: 'tlsClientCa', flag: '--tls-client-ca <path>', env: 'MECHREWARD_TLS_CLIENT_CA', kind: 'string', help: "PEM CA bundle: require client certificates signed by it on both transports (mutual TLS; '' = no client certificates)", defaultValue: () => '' },
+  { key: 'readerUrl', flag: '--reader-url <url>', env: 'MECHREWARD_READER_URL', kind: 'string', help: "base URL of a reader process (python -m mechreward_client.reader) that turns text into activations for POST /v1/openrlhf/{pack} ('' = that route answers 501)", defaultValue: () => '' },
+  { key: 'readerTimeoutMs', flag: '--reader-timeout-ms <n>', env: 'MECHREWARD_READER_TIMEOUT_MS', kind: 'int', help: "deadline of one reader call; past it the OpenRLHF route answers the fallback reward with extra_logs.mechreward_unscored = 1", defaultValue: () => 60000 },
   { key: 'logLevel', flag: '--log-level <level>', env: 'MECHREWARD_LOG_LEVEL', kind: 'string', help: 'pino log level', defaultValue: () => 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
 ];
 
@@ -126,6 +130,8 @@ export function resolveServeConfig(explicit: Partial<Record<keyof ServeConfig, u
   if (cfg.grpcPort > 65535 || cfg.httpPort > 65535) throw invalid('ports must be at most 65535');
   if (Boolean(cfg.tlsCert) !== Boolean(cfg.tlsKey)) throw invalid('--tls-cert and --tls-key go together');
   if (cfg.tlsClientCa && !cfg.tlsCert) throw invalid('--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS first)');
+  if (cfg.readerUrl && !/^https?:\/\/[^/]/.test(cfg.readerUrl)) throw invalid(`--reader-url (MECHREWARD_READER_URL): ${JSON.stringify(cfg.readerUrl)} is not an http:// or https:// URL`);
+  if (cfg.readerTimeoutMs < 1) throw invalid('readerTimeoutMs must be at least 1');
   cfg.packs = path.resolve(cfg.packs);
   if (cfg.runsDb) cfg.runsDb = path.resolve(cfg.runsDb);
   return cfg;

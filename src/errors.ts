@@ -31,6 +31,9 @@ export const ERROR_CATALOGUE = {
   MR_ERR_NONFINITE_OUTPUT: { grpc: GrpcStatus.INTERNAL, http: 500, errorType: 'internal', retryable: false },
   MR_ERR_BACKEND: { grpc: GrpcStatus.INTERNAL, http: 500, errorType: 'internal', retryable: false },
   MR_ERR_INTERNAL: { grpc: GrpcStatus.INTERNAL, http: 500, errorType: 'internal', retryable: false },
+  // The reader (text -> activations) behind the OpenRLHF route: not configured, or it failed.
+  MR_ERR_READER_NOT_CONFIGURED: { grpc: GrpcStatus.FAILED_PRECONDITION, http: 501, errorType: 'config', retryable: false },
+  MR_ERR_READER_FAILED: { grpc: GrpcStatus.UNAVAILABLE, http: 502, errorType: 'not_ready', retryable: true },
   // Start-up errors: never sent over the wire, but catalogued so the CLI reports them the same way.
   MR_ERR_CONFIG_INVALID: { grpc: GrpcStatus.FAILED_PRECONDITION, http: 500, errorType: 'config', retryable: false },
   MR_ERR_PACK_INVALID: { grpc: GrpcStatus.FAILED_PRECONDITION, http: 500, errorType: 'pack', retryable: false },

@@ -36,6 +36,6 @@ export function createMetrics(info: { version: string; ortVersion: string }) {
   };
   m.buildInfo.set({ version: info.version, ort_version: info.ortVersion }, 1);
   for (const where of ['input', 'output']) m.nonfinite.inc({ where }, 0);
-  for (const reason of ['overloaded', 'not_ready', 'timeout', 'cancelled', 'validation', 'not_found', 'internal']) m.failures.inc({ reason }, 0);
+  for (const reason of ['overloaded', 'not_ready', 'timeout', 'cancelled', 'validation', 'not_found', 'internal', 'reader']) m.failures.inc({ reason }, 0);
   return m;
 }

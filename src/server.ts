@@ -15,6 +15,7 @@ import { loadPackDirectory } from './packs/registry.js';
 import { validationProblem } from './packs/validation.js';
 import { RunMonitor } from './monitor/monitor.js';
 import { RunStore } from './monitor/store.js';
+import { ReaderClient } from './reader/client.js';
 import { Service } from './service.js';
 import { grpcCredentials, loadTls } from './tls.js';
 import { buildGrpcServer } from './transports/grpc/server.js';
@@ -83,7 +84,8 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
   const admission = new Admission(config.maxInflight);
   const monitor = new RunMonitor(await RunStore.open(config.runsDb || undefined), catalogue.packs);
   const scorer = new Scorer(catalogue.packs, engine, admission, { maxTokensPerRequest: config.maxTokensPerRequest, maxBatchTokens: config.maxBatchTokens }, monitor);
-  const service = new Service(config, catalogue.packs, scorer, admission, monitor, metrics, log, engine, ortVersion);
+  const reader = config.readerUrl ? new ReaderClient(config.readerUrl, config.readerTimeoutMs) : undefined;
+  const service = new Service(config, catalogue.packs, scorer, admission, monitor, metrics, log, engine, ortVersion, reader);
 
   // Bind first, load second: while large SAEs load, /healthz answers, /readyz says 503 with a reason, gRPC
   // health says NOT_SERVING and Score says UNAVAILABLE, so orchestrators can tell "starting" from "dead".

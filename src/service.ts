@@ -8,6 +8,7 @@ import type { ScoreOutput, Scorer } from './core/scorer.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import type { RunMonitor } from './monitor/monitor.js';
+import type { ReaderClient } from './reader/client.js';
 import type { Pack } from './packs/registry.js';
 import { VERSION } from './version.js';
 
@@ -41,6 +42,8 @@ export class Service {
     readonly log: Logger,
     private readonly engine: { readonly ready: boolean; readonly queueDepth: number },
     private readonly ortVersion: string,
+    /** The text -> activations reader behind POST /v1/openrlhf/{pack}; undefined without --reader-url. */
+    readonly reader: ReaderClient | undefined = undefined,
   ) {
     this.auth = new TokenCheck(config.authToken);
   }

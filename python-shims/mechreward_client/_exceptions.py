@@ -126,6 +126,8 @@ CODE_TO_EXCEPTION: dict[str, type[APIError]] = {
     "MR_ERR_NONFINITE_OUTPUT": InternalServerError,
     "MR_ERR_BACKEND": InternalServerError,
     "MR_ERR_INTERNAL": InternalServerError,
+    "MR_ERR_READER_NOT_CONFIGURED": InternalServerError,  # HTTP OpenRLHF route only: no --reader-url
+    "MR_ERR_READER_FAILED": UnavailableError,  # HTTP OpenRLHF route only; answered there with a flagged fallback
     "MR_ERR_CONFIG_INVALID": InternalServerError,
     "MR_ERR_PACK_INVALID": InternalServerError,
 }

@@ -7,6 +7,7 @@ import { MechRewardError, toHttpError } from '../../errors.js';
 import type { SequenceInput } from '../../core/decode.js';
 import { Service } from '../../service.js';
 import { httpsOptions, type TlsMaterial } from '../../tls.js';
+import { registerOpenRlhfRoute } from './openrlhf.js';
 import { registerMonitorPage } from './page.js';
 
 const MSGPACK = 'application/msgpack';
@@ -107,6 +108,7 @@ export function buildHttpApp(service: Service, tls?: TlsMaterial): FastifyInstan
   app.get('/v1/runs', async () => ({ runs: service.monitor.list() }));
   app.get<{ Params: { run_id: string } }>('/v1/runs/:run_id', async (req) => service.monitor.get(req.params.run_id));
   registerMonitorPage(app);
+  registerOpenRlhfRoute(app, service);
 
   app.post('/v1/score', async (req: FastifyRequest, reply: FastifyReply) => {
     if (!service.isReady()) throw new MechRewardError('MR_ERR_NOT_READY', `server is not ready: ${service.notReadyReason()}`);
