@@ -1,14 +1,38 @@
 #!/usr/bin/env bash
-# Create or refresh the Python environment for python-shims: a virtualenv with the pinned dependencies of
-# constraints.txt and mechreward_client installed editable (which generates the gRPC stubs from ../proto).
+# Create or refresh a Python environment for python-shims: a virtualenv with pinned dependencies and
+# mechreward_client installed editable (which generates the gRPC stubs from ../proto).
 # Idempotent: when nothing it depends on changed, it only checks the environment and exits (about a second).
 #
-#   bash python-shims/scripts/setup.sh          # venv in python-shims/.venv (override: MECHREWARD_PY_VENV)
+#   bash python-shims/scripts/setup.sh          # TRL + OpenRLHF: python-shims/.venv, constraints.txt
+#                                               #   (override the folder: MECHREWARD_PY_VENV)
+#   bash python-shims/scripts/setup.sh verl     # verl 0.9: python-shims/.venv-verl, constraints-verl.txt
+#                                               #   (its own venv: verl pins transformers < 5.11; MECHREWARD_VERL_VENV)
 set -euo pipefail
 
 SHIMS="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 REPO="$(dirname "$SHIMS")"
-VENV="${MECHREWARD_PY_VENV:-$SHIMS/.venv}"
+FLAVOUR="${1:-trl}"
+case "$FLAVOUR" in
+  trl)
+    VENV="${MECHREWARD_PY_VENV:-$SHIMS/.venv}"
+    CONSTRAINTS="$SHIMS/constraints.txt"
+    EXTRAS="trl,openrlhf,test"
+    # OpenRLHF is installed without its dependencies: it pins flash-attn, deepspeed and bitsandbytes, which
+    # cannot install on a CPU machine. Its agent executor needs only these (constraints.txt pins them).
+    NO_DEPS=(openrlhf==0.11.2)
+    MORE=(aiohttp pylatexenc)
+    CHECK="import torch, trl, openrlhf.utils.agent, mechreward_client._generated.reward_pb2_grpc"
+    ;;
+  verl)
+    VENV="${MECHREWARD_VERL_VENV:-$SHIMS/.venv-verl}"
+    CONSTRAINTS="$SHIMS/constraints-verl.txt"
+    EXTRAS="verl"
+    NO_DEPS=()
+    MORE=(verl pytest pytest-timeout)
+    CHECK="import verl, mechreward_client.verl, mechreward_client._generated.reward_pb2_grpc"
+    ;;
+  *) echo "python-shims setup: unknown environment '$FLAVOUR' (trl or verl)" >&2; exit 2 ;;
+esac
 PYTHON="${PYTHON:-python3}"
 LOG="$(mktemp -t mechreward-py-setup.XXXXXX)"
 trap 'rm -f "$LOG"' EXIT
@@ -16,9 +40,9 @@ trap 'rm -f "$LOG"' EXIT
 # Everything that changes what gets installed; a different checkout path needs a new editable link too.
 stamp() {
   {
-    echo "$SHIMS"
+    echo "$SHIMS $FLAVOUR"
     "$PYTHON" --version 2>&1
-    cat "$SHIMS/constraints.txt" "$SHIMS/pyproject.toml" "$SHIMS/setup.py" "$SHIMS/generate_stubs.py"
+    cat "$CONSTRAINTS" "$SHIMS/pyproject.toml" "$SHIMS/scripts/setup.sh" "$SHIMS/setup.py" "$SHIMS/generate_stubs.py"
     find "$REPO/proto" -name '*.proto' -type f | LC_ALL=C sort | xargs cat
   } | sha256sum | cut -d' ' -f1
 }
@@ -34,19 +58,20 @@ quietly() {  # run a step, showing its output only if it fails
 STAMP="$(stamp)"
 STAMP_FILE="$VENV/.mechreward-setup-stamp"
 if [[ -f "$STAMP_FILE" && "$(cat "$STAMP_FILE")" == "$STAMP" ]] \
-  && "$VENV/bin/python" -c "import torch, trl, mechreward_client._generated.reward_pb2_grpc" >/dev/null 2>&1; then
+  && "$VENV/bin/python" -c "$CHECK" >/dev/null 2>&1; then
   echo "python-shims setup: $VENV is up to date"
   exit 0
 fi
 
-echo "python-shims setup: installing pinned dependencies into $VENV (first run: about a minute)"
+echo "python-shims setup: installing pinned dependencies into $VENV (first run: one to a few minutes)"
 [[ -x "$VENV/bin/python" ]] || quietly "$PYTHON" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 # torch first and exactly pinned: pip then takes the CPU wheel kept on this machine's disk.
-quietly "${PIP[@]}" install -c "$SHIMS/constraints.txt" torch==2.13.0
+quietly "${PIP[@]}" install -c "$CONSTRAINTS" torch==2.13.0
 # Build requirements of mechreward_client, so the editable install needs no isolated build environment.
-quietly "${PIP[@]}" install -c "$SHIMS/constraints.txt" setuptools grpcio-tools
-quietly "${PIP[@]}" install -c "$SHIMS/constraints.txt" --no-build-isolation -e "$SHIMS[trl,test]"
-"$VENV/bin/python" -c "import torch, trl, mechreward_client._generated.reward_pb2_grpc"
+quietly "${PIP[@]}" install -c "$CONSTRAINTS" setuptools grpcio-tools
+if [[ ${#NO_DEPS[@]} -gt 0 ]]; then quietly "${PIP[@]}" install -c "$CONSTRAINTS" --no-deps "${NO_DEPS[@]}"; fi
+quietly "${PIP[@]}" install -c "$CONSTRAINTS" --no-build-isolation -e "$SHIMS[$EXTRAS]" "${MORE[@]}"
+"$VENV/bin/python" -c "$CHECK"
 echo "$STAMP" >"$STAMP_FILE"
 echo "python-shims setup: done"

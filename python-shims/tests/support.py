@@ -205,3 +205,66 @@ def word_prompts(count: int, seed: int, min_words: int = 3, max_words: int = 6) 
         " ".join(f"w{int(i)}" for i in rng.integers(0, 61, size=int(rng.integers(min_words, max_words + 1))))
         for _ in range(count)
     ]
+
+
+# --- a reader fixture: the tiny Qwen2 of docs (integrations §6) saved to disk, and a pack on its layer -------
+
+QWEN_HIDDEN = 32
+QWEN_LAYERS = 2
+
+
+def tiny_qwen2(seed: int = 0):
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(
+        vocab_size=len(VOCAB), hidden_size=QWEN_HIDDEN, intermediate_size=64, num_hidden_layers=QWEN_LAYERS,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+        pad_token_id=0, eos_token_id=1, bos_token_id=1, tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    return Qwen2ForCausalLM(cfg).eval()
+
+
+@dataclass(frozen=True)
+class ReaderFixture:
+    model_dir: str  # the model, loadable with from_pretrained(local_files_only=True)
+    tokenizer_dir: str
+    packs_dir: str
+    pack: str
+    layer: int
+    sae: TopKSae
+    features: list[tuple[int, float]]
+
+
+def write_reader_fixture(root: str, *, layer: int = 0, pack: str = "tiny-qwen2") -> ReaderFixture:
+    """Save the tiny Qwen2 under root/reader, its tokenizer under root/tokenizer, and a TopK pack at its ``layer`` under root/packs.
+
+    The pack's SAE is random with k = 40 of 96, so each pack feature fires on about 40 % of tokens; weights mix signs.
+    """
+    model_dir = os.path.join(root, "reader")
+    tiny_qwen2().save_pretrained(model_dir)
+    # The tokenizer gets its own folder: beside a Qwen2 config.json, AutoTokenizer would build Qwen2's byte-level
+    # tokenizer class around this word-level vocabulary and split the words differently.
+    tokenizer_dir = os.path.join(root, "tokenizer")
+    tiny_tokenizer().save_pretrained(tokenizer_dir)
+    sae = random_topk_sae(QWEN_HIDDEN, 96, 40, seed=11, scale=4.0)
+    features = [(3, 1.0), (17, -0.5), (40, 0.75), (77, 2.0), (90, -1.25)]
+    packs_dir = os.path.join(root, "packs")
+    write_pack(os.path.join(packs_dir, pack), sae, layer=layer, features=features, name=pack)
+    return ReaderFixture(model_dir, tokenizer_dir, packs_dir, pack, layer, sae, features)
+
+
+def reference_rewards_for_ids(model_dir: str, ids: list[int], layer: int, fixture: ReaderFixture) -> np.ndarray:
+    """float64 per-token rewards of ``ids``, from ``hidden_states[layer + 1]`` of a plain full forward.
+
+    Independent of the adapters' hook-based capture: a fresh model load, the whole network run, the §2 index.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True).eval()
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([ids]), output_hidden_states=True, use_cache=False)
+    x = out.hidden_states[layer + 1][0].double().numpy()
+    return reference_token_rewards(x, fixture.sae, fixture.features)

@@ -1,0 +1,182 @@
+"""OpenRLHF 0.11.2 (installed with --no-deps) gets rewards from us through its own SingleTurnAgentExecutor.
+
+- ``--reward.remote_url examples/openrlhf_reward.py``: OpenRLHF exec's our one-line file and calls
+  ``reward_func``; the reward equals a float64 reference from ``hidden_states[layer + 1]`` of an independent
+  full forward of the reader model.
+- ``--reward.remote_url http://.../v1/openrlhf/PACK``: the sidecar forwards the text to a real reader process
+  (``python -m mechreward_client.reader``) and answers the same reward; with two URLs the executor rotates
+  over both; the empty-list request (sent by OpenRLHF up to 0.11.0 to every extra URL) gets empty lists.
+- Failures give the fallback reward with ``extra_logs.mechreward_unscored = 1``, never a missing reward.
+
+The generation engine is a stand-in returning fixed token ids (vLLM cannot run here); everything after it is
+OpenRLHF's code and ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+from types import SimpleNamespace
+
+import aiohttp
+import pytest
+from openrlhf.utils.agent import SingleTurnAgentExecutor
+from transformers import AutoTokenizer
+
+import mechreward_client.openrlhf as orl
+from support import REPO, reference_rewards_for_ids, start_sidecar, write_reader_fixture
+
+EXAMPLE = os.path.join(REPO, "examples", "openrlhf_reward.py")
+
+
+class ReaderProcess:
+    def __init__(self, fixture) -> None:
+        self.process = subprocess.Popen([sys.executable, "-m", "mechreward_client.reader", "--model", fixture.model_dir, "--tokenizer", fixture.tokenizer_dir, "--port", "0"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        ready = threading.Event()
+        self.port = 0
+
+        def drain() -> None:
+            for line in self.process.stderr:
+                if not ready.is_set() and line.startswith("{"):
+                    self.port = json.loads(line)["port"]
+                    ready.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        if not ready.wait(120):
+            self.process.kill()
+            raise RuntimeError("reader did not start")
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
+
+
+@pytest.fixture(scope="module")
+def fixture(tmp_path_factory):
+    return write_reader_fixture(str(tmp_path_factory.mktemp("openrlhf")))
+
+
+@pytest.fixture(scope="module")
+def reader(fixture):
+    r = ReaderProcess(fixture)
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="module")
+def sidecar(fixture, reader):
+    s = start_sidecar(fixture.packs_dir, "--reader-url", reader.url, "--reader-timeout-ms", "30000")
+    yield s
+    assert s.stop() == 0
+
+
+class StandInEngine:
+    """vLLM's place: answers fixed response ids for each prompt (OpenRLHF tokenizes the prompt itself)."""
+
+    def __init__(self, response_ids: list[int]) -> None:
+        self.response_ids = response_ids
+        self.seen: list[list[int]] = []
+
+    async def generate(self, prompt_ids, sampling_params, multi_modal_data=None):
+        self.seen.append(list(prompt_ids))
+        return SimpleNamespace(outputs=[SimpleNamespace(token_ids=list(self.response_ids), text="", finish_reason="stop", logprobs=None)])
+
+
+def execute(executor: SingleTurnAgentExecutor, tok, prompt: str, response_ids: list[int]) -> dict:
+    engine = StandInEngine(response_ids)
+    params = SimpleNamespace(max_tokens=8, logprobs=None)
+    return asyncio.run(executor.execute(prompt, "w1", params, 64, tok, engine))
+
+
+def expected_reward(fixture, tok, prompt: str, response_ids: list[int]) -> float:
+    prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    ref = reference_rewards_for_ids(fixture.model_dir, prompt_ids + response_ids, fixture.layer, fixture)
+    return float(ref[len(prompt_ids):].mean())
+
+
+def reward_of(out: dict) -> float:
+    assert out["reward"] is not None, "a missing reward is fatal in OpenRLHF"
+    value = out["reward"]
+    return float(value[0] if isinstance(value, list) else value)
+
+
+@pytest.fixture()
+def env_settings(fixture, sidecar, monkeypatch):
+    monkeypatch.setenv("MECHREWARD_PACK", fixture.pack)
+    monkeypatch.setenv("MECHREWARD_READER_MODEL", fixture.model_dir)
+    monkeypatch.setenv("MECHREWARD_READER_TOKENIZER", fixture.tokenizer_dir)
+    monkeypatch.setenv("MECHREWARD_TARGET", sidecar.target)
+    monkeypatch.setattr(orl, "_default", None)
+
+
+def test_reward_func_file_through_openrlhfs_executor(fixture, env_settings):
+    tok = AutoTokenizer.from_pretrained(fixture.tokenizer_dir)
+    executor = SingleTurnAgentExecutor(EXAMPLE)
+    assert executor.reward_func is not None, "OpenRLHF loaded reward_func from the .py file"
+    for prompt, response in [("w1 w2 w3", [10, 11, 12, 1]), ("w7 w8", [20, 21])]:
+        out = execute(executor, tok, prompt, response)
+        assert reward_of(out) == pytest.approx(expected_reward(fixture, tok, prompt, response), rel=1e-4, abs=1e-4)
+        assert abs(reward_of(out)) > 1e-3
+        assert out["scores"] == out["reward"]
+        assert out["extra_logs"]["mechreward_unscored"] == [0.0]
+
+
+def test_http_endpoint_through_openrlhfs_executor(fixture, sidecar):
+    tok = AutoTokenizer.from_pretrained(fixture.tokenizer_dir)
+    url = f"http://127.0.0.1:{sidecar.http_port}/v1/openrlhf/{fixture.pack}"
+    prompt, response = "w3 w4 w5 w6", [30, 31, 32, 1]
+    out = execute(SingleTurnAgentExecutor([url]), tok, prompt, response)
+    assert reward_of(out) == pytest.approx(expected_reward(fixture, tok, prompt, response), rel=1e-4, abs=1e-4)
+    assert out["extra_logs"]["mechreward_unscored"] == [0]
+
+
+def test_two_urls_and_the_empty_list_request(fixture, sidecar):
+    tok = AutoTokenizer.from_pretrained(fixture.tokenizer_dir)
+    urls = [f"http://127.0.0.1:{sidecar.http_port}/v1/openrlhf/{fixture.pack}", f"http://localhost:{sidecar.http_port}/v1/openrlhf/{fixture.pack}"]
+    executor = SingleTurnAgentExecutor(urls)
+    prompt, response = "w9 w10", [40, 41, 1]
+    want = expected_reward(fixture, tok, prompt, response)
+    for _ in range(2):  # the executor rotates over its URLs from call to call
+        assert reward_of(execute(executor, tok, prompt, response)) == pytest.approx(want, rel=1e-4, abs=1e-4)
+
+    async def empty() -> tuple[int, dict]:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(urls[1], json={"query": [], "prompts": [], "labels": []}) as r:
+                return r.status, await r.json()
+
+    assert asyncio.run(empty()) == (200, {"rewards": [], "scores": [], "extra_logs": {}})
+
+
+def test_failures_give_the_flagged_fallback_never_a_missing_reward(fixture, monkeypatch, tmp_path):
+    tok = AutoTokenizer.from_pretrained(fixture.tokenizer_dir)
+    reader = ReaderProcess(fixture)
+    own = start_sidecar(fixture.packs_dir, "--reader-url", reader.url, "--reader-timeout-ms", "30000")
+    try:
+        url = f"http://127.0.0.1:{own.http_port}/v1/openrlhf/{fixture.pack}"
+        reader.stop()  # the sidecar is up, its reader is gone
+        out = execute(SingleTurnAgentExecutor([url]), tok, "w1 w2", [5, 6])
+        assert reward_of(out) == 0.0
+        assert out["extra_logs"]["mechreward_unscored"] == [1]
+
+        # The .py path with the sidecar stopped: reward_func answers the fallback, flagged.
+        monkeypatch.setenv("MECHREWARD_PACK", fixture.pack)
+        monkeypatch.setenv("MECHREWARD_READER_MODEL", fixture.model_dir)
+        monkeypatch.setenv("MECHREWARD_READER_TOKENIZER", fixture.tokenizer_dir)
+        monkeypatch.setenv("MECHREWARD_TARGET", own.target)
+        monkeypatch.setenv("MECHREWARD_LAYER", str(fixture.layer))
+        monkeypatch.setenv("MECHREWARD_TIMEOUT", "2")
+        monkeypatch.setenv("MECHREWARD_RETRIES", "0")
+        monkeypatch.setattr(orl, "_default", None)
+    finally:
+        own.stop()
+        reader.stop()
+    out = execute(SingleTurnAgentExecutor(EXAMPLE), tok, "w1 w2", [5, 6])
+    assert reward_of(out) == 0.0
+    assert out["extra_logs"]["mechreward_unscored"] == [1.0]
