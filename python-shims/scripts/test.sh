@@ -1,20 +1,37 @@
 #!/usr/bin/env bash
-# Set up the Python environment (if needed) and run every python-shims test against the real sidecar.
+# Set up the Python environments (if needed) and run every python-shims test against the real sidecar:
+# tests/ in .venv (TRL, OpenRLHF), then tests_verl/ in .venv-verl (verl 0.9 pins an older transformers).
 # Exits non-zero on any failure, and also when pytest collected no tests (its exit code 5).
 #
-#   bash python-shims/scripts/test.sh [pytest args...]
+#   bash python-shims/scripts/test.sh [pytest args...]     # args go to the tests/ run
+#   MECHREWARD_SKIP_VERL=1 bash python-shims/scripts/test.sh   # tests/ only (the summary says so)
 set -uo pipefail
 
 SHIMS="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${MECHREWARD_PY_VENV:-$SHIMS/.venv}"
+VERL_VENV="${MECHREWARD_VERL_VENV:-$SHIMS/.venv-verl}"
+
+run_pytest() {  # python, then pytest args; pytest's "no tests ran" (5) counts as a failure
+  "$@"
+  local status=$?
+  if [[ $status -eq 5 ]]; then
+    echo "python-shims: pytest ran no tests; counting that as a failure" >&2
+    return 1
+  fi
+  return $status
+}
 
 bash "$SHIMS/scripts/setup.sh" || exit 1
-
 cd "$SHIMS"
-"$VENV/bin/python" -m pytest "$@"
+run_pytest "$VENV/bin/python" -m pytest "$@"
 status=$?
-if [[ $status -eq 5 ]]; then
-  echo "python-shims: pytest ran no tests; counting that as a failure" >&2
-  exit 1
+
+if [[ "${MECHREWARD_SKIP_VERL:-}" == "1" ]]; then
+  echo "python-shims: tests_verl/ NOT run (MECHREWARD_SKIP_VERL=1)" >&2
+  exit $status
 fi
-exit $status
+bash "$SHIMS/scripts/setup.sh" verl || exit 1
+run_pytest "$VERL_VENV/bin/python" -m pytest tests_verl
+verl_status=$?
+[[ $status -ne 0 ]] && exit $status
+exit $verl_status

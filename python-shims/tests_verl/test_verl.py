@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -76,8 +75,9 @@ def valid_ids(batch: DataProto, i: int) -> tuple[list[int], int]:
     return p + r, len(p)
 
 
-def run(coro):
-    return asyncio.new_event_loop().run_until_complete(coro)
+def run(manager, data):
+    """run_single on the event loop the manager took at construction, as verl's RewardLoopWorker does."""
+    return manager.loop.run_until_complete(manager.run_single(data))
 
 
 def test_plain_import_verl_finds_the_plugin_in_a_fresh_process():
@@ -106,7 +106,7 @@ def test_run_single_returns_the_sidecars_scores(reader_fixture, sidecar):
     manager = load_reward_manager(make_config(reader_fixture, sidecar.target), tok)
     assert isinstance(manager, MechRewardManager)
     for i in range(len(batch)):
-        out = run(manager.run_single(batch[i : i + 1]))
+        out = run(manager, batch[i : i + 1])
         ids, start = valid_ids(batch, i)
         ref = reference_rewards_for_ids(reader_fixture.model_dir, ids, reader_fixture.layer, reader_fixture)
         info = out["reward_extra_info"]
@@ -128,7 +128,7 @@ def test_compute_score_through_verls_naive_manager(reader_fixture, sidecar):
     fn = get_custom_reward_fn(config)
     manager = NaiveRewardManager(config=config, tokenizer=tok, compute_score=fn)
     batch = make_batch(tok, ["w1 w2 w3"], ["w4 w5 w6"])
-    out = run(manager.run_single(batch[0:1]))
+    out = run(manager, batch[0:1])
     # verl decodes the response with skip_special_tokens=True; the prompt comes from extra_info["prompt"].
     response_text = tok.decode(batch.batch["responses"][0][:4], skip_special_tokens=True)
     prompt_ids = tok("w1 w2 w3", add_special_tokens=False)["input_ids"]
@@ -160,7 +160,7 @@ def test_estimator_turns_the_sidecars_token_rewards_into_advantages(reader_fixtu
     token_rewards = torch.zeros(len(batch), RESPONSE_LEN)
     mask = batch.batch["attention_mask"][:, PROMPT_LEN:].float()
     for i in range(len(batch)):
-        tr = run(manager.run_single(batch[i : i + 1]))["reward_extra_info"]["mechreward_token_rewards"]
+        tr = run(manager, batch[i : i + 1])["reward_extra_info"]["mechreward_token_rewards"]
         token_rewards[i, : len(tr)] = torch.tensor(tr)
     index = batch.non_tensor_batch["uid"]
     fn = get_adv_estimator_fn("mechreward_dense")
@@ -196,17 +196,17 @@ def test_failures_raise_by_default_or_give_the_flagged_fallback(reader_fixture):
     try:
         raising = MechRewardManager(make_config(reader_fixture, own.target, timeout=2, retries=0), tok, None)
         flagging = MechRewardManager(make_config(reader_fixture, own.target, timeout=2, retries=0, on_error="flag", fallback_reward=-1.0), tok, None)
-        assert run(raising.run_single(batch[0:1]))["reward_extra_info"]["mechreward_unscored"] == 0.0
-        run(flagging.run_single(batch[0:1]))  # layer known: the next calls go straight to Score
+        assert run(raising, batch[0:1])["reward_extra_info"]["mechreward_unscored"] == 0.0
+        run(flagging, batch[0:1])  # layer known: the next calls go straight to Score
         own.process.send_signal(signal.SIGSTOP)  # frozen: the deadline must fire, nothing hangs
         with pytest.raises(APITimeoutError):
-            run(raising.run_single(batch[0:1]))
-        out = run(flagging.run_single(batch[0:1]))
+            run(raising, batch[0:1])
+        out = run(flagging, batch[0:1])
         assert out["reward_score"] == -1.0
         assert out["reward_extra_info"]["mechreward_unscored"] == 1.0
         assert set(out["reward_extra_info"]) == set(EXTRA_KEYS)
     finally:
         own.stop()
     with pytest.raises(APIConnectionError):  # stopped
-        run(raising.run_single(batch[0:1]))
-    assert run(flagging.run_single(batch[0:1]))["reward_extra_info"]["mechreward_unscored"] == 1.0
+        run(raising, batch[0:1])
+    assert run(flagging, batch[0:1])["reward_extra_info"]["mechreward_unscored"] == 1.0

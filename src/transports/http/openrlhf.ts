@@ -8,8 +8,8 @@
 // sample, so training goes on and the gap shows in OpenRLHF's logs (docs/integrations.md).
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
+import { describePack } from '../../core/describe.js';
 import { MechRewardError } from '../../errors.js';
-import { packLayer } from '../../packs/registry.js';
 import type { Service } from '../../service.js';
 
 /** The reward OpenRLHF gets for a sample the sidecar could not score; always with mechreward_unscored = 1. */
@@ -58,8 +58,8 @@ export function registerOpenRlhfRoute(app: FastifyInstance, service: Service): v
     if (!service.isReady()) throw new MechRewardError('MR_ERR_NOT_READY', `server is not ready: ${service.notReadyReason()}`);
     const pack = service.scorer.getPack(req.params.pack);
     if (!reader) throw new MechRewardError('MR_ERR_READER_NOT_CONFIGURED', 'this sidecar has no reader: start it with --reader-url (python -m mechreward_client.reader)');
-    const layer = packLayer(pack);
-    if (layer === undefined) throw new MechRewardError('MR_ERR_INVALID_ARGUMENT', `pack: ${pack.name} declares no layer, so the reader cannot know where to read`);
+    const { layer } = describePack(pack);
+    if (layer < 0) throw new MechRewardError('MR_ERR_INVALID_ARGUMENT', `pack: ${pack.name} declares no layer, so the reader cannot know where to read`);
 
     // The response's close (not the request's, which fires once the body is read) tells a caller that left.
     const controller = new AbortController();
