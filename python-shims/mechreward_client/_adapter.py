@@ -83,7 +83,7 @@ class AdapterSettings:
                 if name in values:
                     values[name] = kind(values[name])
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"mechreward settings: {name}: {values[name]!r} is not a {kind.__name__}") from exc
+            raise ValueError(f"mechreward settings: {name}: {values[name]!r} is not {'an integer' if kind is int else 'a number'}") from exc
         if values.get("on_error", "raise") not in ("raise", "flag"):
             raise ValueError(f"mechreward settings: on_error: expected 'raise' or 'flag', got {values['on_error']!r}")
         if values.get("timeout", 1.0) <= 0:

@@ -149,7 +149,9 @@ def compute_score(data_source: Any = None, solution_str: str = "", ground_truth:
     """
     own = {k: v for k, v in kwargs.items() if k not in ("reward_router_address", "reward_model_tokenizer")}
     settings = AdapterSettings.resolve(own)
-    scorer = _scorers.setdefault(settings, PackScorer(settings))
+    scorer = _scorers.get(settings)
+    if scorer is None:
+        scorer = _scorers[settings] = PackScorer(settings)
     prompt = extra_info.get("prompt") if isinstance(extra_info, Mapping) else None
     prompt = prompt if isinstance(prompt, str) else ""
     try:

@@ -180,3 +180,46 @@ def test_failures_give_the_flagged_fallback_never_a_missing_reward(fixture, monk
     out = execute(SingleTurnAgentExecutor(EXAMPLE), tok, "w1 w2", [5, 6])
     assert reward_of(out) == 0.0
     assert out["extra_logs"]["mechreward_unscored"] == [1.0]
+
+
+def test_settings_are_checked_naming_the_field(fixture):
+    from mechreward_client._adapter import AdapterSettings
+
+    env = {"MECHREWARD_PACK": "p", "MECHREWARD_READER_MODEL": fixture.model_dir, "MECHREWARD_TIMEOUT": "7"}
+    s = AdapterSettings.resolve({"pack": "given"}, env=env)
+    assert (s.pack, s.reader_model, s.timeout, s.on_error) == ("given", fixture.model_dir, 7.0, "raise")
+    for given, env_, message in [
+        ({}, {}, "pack is required"),
+        ({"pack": "p"}, {}, "reader_model is required"),
+        ({"pack": "p", "reader_model": "m", "timeout": 0}, {}, "timeout must be > 0"),
+        ({"pack": "p", "reader_model": "m", "layer": "x"}, {}, "layer: 'x' is not an integer"),
+        ({"pack": "p", "reader_model": "m", "on_error": "ignore"}, {}, "on_error: expected 'raise' or 'flag'"),
+        ({"pack": "p", "reader_model": "m", "packs": "q"}, {}, "unknown key(s) ['packs']"),
+    ]:
+        with pytest.raises(ValueError) as err:
+            AdapterSettings.resolve(given, env=env_)
+        assert message in str(err.value)
+
+
+def test_reader_service_rejects_bad_requests_naming_the_field(reader):
+    import urllib.error
+    import urllib.request
+
+    def post(body: bytes) -> tuple[int, dict]:
+        req = urllib.request.Request(f"{reader.url}/v1/residuals", data=body, headers={"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    for body, field in [(b"nope", "body"), (b'{"texts": "a", "prompts": [], "layer": 0}', "texts"),
+                        (b'{"texts": ["a"], "prompts": [], "layer": 0}', "prompts"),
+                        (b'{"texts": ["w1"], "prompts": ["w1"], "layer": true}', "layer"),
+                        (b'{"texts": ["w1"], "prompts": ["w1"], "layer": 9}', "layer")]:
+        status, answer = post(body)
+        assert status == 400 and answer["error"].startswith(f"{field}:"), (body, answer)
+    status, answer = post(b'{"texts": ["w1 w2 w3"], "prompts": ["w1"], "layer": 1}')
+    assert status == 200 and answer["d_model"] == 32
+    seq = answer["sequences"][0]
+    assert (seq["num_tokens"], seq["score_from"], seq["tokens"], seq["dtype"]) == (3, 1, ["w1", "w2", "w3"], "f32")
