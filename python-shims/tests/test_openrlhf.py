@@ -223,3 +223,41 @@ def test_reader_service_rejects_bad_requests_naming_the_field(reader):
     assert status == 200 and answer["d_model"] == 32
     seq = answer["sequences"][0]
     assert (seq["num_tokens"], seq["score_from"], seq["tokens"], seq["dtype"]) == (3, 1, ["w1", "w2", "w3"], "f32")
+
+
+def test_openrlhfs_retries_ride_out_a_sidecar_that_is_briefly_unavailable(fixture, sidecar):
+    """OpenRLHF retries any non-2xx 5 times, 1 s apart: two 503s (what the route answers while the sidecar is
+    not ready) and then the real answer still give the sample its reward. A small forwarding proxy in front of
+    the real route plays the two 503s; the third attempt reaches the sidecar."""
+    from aiohttp import web
+
+    tok = AutoTokenizer.from_pretrained(fixture.tokenizer_dir)
+    target = f"http://127.0.0.1:{sidecar.http_port}/v1/openrlhf/{fixture.pack}"
+    attempts: list[int] = []
+
+    async def scenario() -> dict:
+        async def handle(request: web.Request) -> web.Response:
+            attempts.append(len(attempts) + 1)
+            if len(attempts) <= 2:
+                return web.json_response({"error": "server is not ready", "code": "MR_ERR_NOT_READY"}, status=503)
+            async with aiohttp.ClientSession() as session:
+                async with session.post(target, data=await request.read(), headers={"content-type": "application/json"}) as r:
+                    return web.Response(status=r.status, body=await r.read(), content_type="application/json")
+
+        app = web.Application()
+        app.router.add_post("/v1/openrlhf/{pack}", handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        try:
+            executor = SingleTurnAgentExecutor([f"http://127.0.0.1:{port}/v1/openrlhf/{fixture.pack}"])
+            return await executor.execute("w2 w3", "w1", SimpleNamespace(max_tokens=8, logprobs=None), 64, tok, StandInEngine([50, 51, 1]))
+        finally:
+            await runner.cleanup()
+
+    out = asyncio.run(scenario())
+    assert attempts == [1, 2, 3]
+    assert reward_of(out) == pytest.approx(expected_reward(fixture, tok, "w2 w3", [50, 51, 1]), rel=1e-4, abs=1e-4)
+    assert out["extra_logs"]["mechreward_unscored"] == [0]
