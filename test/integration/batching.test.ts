@@ -96,3 +96,20 @@ test('a request cancelled while queued is dropped before any engine work', async
     await server.close();
   }
 });
+
+test('concurrent HTTP requests that wait in the queue are scored, not cancelled', async () => {
+  // Regression: the HTTP handler once tied its cancel signal to the request stream's 'close', which Node emits
+  // as soon as the body is read, so every request that had to queue behind another came back 499.
+  const server = await startTestServer(root);
+  try {
+    const body = (i: number) => {
+      const r = request('topk-saelens', 200, i).sequences![0]!;
+      return JSON.stringify({ pack: 'topk-saelens', sequences: [{ ...r, activations: Buffer.from(r.activations as Uint8Array).toString('base64'), dtype: 'f32' }] });
+    };
+    const statuses = await Promise.all(Array.from({ length: 16 }, (_, i) =>
+      fetch(`http://127.0.0.1:${server.httpPort}/v1/score`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: body(i) }).then((r) => r.status)));
+    assert.deepEqual(statuses, new Array(16).fill(200));
+  } finally {
+    await server.close();
+  }
+});

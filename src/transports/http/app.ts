@@ -7,6 +7,7 @@ import { MechRewardError, toHttpError } from '../../errors.js';
 import type { SequenceInput } from '../../core/decode.js';
 import { Service } from '../../service.js';
 import { httpsOptions, type TlsMaterial } from '../../tls.js';
+import { callerGoneSignal } from './abort.js';
 import { registerOpenRlhfRoute } from './openrlhf.js';
 import { registerMonitorPage } from './page.js';
 
@@ -113,11 +114,7 @@ export function buildHttpApp(service: Service, tls?: TlsMaterial): FastifyInstan
   app.post('/v1/score', async (req: FastifyRequest, reply: FastifyReply) => {
     if (!service.isReady()) throw new MechRewardError('MR_ERR_NOT_READY', `server is not ready: ${service.notReadyReason()}`);
     const input = toSequences(req.body);
-    const controller = new AbortController();
-    req.raw.on('close', () => {
-      if (!reply.sent) controller.abort();
-    });
-    const out = await service.scorer.score(input, controller.signal);
+    const out = await service.scorer.score(input, callerGoneSignal(reply));
     service.recordScore(out);
     void reply.header('x-queue-time', out.queueMs.toFixed(3)).header('x-inference-time', out.inferenceMs.toFixed(3)).header('x-compute-tokens', String(out.tokens));
     const body = { pack: out.pack, results: Service.wireResults(out) };

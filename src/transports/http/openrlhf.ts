@@ -11,6 +11,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { describePack } from '../../core/describe.js';
 import { MechRewardError } from '../../errors.js';
 import type { Service } from '../../service.js';
+import { callerGoneSignal } from './abort.js';
 
 /** The reward OpenRLHF gets for a sample the sidecar could not score; always with mechreward_unscored = 1. */
 export const OPENRLHF_FALLBACK_REWARD = 0;
@@ -61,14 +62,10 @@ export function registerOpenRlhfRoute(app: FastifyInstance, service: Service): v
     const { layer } = describePack(pack);
     if (layer < 0) throw new MechRewardError('MR_ERR_INVALID_ARGUMENT', `pack: ${pack.name} declares no layer, so the reader cannot know where to read`);
 
-    // The response's close (not the request's, which fires once the body is read) tells a caller that left.
-    const controller = new AbortController();
-    reply.raw.on('close', () => {
-      if (!reply.raw.writableFinished) controller.abort();
-    });
+    const signal = callerGoneSignal(reply);
     let read;
     try {
-      read = await reader.residuals(input.query, input.prompts, layer, controller.signal);
+      read = await reader.residuals(input.query, input.prompts, layer, signal);
     } catch (err) {
       service.log.warn({ err, pack: pack.name, queries: n }, 'reader failed: answering the fallback reward with mechreward_unscored = 1');
       service.metrics.failures.inc({ reason: 'reader' });
@@ -80,7 +77,7 @@ export function registerOpenRlhfRoute(app: FastifyInstance, service: Service): v
       const p = input.prompts[i]!;
       return { ...s, text: q.startsWith(p) ? q.slice(p.length) : q, expected_answer: input.labels[i] ?? '' };
     });
-    const out = await service.scorer.score({ pack: pack.name, runId: '', sequences }, controller.signal);
+    const out = await service.scorer.score({ pack: pack.name, runId: '', sequences }, signal);
     service.recordScore(out);
     const rewards = out.results.map((r) => r.reward);
     return {
