@@ -1,6 +1,10 @@
 // The `mechreward` command. Subcommands:
 //   serve  start the sidecar (flags and MECHREWARD_* variables from config.ts)
 //   packs  list and check the packs in a directory, exit 1 if any is broken
+//   pack build  discover a pack from discovery data and put it through gate g1
+//   gate g1     stage gate 1 on held-out data
+import path from 'node:path';
+
 import { Command, Option } from 'commander';
 
 import { BUNDLED_PACKS_DIR, redactedConfig, resolveServeConfig, SERVE_OPTIONS, type ServeConfig } from './config.js';
@@ -8,6 +12,7 @@ import { MechRewardError } from './errors.js';
 import { createLogger } from './log.js';
 import { loadPackDirectory } from './packs/registry.js';
 import { describePack } from './core/describe.js';
+import { buildPack, METHODS, type Method } from './discovery/build.js';
 import { runG1 } from './gate/g1.js';
 import { PASS_THRESHOLD, validationProblem } from './packs/validation.js';
 import { startServer } from './server.js';
@@ -67,6 +72,39 @@ function buildProgram(): Command {
         for (const p of catalogue.problems) console.log(`BROKEN ${p.pack}: ${p.message}`);
       }
       if (catalogue.problems.length > 0) process.exitCode = 1;
+    });
+  program
+    .command('pack')
+    .description('build packs')
+    .command('build')
+    .description('discover a pack (direction, probe, effect-size or reasonscore) from discovery data, write it to --out and run gate g1 on --heldout')
+    .addOption(new Option('--method <method>', 'discovery method').choices([...METHODS]).makeOptionMandatory())
+    .requiredOption('--data <path>', 'discovery data (held-out format; responses[i].tokens for reasonscore)')
+    .requiredOption('--out <dir>', 'pack folder to write (its name is the pack name on the wire)')
+    .option('--heldout <path>', 'held-out data for gate g1 (omit to skip the gate)')
+    .option('--sae <dir>', 'SAE folder (effect-size, reasonscore); the pack refers to it by relative path')
+    .option('--name <name>', 'display name (default: the folder name)')
+    .option('--model <id>', 'model the residuals come from', '')
+    .option('--layer <n>', 'layer whose resid_post the data holds', (v) => Number.parseInt(v, 10))
+    .option('--l2 <x>', 'probe: L2 penalty on standardised weights (C = 1/l2)', Number.parseFloat, 1)
+    .option('--top <n>', 'effect-size: features per sign; reasonscore: features', (v) => Number.parseInt(v, 10), 10)
+    .option('--force', 'overwrite an existing pack.json in --out')
+    .option('--json', 'print the result as JSON')
+    .action(async (opts: { method: Method; data: string; out: string; heldout?: string; sae?: string; name?: string; model: string; layer?: number; l2: number; top: number; force?: boolean; json?: boolean }) => {
+      const r = await buildPack({ ...opts, name: opts.name ?? path.basename(path.resolve(opts.out)), force: opts.force === true });
+      const g1 = r.g1 && { rho: r.g1.rho, n: r.g1.n, p: r.g1.p, ci: r.g1.ci, verdict: r.g1.verdict };
+      if (opts.json) {
+        console.log(JSON.stringify({ pack: r.dir, method: r.method, discovery: { n: r.discovery.n, n_correct: r.discovery.n_correct }, g1 }));
+        return;
+      }
+      console.log(`${r.method} pack written to ${r.dir} (discovery n ${String(r.discovery.n)}, ${String(r.discovery.n_correct)} correct)`);
+      if (r.g1) {
+        printTable(['pack', 'method', 'n', 'spearman rho', 'p', '95% CI (bootstrap)', 'verdict'], [
+          [r.g1.pack, r.method, String(r.g1.n), r.g1.rho.toFixed(4), r.g1.p.toExponential(2), `[${r.g1.ci[0].toFixed(3)}, ${r.g1.ci[1].toFixed(3)}]`, `${r.g1.verdict} (threshold ${PASS_THRESHOLD})`],
+        ]);
+      } else {
+        console.log('no --heldout: gate g1 not run; `mechreward serve` will refuse this pack until it passes');
+      }
     });
   const gate = program.command('gate').description('stage gates');
   gate

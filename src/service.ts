@@ -28,6 +28,16 @@ export interface ServerInfo {
   auth_required: boolean;
 }
 
+/** One sequence's result as both transports send it (proto field names; plain arrays). */
+export interface WireResult {
+  token_rewards: number[];
+  reward: number;
+  flags: ScoreOutput['results'][number]['flags'];
+  verifier_disagreement: number;
+  has_verifier: boolean;
+  verifier_factor: number;
+}
+
 export class Service {
   private draining = false;
   readonly auth: TokenCheck;
@@ -73,8 +83,15 @@ export class Service {
   }
 
   /** A score's results in the wire shape both transports send (proto field names; plain arrays). */
-  static wireResults(out: ScoreOutput): { token_rewards: number[]; reward: number; flags: ScoreOutput['results'][number]['flags'] }[] {
-    return out.results.map((r) => ({ token_rewards: Array.from(r.tokenRewards), reward: r.reward, flags: r.flags }));
+  static wireResults(out: ScoreOutput): WireResult[] {
+    return out.results.map((r) => ({
+      token_rewards: Array.from(r.tokenRewards),
+      reward: r.reward,
+      flags: r.flags,
+      verifier_disagreement: r.verifierDisagreement ?? 0,
+      has_verifier: r.verifierDisagreement !== undefined,
+      verifier_factor: r.verifierFactor,
+    }));
   }
 
   /** Metrics of a successful score, the same for every transport. */

@@ -34,6 +34,10 @@ export interface PackDescription {
   sae_format: string;
   synthetic: boolean;
   description: string;
+  /** sae | direction | probe */
+  kind: string;
+  /** The dual verifier's mode ('' when the pack has none). */
+  verifier_mode: string;
 }
 
 export function describePack(pack: Pack): PackDescription {
@@ -44,11 +48,12 @@ export function describePack(pack: Pack): PackDescription {
     name: pack.name,
     model: spec.model,
     layer: packLayer(pack) ?? -1,
-    d_model: sae.dModel,
-    d_sae: sae.dSae,
-    k: sae.k,
-    architecture: sae.architecture,
-    encode_mode: spec.encode,
+    d_model: pack.dModel,
+    d_sae: sae?.dSae ?? 0,
+    k: sae?.k ?? 0,
+    // Direction and probe packs have no SAE: their architecture is their kind.
+    architecture: sae?.architecture ?? spec.kind,
+    encode_mode: spec.kind === 'sae' ? spec.encode : '',
     feature_count: spec.features.length,
     validation: {
       present: v.present,
@@ -67,8 +72,10 @@ export function describePack(pack: Pack): PackDescription {
     pooling: poolingLabel(pack),
     canaries: spec.canaries.map((c) => c.name),
     schema: spec.schema,
-    sae_format: sae.format,
+    sae_format: sae?.format ?? '',
     synthetic: spec.synthetic,
     description: spec.description,
+    kind: spec.kind,
+    verifier_mode: spec.verifier?.mode ?? '',
   };
 }

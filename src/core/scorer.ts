@@ -7,6 +7,7 @@ import type { Admission } from './admission.js';
 import { decodeSequences, type SequenceInput } from './decode.js';
 import { hackSignatureFlag, offDistributionFlag, textRepetitionFlag } from '../monitor/rules.js';
 import { pool } from './pooling.js';
+import { batchFactor, checkTokens, disagreementRate, type Disagreement } from './verifier.js';
 
 export interface ScoreInput {
   readonly pack: string;
@@ -26,6 +27,10 @@ export interface SequenceScore {
   readonly flags: CanaryFlag[];
   /** The response's reconstruction FVU when the pack has an off-distribution bound. */
   readonly fvu: number | undefined;
+  /** Dual verifier: share of the response's rewarded tokens whose sign the probe contradicts (undefined without one). */
+  readonly verifierDisagreement: number | undefined;
+  /** Factor the verifier's batch_downweight applied to this response's rewards (1 when none). */
+  readonly verifierFactor: number;
 }
 
 /** Sees every scored request that names a run (the per-run canary monitor); may add flags. */
@@ -82,10 +87,10 @@ export class Scorer {
   }
 
   private async scoreAdmitted(pack: Pack, input: ScoreInput, signal: AbortSignal | undefined): Promise<ScoreOutput> {
-    const dModel = pack.sae.dModel;
+    const dModel = pack.dModel;
     const batch = decodeSequences(input.sequences, dModel, pack.name, {
       maxTokensPerRequest: this.limits.maxTokensPerRequest,
-      rejectZeroNorm: pack.sae.normalization === 'constant_norm_rescale',
+      rejectZeroNorm: pack.sae?.normalization === 'constant_norm_rescale',
     });
     const { features, canaries, monitor } = pack.spec;
     const fetchActs = canaries.length > 0 || monitor.hackSignatures.length > 0;
@@ -93,6 +98,7 @@ export class Scorer {
     const reward = new Float32Array(batch.totalRows);
     const acts = fetchActs ? new Float32Array(batch.totalRows * numColumns) : undefined;
     const recon = monitor.fvuBound !== undefined ? { err: new Float32Array(batch.totalRows), energy: new Float32Array(batch.totalRows) } : undefined;
+    const verifier = pack.verifier ? new Float32Array(batch.totalRows) : undefined;
 
     // Refuse now, before any chunk is queued, if the queue cannot take the whole request.
     this.engine.reserve(batch.totalRows);
@@ -113,6 +119,7 @@ export class Scorer {
             recon.err.set(out.recon.err, start);
             recon.energy.set(out.recon.energy, start);
           }
+          if (verifier && out.verifier) verifier.set(out.verifier, start);
           queueMs = Math.max(queueMs, out.queueMs);
           inferenceMs += out.inferenceMs;
         }),
@@ -120,15 +127,35 @@ export class Scorer {
     }
     await Promise.all(runs);
 
-    const results = input.sequences.map((s, i) => {
+    const tokenRewards = input.sequences.map((s, i) => {
       const first = batch.offsets[i]!;
       const count = s.num_tokens - s.score_from;
-      const tokenRewards = new Float32Array(s.num_tokens);
-      tokenRewards.set(reward.subarray(first, first + count), s.score_from);
-      const at = firstNonFiniteNumber(tokenRewards);
+      const values = new Float32Array(s.num_tokens);
+      values.set(reward.subarray(first, first + count), s.score_from);
+      const at = firstNonFiniteNumber(values);
       if (at >= 0) {
         throw new MechRewardError('MR_ERR_NONFINITE_OUTPUT', `sequences[${i}]: the reward at token ${at} is not finite; the activations are too large for float32 arithmetic`);
       }
+      return values;
+    });
+    // The dual verifier, before pooling: it changes the per-token rewards the pooled reward is made of.
+    let disagreements: Disagreement[] | undefined;
+    let factor = 1;
+    if (verifier && pack.spec.verifier) {
+      const spec = pack.spec.verifier;
+      disagreements = input.sequences.map((s, i) => {
+        // The verifier's logits of this response, indexed like its token rewards (prompt rows were never run).
+        const logits = new Float32Array(s.num_tokens);
+        logits.set(verifier.subarray(batch.offsets[i]!, batch.offsets[i]! + s.num_tokens - s.score_from), s.score_from);
+        return checkTokens(tokenRewards[i]!, logits, s.score_from, s.num_tokens, spec.mode === 'token_gate');
+      });
+      factor = batchFactor(spec, disagreements);
+      if (factor !== 1) for (const values of tokenRewards) for (let t = 0; t < values.length; t++) values[t] = values[t]! * factor;
+    }
+
+    const results = input.sequences.map((s, i): SequenceScore => {
+      const first = batch.offsets[i]!;
+      const count = s.num_tokens - s.score_from;
       const flags = acts ? [...canaryFlags(pack, acts, numColumns, first, count, s.score_from), ...hackFlags(pack, acts, numColumns, first, count)] : [];
       let fvu: number | undefined;
       if (recon) {
@@ -141,7 +168,9 @@ export class Scorer {
       }
       const textFlag = textRepetitionFlag(s.text ?? '', s.expected_answer ?? '');
       if (textFlag) flags.push(textFlag);
-      return { tokenRewards, reward: pool(tokenRewards, s.score_from, s.num_tokens, pack.spec.pooling), flags, fvu };
+      const values = tokenRewards[i]!;
+      const verifierDisagreement = disagreements ? disagreementRate(disagreements[i]!) : undefined;
+      return { tokenRewards: values, reward: pool(values, s.score_from, s.num_tokens, pack.spec.pooling), flags, fvu, verifierDisagreement, verifierFactor: factor };
     });
     if (input.runId && this.observer) this.observer.observe(input.runId, pack, input.sequences, results);
     return { pack: pack.name, results, tokens: batch.totalRows, queueMs, inferenceMs };

@@ -258,3 +258,21 @@ export function buildSelectedModel(cfg: EncoderConfig, w: SelectedWeights): Buil
   finish(g, acts, g.floats('feature_weights', w.weights, [f]), g.floats('feature_thresholds', w.thresholds, [f]));
   return serialise(g, [valueInfo('x', FLOAT, ['N', cfg.dModel])], f);
 }
+
+/**
+ * A linear read-out: reward = x @ w + b, through a sigmoid when `probability`. The same onnxruntime path
+ * (and execution provider) as the SAE graphs, for direction packs, probe packs and dual-verifier probes.
+ */
+export function buildLinearModel(dModel: number, weight: Float32Array, bias: number, output: 'logit' | 'probability'): BuiltModel {
+  const g = new GraphBuilder();
+  const column = g.one('MatMul', ['x', g.floats('linear_weight', weight, [dModel, 1])]);
+  const logit = g.one('Add', [g.one('Squeeze', [column, g.int64s('axis1', [1])]), g.scalar('linear_bias', bias)]);
+  g.nodes.push({ opType: output === 'probability' ? 'Sigmoid' : 'Identity', input: [logit], output: ['reward'], name: 'n_reward' });
+  const model = onnx.ModelProto.create({
+    irVersion: 8,
+    producerName: 'mechreward',
+    opsetImport: [{ domain: '', version: OPSET }],
+    graph: { name: 'mechreward_linear', node: g.nodes, initializer: g.initializers, input: [valueInfo('x', FLOAT, ['N', dModel])], output: [valueInfo('reward', FLOAT, ['N'])] },
+  });
+  return { model: onnx.ModelProto.encode(model).finish(), externalData: g.externalData };
+}

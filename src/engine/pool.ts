@@ -15,6 +15,8 @@ export interface EngineRunResult {
   readonly reward: Float32Array;
   readonly acts: Float32Array | undefined;
   readonly recon: ReconOutputs | undefined;
+  /** Per token: the dual verifier's logit, when the pack has one. */
+  readonly verifier: Float32Array | undefined;
   readonly inferenceMs: number;
   readonly queueMs: number;
 }
@@ -180,7 +182,7 @@ export class EnginePool {
         for (const job of batch.jobs) {
           const own = (a: Float32Array, width = 1) => (batch.jobs.length === 1 ? a : a.slice(row * width, (row + job.numRows) * width));
           const recon = msg.recon && { err: own(msg.recon.err), energy: own(msg.recon.energy) };
-          job.resolve({ reward: own(msg.reward), acts: msg.acts && own(msg.acts, columns), recon, inferenceMs: msg.inferenceMs, queueMs: batch.startedAt - job.enqueuedAt });
+          job.resolve({ reward: own(msg.reward), acts: msg.acts && own(msg.acts, columns), recon, verifier: msg.verifier && own(msg.verifier), inferenceMs: msg.inferenceMs, queueMs: batch.startedAt - job.enqueuedAt });
           row += job.numRows;
         }
       } else {

@@ -1,5 +1,6 @@
 // Messages between the engine pool (main thread) and its workers. Plain data only: everything here crosses
 // postMessage (structured clone; Float32Array buffers are transferred, not copied).
+import type { LinearReadout } from '../packs/linear.js';
 import type { SaeSpec } from '../packs/sae.js';
 
 export interface SessionSettings {
@@ -29,6 +30,12 @@ export type ModelPlan =
       readonly featureIds: readonly number[];
       readonly weights: readonly number[];
       readonly thresholds: readonly number[];
+    }
+  | {
+      /** r = w . x + b (through a sigmoid for a probability output): direction and probe packs, verifiers. */
+      readonly kind: 'linear';
+      readonly id: string;
+      readonly readout: LinearReadout;
     };
 
 /** How one pack runs: which session, and the feature feeds a shared full-SAE session needs. */
@@ -41,6 +48,8 @@ export interface PackPlan {
   /** Fetch recon_err and centered_energy (the pack has an off-distribution bound). */
   readonly recon: boolean;
   readonly runtimeFeatures: { readonly ids: readonly number[]; readonly weights: readonly number[]; readonly thresholds: readonly number[] } | undefined;
+  /** The dual verifier's session (a linear logit), run on the same rows after the pack's own. */
+  readonly verifierModelId: string | undefined;
 }
 
 export interface InitMessage {
@@ -76,6 +85,8 @@ export type FromWorker =
       readonly reward: Float32Array;
       readonly acts: Float32Array | undefined;
       readonly recon: ReconOutputs | undefined;
+      /** Per token: the verifier probe's logit, when the pack has a dual verifier. */
+      readonly verifier: Float32Array | undefined;
       readonly inferenceMs: number;
     }
   | { readonly type: 'run_error'; readonly jobId: number; readonly message: string };

@@ -2,6 +2,7 @@
 // derives what the graphs need: decoder row norms, and the pack's columns for selected graphs.
 import { MechRewardError } from '../errors.js';
 import { firstNonFinite } from '../numerics/widen.js';
+import type { LinearReadout } from '../packs/linear.js';
 import type { SaeSpec } from '../packs/sae.js';
 import { readTensorAsFloat32, type TensorEntry } from '../packs/safetensors.js';
 import type { FullEncoderWeights } from './graph.js';
@@ -58,4 +59,15 @@ export function gatherEncoderColumns(sae: SaeSpec, w: LoadedSae, ids: readonly n
 
 export function gather(values: Float32Array, ids: readonly number[]): Float32Array {
   return Float32Array.from(ids, (id) => values[id]!);
+}
+
+/** A linear read-out's weight [d_model] and bias, widened exactly to float32 and checked finite. */
+export function loadLinearWeights(readout: LinearReadout): { weight: Float32Array; bias: number } {
+  const read = (name: string, entry: TensorEntry): Float32Array => {
+    const values = readTensorAsFloat32(readout.weightsPath, entry);
+    const bad = firstNonFinite(values);
+    if (bad >= 0) throw new MechRewardError('MR_ERR_PACK_INVALID', `${readout.weightsPath}: tensor ${name} holds a non-finite value at element ${bad}`);
+    return values;
+  };
+  return { weight: read('weight', readout.weight), bias: read('bias', readout.bias)[0]! };
 }

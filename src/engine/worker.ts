@@ -6,10 +6,10 @@ import { parentPort } from 'node:worker_threads';
 
 import * as ort from 'onnxruntime-node';
 
-import { buildFullTopKModel, buildSelectedModel, type BuiltModel } from './graph.js';
+import { buildFullTopKModel, buildLinearModel, buildSelectedModel, type BuiltModel } from './graph.js';
 import { quantizeEncoderInt8 } from './quantize.js';
 import type { FromWorker, InitMessage, ModelPlan, PackPlan, RunMessage, SessionSettings, ToWorker } from './protocol.js';
-import { gather, gatherEncoderColumns, loadSaeWeights, type LoadedSae } from './weights.js';
+import { gather, gatherEncoderColumns, loadLinearWeights, loadSaeWeights, type LoadedSae } from './weights.js';
 
 if (!parentPort) throw new Error('engine worker must run in a worker thread');
 const port = parentPort;
@@ -18,6 +18,7 @@ interface PackRuntime {
   readonly plan: PackPlan;
   readonly session: ort.InferenceSession;
   readonly feeds: Record<string, ort.Tensor>;
+  readonly verifier: ort.InferenceSession | undefined;
 }
 
 const packs = new Map<string, PackRuntime>();
@@ -40,7 +41,7 @@ function sessionOptions(s: SessionSettings, external: BuiltModel['externalData']
   };
 }
 
-function buildModel(plan: ModelPlan, weights: LoadedSae): BuiltModel {
+function buildModel(plan: Exclude<ModelPlan, { kind: 'linear' }>, weights: LoadedSae): BuiltModel {
   const sae = plan.sae;
   const cfg = { dModel: sae.dModel, architecture: sae.architecture, k: sae.k, applyBDecToInput: sae.applyBDecToInput, normalization: sae.normalization };
   if (plan.kind === 'full') {
@@ -64,8 +65,16 @@ async function createSessions(msg: InitMessage): Promise<Map<string, ort.Inferen
   const sessions = new Map<string, ort.InferenceSession>();
   // Group models by SAE so each weights file is read once, then released once its sessions exist
   // (onnxruntime keeps its own copy of the initializers).
-  const bySae = new Map<string, ModelPlan[]>();
-  for (const m of msg.models) bySae.set(m.sae.key, [...(bySae.get(m.sae.key) ?? []), m]);
+  const bySae = new Map<string, Exclude<ModelPlan, { kind: 'linear' }>[]>();
+  for (const m of msg.models) {
+    if (m.kind === 'linear') {
+      const { weight, bias } = loadLinearWeights(m.readout);
+      const built = buildLinearModel(m.readout.dModel, weight, bias, m.readout.output);
+      sessions.set(m.id, await ort.InferenceSession.create(built.model, sessionOptions(msg.settings, built.externalData)));
+    } else {
+      bySae.set(m.sae.key, [...(bySae.get(m.sae.key) ?? []), m]);
+    }
+  }
   for (const models of bySae.values()) {
     const weights = loadSaeWeights(models[0]!.sae, models.some((m) => m.kind === 'full' && m.recon));
     for (const plan of models) {
@@ -88,7 +97,7 @@ async function init(msg: InitMessage): Promise<void> {
       feeds.feature_weights = new ort.Tensor('float32', Float32Array.from(f.weights), [f.weights.length]);
       feeds.feature_thresholds = new ort.Tensor('float32', Float32Array.from(f.thresholds), [f.thresholds.length]);
     }
-    const runtime = { plan, session: sessions.get(plan.modelId)!, feeds };
+    const runtime = { plan, session: sessions.get(plan.modelId)!, feeds, verifier: plan.verifierModelId ? sessions.get(plan.verifierModelId) : undefined };
     packs.set(plan.pack, runtime);
     // Warm-up: the first native run of a session is slow; readiness waits for it.
     const probe = new Float32Array(2 * plan.dModel).map((_, i) => Math.sin(i + 1));
@@ -107,11 +116,15 @@ function collectGarbage(): void {
   (runInNewContext('gc') as () => void)();
 }
 
-async function runPack(rt: PackRuntime, rows: Float32Array, numRows: number, fetchActs: boolean) {
+async function runPack(rt: PackRuntime, rows: Float32Array, numRows: number, wantActs: boolean) {
+  // Linear sessions (direction and probe packs) have no feature columns to fetch.
+  const fetchActs = wantActs && rt.plan.numColumns > 0;
   const x = new ort.Tensor('float32', rows, [numRows, rt.plan.dModel]);
   const fetches = ['reward', ...(fetchActs ? ['acts'] : []), ...(rt.plan.recon ? ['recon_err', 'centered_energy'] : [])];
   const out = await rt.session.run({ ...rt.feeds, x }, fetches);
+  const verifier = rt.verifier ? ((await rt.verifier.run({ x }, ['reward'])).reward!.data as Float32Array) : undefined;
   return {
+    verifier,
     reward: out.reward!.data as Float32Array,
     acts: fetchActs ? (out.acts!.data as Float32Array) : undefined,
     recon: rt.plan.recon ? { err: out.recon_err!.data as Float32Array, energy: out.centered_energy!.data as Float32Array } : undefined,
@@ -122,10 +135,10 @@ async function run(msg: RunMessage): Promise<void> {
   const rt = packs.get(msg.pack);
   if (!rt) throw new Error(`pack ${msg.pack} is not loaded in this worker`);
   const started = performance.now();
-  const { reward, acts, recon } = await runPack(rt, msg.rows, msg.numRows, msg.fetchActs);
+  const { reward, acts, recon, verifier } = await runPack(rt, msg.rows, msg.numRows, msg.fetchActs);
   // Copy out of onnxruntime-owned memory into buffers we can transfer.
-  const copies = { reward: reward.slice(), acts: acts?.slice(), recon: recon && { err: recon.err.slice(), energy: recon.energy.slice() } };
-  const transfer = [copies.reward, copies.acts, copies.recon?.err, copies.recon?.energy].flatMap((a) => (a ? [a.buffer as ArrayBuffer] : []));
+  const copies = { reward: reward.slice(), acts: acts?.slice(), recon: recon && { err: recon.err.slice(), energy: recon.energy.slice() }, verifier: verifier?.slice() };
+  const transfer = [copies.reward, copies.acts, copies.recon?.err, copies.recon?.energy, copies.verifier].flatMap((a) => (a ? [a.buffer as ArrayBuffer] : []));
   send({ type: 'result', jobId: msg.jobId, ...copies, inferenceMs: performance.now() - started }, transfer);
 }
 

@@ -55,11 +55,11 @@ export async function runG1(packDir: string, options: G1Options): Promise<G1Resu
   const dataFile = options.data ? path.resolve(options.data) : pack.spec.validation.data ? path.resolve(dir, pack.spec.validation.data) : undefined;
   if (!dataFile) throw new MechRewardError('MR_ERR_INVALID_ARGUMENT', `--data: ${dir}/pack.json names no held-out data (validation.data); pass --data PATH`);
   const data = loadHeldOut(dataFile);
-  if (data.dModel !== pack.sae.dModel) throw new MechRewardError('MR_ERR_INVALID_ARGUMENT', `${dataFile}: activations have d_model ${data.dModel}, the pack's SAE has ${pack.sae.dModel}`);
+  if (data.dModel !== pack.dModel) throw new MechRewardError('MR_ERR_INVALID_ARGUMENT', `${dataFile}: activations have d_model ${data.dModel}, the pack reads d_model ${pack.dModel}`);
 
   // Calibration of the off-distribution rule rides along when the SAE can decode: score with an infinite bound
   // so every response's reconstruction FVU is measured and none is flagged by it.
-  const canCalibrate = pack.sae.architecture === 'topk' && pack.spec.encode !== 'selected_relu' && pack.sae.tensors.wDec !== undefined;
+  const canCalibrate = pack.sae?.architecture === 'topk' && pack.spec.encode !== 'selected_relu' && pack.sae.tensors.wDec !== undefined;
   const scored: Pack = canCalibrate ? { ...pack, spec: { ...pack.spec, monitor: { ...pack.spec.monitor, fvuBound: Number.MAX_VALUE } } } : pack;
   const maxBatchTokens = 1024;
   const engine = await EnginePool.start(planEngine([scored]), {
@@ -109,7 +109,8 @@ export async function runG1(packDir: string, options: G1Options): Promise<G1Resu
     bootstrap: { resamples: BOOTSTRAP_RESAMPLES, seed: BOOTSTRAP_SEED, method: 'percentile' },
     n_correct: nCorrect,
     accuracy: nCorrect / scores.length,
-    encode: pack.spec.encode,
+    kind: pack.spec.kind,
+    ...(pack.spec.kind === 'sae' ? { encode: pack.spec.encode } : {}),
     pooling: poolingLabel(pack),
     data: path.relative(dir, dataFile),
     data_sha256: data.sha256,

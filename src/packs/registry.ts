@@ -5,6 +5,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 import { MechRewardError } from '../errors.js';
+import { loadLinearReadout, loadVerifierProbe, type LinearReadout } from './linear.js';
 import { loadSae, type SaeSpec } from './sae.js';
 import { parsePackJson, type PackSpec } from './schema.js';
 
@@ -13,7 +14,14 @@ export interface Pack {
   readonly name: string;
   readonly dir: string;
   readonly spec: PackSpec;
-  readonly sae: SaeSpec;
+  /** The SAE of an SAE pack; undefined for direction and probe packs. */
+  readonly sae: SaeSpec | undefined;
+  /** The read-out of a direction or probe pack. */
+  readonly linear: LinearReadout | undefined;
+  /** The dual verifier's probe, when the pack names one. */
+  readonly verifier: LinearReadout | undefined;
+  /** Residual width the pack reads. */
+  readonly dModel: number;
 }
 
 export interface PackProblem {
@@ -48,7 +56,7 @@ export function loadPackDirectory(packsDir: string): PackCatalogue {
       if (!PACK_NAME.test(name)) throw new MechRewardError('MR_ERR_PACK_INVALID', `${dir}: folder name is not a valid pack name (letters, digits, . _ -)`);
       const pack = loadPack(name, dir, saes);
       packs.set(name, pack);
-      saes.set(pack.sae.key, pack.sae);
+      if (pack.sae) saes.set(pack.sae.key, pack.sae);
     } catch (err) {
       problems.push({ pack: name, message: err instanceof Error ? err.message : String(err) });
     }
@@ -65,10 +73,21 @@ export function loadPack(name: string, dir: string, knownSaes: ReadonlyMap<strin
     throw new MechRewardError('MR_ERR_PACK_INVALID', `${file}: cannot read JSON (${err instanceof Error ? err.message : String(err)})`);
   }
   const spec = parsePackJson(file, json);
-  const loaded = loadSae(path.resolve(dir, spec.saePath));
-  const sae = knownSaes.get(loaded.key) ?? loaded;
-  checkPackAgainstSae(file, spec, sae);
-  return { name, dir, spec, sae };
+  const verifier = spec.verifier ? loadVerifierProbe(dir, spec.verifier.probe) : undefined;
+  let pack: Pack;
+  if (spec.linear) {
+    const linear = loadLinearReadout(path.resolve(dir, spec.linear.file), spec.linear.output);
+    pack = { name, dir, spec, sae: undefined, linear, verifier, dModel: linear.dModel };
+  } else {
+    const loaded = loadSae(path.resolve(dir, spec.saePath));
+    const sae = knownSaes.get(loaded.key) ?? loaded;
+    checkPackAgainstSae(file, spec, sae);
+    pack = { name, dir, spec, sae, linear: undefined, verifier, dModel: sae.dModel };
+  }
+  if (verifier && verifier.dModel !== pack.dModel) {
+    throw new MechRewardError('MR_ERR_PACK_INVALID', `${file}: verifier.probe ${verifier.weightsPath} has d_model ${verifier.dModel}, the pack reads d_model ${pack.dModel}`);
+  }
+  return pack;
 }
 
 function checkPackAgainstSae(file: string, spec: PackSpec, sae: SaeSpec): void {
@@ -100,7 +119,7 @@ function checkPackAgainstSae(file: string, spec: PackSpec, sae: SaeSpec): void {
 
 /** The layer a pack reads: the pack's own claim, else the SAE's hook. */
 export function packLayer(pack: Pack): number | undefined {
-  return pack.spec.layer ?? pack.sae.hookLayer;
+  return pack.spec.layer ?? pack.sae?.hookLayer;
 }
 
 export function poolingLabel(pack: Pack): string {

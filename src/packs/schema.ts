@@ -9,6 +9,33 @@ import { MechRewardError } from '../errors.js';
 export type EncodeMode = 'topk' | 'topk_int8' | 'selected_relu';
 export type Pooling = { method: 'mean' | 'sum' | 'max' } | { method: 'last_k'; k: number };
 export type PackSchema = 'mechreward.pack/v1' | 'catalog-a' | 'catalog-b';
+/** What computes r_t: SAE features (`sae`), a raw residual direction or a linear probe on the residual. */
+export type PackKind = 'sae' | 'direction' | 'probe';
+export const PACK_KINDS: readonly PackKind[] = ['sae', 'direction', 'probe'];
+
+/**
+ * A linear read-out of the residual, r_t = w . x_t + b (tensors `weight` [d_model] and `bias` [1] in a
+ * safetensors file), optionally through a sigmoid. Used by direction and probe packs and by dual verifiers.
+ */
+export interface LinearSpec {
+  /** The safetensors file, relative to the pack folder. */
+  readonly file: string;
+  /** `direction` for direction packs; the probe's own type otherwise. */
+  readonly type: 'direction' | 'linear' | 'logistic';
+  readonly output: 'logit' | 'probability';
+}
+
+export type VerifierMode = 'token_gate' | 'batch_downweight';
+
+/** An independent probe that checks the sign of every token's reward (the dual verifier). */
+export interface VerifierSpec {
+  /** A probe safetensors file, or a probe pack folder, relative to the pack folder. */
+  readonly probe: string;
+  readonly mode: VerifierMode;
+  /** batch_downweight: a request whose disagreement rate exceeds this is scaled by `factor`. */
+  readonly threshold: number;
+  readonly factor: number;
+}
 
 export interface PackFeature {
   readonly id: number;
@@ -59,6 +86,8 @@ export interface ValidationSummary {
   readonly dataSha256: string;
   /** Encode mode the pack was validated with ('' when the block does not say). */
   readonly encode: string;
+  /** Pack kind the pack was validated as ('' when the block does not say). */
+  readonly kind: string;
 }
 
 export interface PackSpec {
@@ -77,6 +106,10 @@ export interface PackSpec {
   readonly monitor: MonitorSpec;
   readonly validation: ValidationSummary;
   readonly synthetic: boolean;
+  readonly kind: PackKind;
+  /** The read-out of direction and probe packs (undefined for SAE packs). */
+  readonly linear: LinearSpec | undefined;
+  readonly verifier: VerifierSpec | undefined;
   /** Shape claims made by the pack itself (catalog B metadata), checked against the SAE. */
   readonly claims: { dModel?: number; dSae?: number; k?: number };
 }
@@ -162,7 +195,7 @@ function checkUnique(r: Reader, features: PackFeature[]): PackFeature[] {
 
 function summariseValidation(r: Reader, v: unknown): ValidationSummary {
   const num = (x: unknown) => (typeof x === 'number' && Number.isFinite(x) ? x : NaN);
-  if (v === undefined || v === null) return { present: false, verdict: '', spearmanRho: NaN, n: 0, method: '', p: NaN, ci: [NaN, NaN], data: '', dataSha256: '', encode: '' };
+  if (v === undefined || v === null) return { present: false, verdict: '', spearmanRho: NaN, n: 0, method: '', p: NaN, ci: [NaN, NaN], data: '', dataSha256: '', encode: '', kind: '' };
   const o = r.obj(v, 'validation');
   const n = o.n ?? o.n_questions;
   const ci = Array.isArray(o.ci) && o.ci.length === 2 ? ([num(o.ci[0]), num(o.ci[1])] as const) : ([NaN, NaN] as const);
@@ -177,6 +210,7 @@ function summariseValidation(r: Reader, v: unknown): ValidationSummary {
     data: r.str(o.data),
     dataSha256: r.str(o.data_sha256),
     encode: r.str(o.encode),
+    kind: r.str(o.kind),
   };
 }
 
@@ -212,7 +246,46 @@ function parseMonitor(r: Reader, v: unknown): MonitorSpec {
   return { hackSignatures, outlierZ, outlierMinHistory: minHistory as number, fvuBound, baseline };
 }
 
+function parseKind(r: Reader, v: unknown): PackKind {
+  if (v === undefined) return 'sae';
+  if (PACK_KINDS.includes(v as PackKind)) return v as PackKind;
+  return r.fail('kind', `must be one of ${PACK_KINDS.join(', ')}, got ${JSON.stringify(v)}`);
+}
+
+function parseLinear(r: Reader, kind: 'direction' | 'probe', v: unknown): LinearSpec {
+  const o = r.obj(v, kind);
+  if (typeof o.file !== 'string' || o.file === '') r.fail(`${kind}.file`, 'must name the safetensors file holding `weight` [d_model] and `bias` [1]');
+  if (kind === 'direction') {
+    if (o.output !== undefined && o.output !== 'logit') r.fail('direction.output', `must be "logit" (a direction has no sigmoid), got ${JSON.stringify(o.output)}`);
+    return { file: o.file, type: 'direction', output: 'logit' };
+  }
+  const type = o.type ?? 'linear';
+  if (type !== 'linear' && type !== 'logistic') r.fail('probe.type', `must be "linear" or "logistic", got ${JSON.stringify(type)}`);
+  const output = o.output ?? 'logit';
+  if (output !== 'logit' && output !== 'probability') r.fail('probe.output', `must be "logit" or "probability", got ${JSON.stringify(output)}`);
+  if (output === 'probability' && type !== 'logistic') r.fail('probe.output', '"probability" needs a logistic probe (probe.type "logistic")');
+  return { file: o.file, type, output };
+}
+
+export const DEFAULT_VERIFIER_THRESHOLD = 0.3;
+export const DEFAULT_VERIFIER_FACTOR = 0.5;
+
+function parseVerifier(r: Reader, v: unknown): VerifierSpec | undefined {
+  if (v === undefined) return undefined;
+  const o = r.obj(v, 'verifier');
+  if (typeof o.probe !== 'string' || o.probe === '') r.fail('verifier.probe', 'must name a probe safetensors file or a probe pack folder');
+  const mode = o.mode ?? 'token_gate';
+  if (mode !== 'token_gate' && mode !== 'batch_downweight') r.fail('verifier.mode', `must be "token_gate" or "batch_downweight", got ${JSON.stringify(mode)}`);
+  const threshold = r.finite(o.threshold, 'verifier.threshold', DEFAULT_VERIFIER_THRESHOLD);
+  if (threshold < 0 || threshold > 1) r.fail('verifier.threshold', `must be a disagreement rate in [0, 1], got ${threshold}`);
+  const factor = r.finite(o.factor, 'verifier.factor', DEFAULT_VERIFIER_FACTOR);
+  if (factor < 0 || factor > 1) r.fail('verifier.factor', `must be in [0, 1], got ${factor}`);
+  return { probe: o.probe, mode, threshold, factor };
+}
+
 function parseOwn(r: Reader, root: Json): PackSpec {
+  const kind = parseKind(r, root.kind);
+  if (kind !== 'sae') return parseLinearPack(r, root, kind);
   const features = r.arr(root.features, 'features').map((raw, i) => {
     const f = r.obj(raw, `features[${i}]`);
     return {
@@ -241,6 +314,41 @@ function parseOwn(r: Reader, root: Json): PackSpec {
     canaries,
     validation: summariseValidation(r, root.validation),
     synthetic: root.synthetic === true,
+    kind,
+    linear: undefined,
+    verifier: parseVerifier(r, root.verifier),
+    claims: {},
+  };
+}
+
+/** A direction or probe pack: no SAE, no features; its r_t is the linear read-out. */
+function parseLinearPack(r: Reader, root: Json, kind: 'direction' | 'probe'): PackSpec {
+  // Everything that reads SAE features has nothing to read here: refuse it rather than ignore it.
+  for (const field of ['features', 'canaries', 'sae', 'encode'] as const) {
+    if (root[field] !== undefined) r.fail(field, `is for SAE packs; a ${kind} pack has none (remove it or use "kind": "sae")`);
+  }
+  const monitor = parseMonitor(r, root.monitor);
+  if (monitor.hackSignatures.length > 0) r.fail('monitor.hack_signatures', `read SAE features; a ${kind} pack has none`);
+  if (monitor.fvuBound !== undefined) r.fail('monitor.fvu_bound', `needs an SAE reconstruction; a ${kind} pack has none`);
+  const other = kind === 'direction' ? 'probe' : 'direction';
+  if (root[other] !== undefined) r.fail(other, `does not belong in a ${kind} pack`);
+  return {
+    monitor,
+    schema: OWN_SCHEMA,
+    title: r.str(root.name),
+    description: r.str(root.description),
+    model: r.str(root.model),
+    layer: r.optInt(root.layer),
+    saePath: '',
+    encode: 'topk',
+    pooling: parsePooling(r, root.pooling),
+    features: [],
+    canaries: [],
+    validation: summariseValidation(r, root.validation),
+    synthetic: root.synthetic === true,
+    kind,
+    linear: parseLinear(r, kind, root[kind]),
+    verifier: parseVerifier(r, root.verifier),
     claims: {},
   };
 }
@@ -270,6 +378,9 @@ function parseCatalogA(r: Reader, root: Json): PackSpec {
     canaries: [],
     validation: summariseValidation(r, root.validation),
     synthetic: false,
+    kind: 'sae',
+    linear: undefined,
+    verifier: undefined,
     claims: {},
   };
 }
@@ -298,6 +409,9 @@ function parseCatalogB(r: Reader, root: Json): PackSpec {
     canaries: [],
     validation: summariseValidation(r, root.validation),
     synthetic: false,
+    kind: 'sae',
+    linear: undefined,
+    verifier: undefined,
     claims: { dModel: r.optInt(metadata.d_model), dSae: r.optInt(metadata.d_sae), k: r.optInt(metadata.k) },
   };
 }

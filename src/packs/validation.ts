@@ -22,7 +22,8 @@ export function validationProblem(pack: Pack): string | undefined {
   if (!v.dataSha256) return `validation block has no data_sha256 (the held-out data it was measured on); ${rerun}`;
   if (!Number.isFinite(v.spearmanRho)) return `validation block has no rho; ${rerun}`;
   if (v.spearmanRho < PASS_THRESHOLD) return `stage gate 1 failed: held-out rho ${v.spearmanRho.toFixed(3)} < ${PASS_THRESHOLD} (n = ${v.n})`;
-  if (v.encode && v.encode !== pack.spec.encode) return `validated with encode ${v.encode} but serves ${pack.spec.encode}`;
+  if (v.kind && v.kind !== pack.spec.kind) return `validated as a ${v.kind} pack but is a ${pack.spec.kind} pack; ${rerun}`;
+  if (pack.spec.kind === 'sae' && v.encode && v.encode !== pack.spec.encode) return `validated with encode ${v.encode} but serves ${pack.spec.encode}`;
   if (v.data) {
     const file = path.resolve(pack.dir, v.data);
     if (existsSync(file) && sha256File(file) !== v.dataSha256) return `held-out data ${file} changed since validation (sha256 differs); ${rerun}`;

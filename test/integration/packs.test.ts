@@ -103,7 +103,7 @@ test('packs that share one SAE file share one engine session (weights held once)
   const catalogue = loadPackDirectory(PARITY_PACKS);
   const a = catalogue.packs.get('topk-saelens')!;
   const b = catalogue.packs.get('topk-saelens-selected')!;
-  assert.equal(a.sae.key, b.sae.key);
+  assert.equal(a.sae!.key, b.sae!.key);
   assert.strictEqual(a.sae, b.sae, 'one SaeSpec object for both packs');
   // Two exact-TopK packs on one SAE: one full session.
   const twin = { ...a, name: 'topk-saelens-twin' };

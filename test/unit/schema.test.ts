@@ -15,7 +15,7 @@ test('catalog B: helpful +1 and harmful -1 features, validation summary, metadat
   assert.deepEqual(spec.features.map((f) => [f.id, f.weight]), [[5, 1], [9, -1]]);
   assert.deepEqual(
     { ...spec.validation, ci: [...spec.validation.ci] },
-    { present: true, verdict: 'PASS', spearmanRho: 0.54, n: 100, method: 'Stage Gate 1', p: NaN, ci: [NaN, NaN], data: '', dataSha256: '', encode: '' },
+    { present: true, verdict: 'PASS', spearmanRho: 0.54, n: 100, method: 'Stage Gate 1', p: NaN, ci: [NaN, NaN], data: '', dataSha256: '', encode: '', kind: '' },
   );
   assert.deepEqual(spec.claims, { dModel: 2560, dSae: 40960, k: 128 });
   assert.equal(spec.layer, 18);

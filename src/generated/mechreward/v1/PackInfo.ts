@@ -19,6 +19,8 @@ export interface PackInfo {
   'sae_format'?: (string);
   'synthetic'?: (boolean);
   'description'?: (string);
+  'kind'?: (string);
+  'verifier_mode'?: (string);
 }
 
 export interface PackInfo__Output {
@@ -38,4 +40,6 @@ export interface PackInfo__Output {
   'sae_format': (string);
   'synthetic': (boolean);
   'description': (string);
+  'kind': (string);
+  'verifier_mode': (string);
 }
