@@ -782,6 +782,251 @@ def verify(out_dir, saes_built, stored_all, expected, hashes):
     return counts
 
 
+# ------------------------------------------------------------------ linear packs and the dual verifier
+# Direction and probe packs, and packs with a dual verifier, on d_model 64 inputs. Written to
+# DIR/linear_cases.json (same case layout as cases.json plus per-sequence verifier_disagreement and a
+# per-case verifier_factor: each case is scored as ONE request, which batch_downweight depends on).
+LINEAR_D = 64
+LINEAR_SPECS = [
+    dict(name="direction-f32", kind="direction", dtype="F32", output="logit", pooling={"method": "mean"}),
+    dict(name="probe-logistic-bf16", kind="probe", type="logistic", dtype="BF16", output="probability",
+         pooling={"method": "last_k", "k": 4}),
+    dict(name="probe-linear-f16", kind="probe", type="linear", dtype="F16", output="logit",
+         pooling={"method": "sum"}),
+    dict(name="verifier-gate-sae", kind="sae", sae_from="topk-saelens", pooling={"method": "mean"},
+         verifier=dict(probe="verifier.safetensors", mode="token_gate", dtype="F32", align=0.0)),
+    dict(name="verifier-gate-direction", kind="direction", dtype="F32", output="logit",
+         pooling={"method": "mean"},
+         verifier=dict(probe="../probe-linear-f16", mode="token_gate")),
+    dict(name="verifier-downweight-on", kind="direction", dtype="BF16", output="logit",
+         pooling={"method": "mean"},
+         verifier=dict(probe="verifier.safetensors", mode="batch_downweight", threshold=0.05,
+                       factor=0.25, dtype="F16", align=0.5)),
+    dict(name="verifier-downweight-off", kind="direction", dtype="F32", output="logit",
+         pooling={"method": "mean"},
+         verifier=dict(probe="verifier.safetensors", mode="batch_downweight", threshold=0.95,
+                       factor=0.25, dtype="F32", align=0.5)),
+]
+LINEAR_KINDS = ("random", "high_norm", "near_zero", "tiny", "saturated")
+SIGN_MARGIN = 1e3  # a sign the verifier compares must be this many float32 roundoffs of its scale from 0
+
+
+def _linear_tensors(rng, dtype, direction=None, align=0.0):
+    w = rng.normal(size=LINEAR_D) / math.sqrt(LINEAR_D) * rng.uniform(0.5, 2.0)
+    if direction is not None:
+        w = align * direction / np.linalg.norm(direction) * np.linalg.norm(w) + math.sqrt(1 - align ** 2) * w
+    b = rng.uniform(-0.5, 0.5)
+    return {"weight": store_tensor(w, dtype), "bias": store_tensor(np.array([b]), dtype)}
+
+
+def _write_linear(path, tensors):
+    save_file(tensors, path)
+    os.chmod(path, 0o644)
+
+
+def _linear_row(rng, kind, lin):
+    d = LINEAR_D
+    if kind == "random":
+        return rng.normal(size=d) * rng.uniform(0.5, 8.0)
+    if kind == "high_norm":
+        x = rng.normal(size=d) * math.exp(rng.uniform(math.log(1e3), math.log(2e4)))
+        peak = np.max(np.abs(x))
+        return x * (59000.0 / peak) if peak >= 59000.0 else x
+    if kind == "tiny":  # f16 subnormal range: the reward is about the bias
+        return rng.normal(size=d) * 1e-6
+    if kind == "near_zero":  # w . x + b small against its own scale: cancellation
+        x = rng.normal(size=d) * rng.uniform(1.0, 8.0)
+        s = np.abs(x * lin.weight).sum() + abs(lin.bias)
+        target = rng.choice([-1.0, 1.0]) * rng.uniform(2e-3, 2e-2) * s
+        w = lin.weight
+        return x + (target - (x @ w + lin.bias)) * w / (w @ w)
+    if kind == "saturated":  # logit around +-30: a saturated sigmoid
+        x = rng.normal(size=d)
+        target = rng.choice([-1.0, 1.0]) * rng.uniform(20.0, 32.0)
+        w = lin.weight
+        return x + (target - (x @ w + lin.bias)) * w / (w @ w)
+    raise ValueError(kind)
+
+
+def _sign_safe(z, s):
+    return abs(z) > SIGN_MARGIN * U32 * (LINEAR_D + 2) * s
+
+
+def _linear_row_ok(kind, xq, lin, reward_sign_needed, verifier, sae_ctx):
+    """Why a float32 engine could disagree with the reference on this row (None = safe)."""
+    z = float(xq @ lin.weight + lin.bias) if lin is not None else None
+    s = float(np.abs(xq * lin.weight).sum() + abs(lin.bias)) if lin is not None else None
+    if lin is not None:
+        if kind == "near_zero" and not (abs(z) < 0.05 * s):
+            return "near_zero row is not near zero after quantisation"
+        if kind == "saturated" and not (15.0 < abs(z) < 40.0):
+            return "saturated row left the saturated range after quantisation"
+        if (reward_sign_needed or kind == "near_zero") and not _sign_safe(z, s):
+            return "reward within float32 error of 0"
+    if sae_ctx is not None:
+        sae, pack = sae_ctx
+        if row_problems(sae, pack, xq):
+            return "SAE row problem"
+        res = ref.score_sequence(sae, pack, xq[None, :], 0)
+        r, sc = res["token_rewards"][0], res["token_scales"][0]
+        if r != 0 and abs(r) <= 10 * RTOL * sc:
+            return "SAE reward sign not robust"
+    if verifier is not None:
+        v = float(xq @ verifier.probe.weight + verifier.probe.bias)
+        vs = float(np.abs(xq * verifier.probe.weight).sum() + abs(verifier.probe.bias))
+        if not _sign_safe(v, vs):
+            return "verifier logit within float32 error of 0"
+    return None
+
+
+def build_linear(out_dir, seed, saes):
+    rng = np.random.default_rng(seed + 7919)
+    packs_dir = os.path.join(out_dir, "packs")
+    cases = []
+    loaded = {}
+    for spec in LINEAR_SPECS:
+        pdir = os.path.join(packs_dir, spec["name"])
+        os.makedirs(pdir, exist_ok=True)
+        doc = {"schema": ref.OWN_SCHEMA, "name": spec["name"], "synthetic": True, "model": "synthetic",
+               "description": "Parity fixture (linear read-out or dual verifier); random weights.",
+               "pooling": spec["pooling"]}
+        lin = None
+        if spec["kind"] == "sae":
+            with open(os.path.join(packs_dir, spec["sae_from"], "pack.json")) as fh:
+                donor = json.load(fh)
+            doc.update({"sae": f"../{spec['sae_from']}/sae", "encode": "topk",
+                        "features": donor["features"]})
+        else:
+            doc["kind"] = spec["kind"]
+            file = "direction.safetensors" if spec["kind"] == "direction" else "probe.safetensors"
+            _write_linear(os.path.join(pdir, file), _linear_tensors(rng, spec["dtype"]))
+            doc[spec["kind"]] = {"file": file}
+            if spec["kind"] == "probe":
+                doc["probe"].update({"type": spec["type"], "output": spec["output"]})
+            lin = ref.load_linear(os.path.join(pdir, file), spec["output"])
+        vspec = spec.get("verifier")
+        if vspec:
+            if vspec["probe"].endswith(".safetensors"):
+                direction = lin.weight if lin is not None else None
+                _write_linear(os.path.join(pdir, vspec["probe"]),
+                              _linear_tensors(rng, vspec["dtype"], direction, vspec.get("align", 0.0)))
+            doc["verifier"] = {k: vspec[k] for k in ("probe", "mode", "threshold", "factor") if k in vspec}
+        with open(os.path.join(pdir, "pack.json"), "w") as fh:
+            json.dump(doc, fh, indent=2)
+            fh.write("\n")
+        verifier = ref.load_verifier(pdir, doc.get("verifier"))
+        sae_ctx = None
+        if spec["kind"] == "sae":
+            sae_ctx = (saes[spec["sae_from"]], ref.load_pack(pdir))
+        loaded[spec["name"]] = (lin, verifier, sae_ctx)
+        kinds_for = ["random", "high_norm", "near_zero", "tiny"] + (["saturated"] if spec.get("output") == "probability" else [])
+        if sae_ctx is not None:
+            kinds_for = ["random", "high_norm", "few_positive"]
+        for dtype in ref.INPUT_DTYPES:
+            seqs, raws_all = [], []
+            for i in range(N_SEQUENCES):
+                T = int(rng.integers(T_RANGE[0], T_RANGE[1] + 1))
+                score_from = 0 if i == 0 else T - 1 if i == 1 else int(rng.integers(0, T))
+                kinds = [kinds_for[t % len(kinds_for)] for t in range(T)]
+                rng.shuffle(kinds)
+                raws, rows = [], []
+                for kind in kinds:
+                    for _attempt in range(500):
+                        if sae_ctx is not None:
+                            sae = sae_ctx[0]
+                            x = {"random": random_row, "high_norm": high_norm_row,
+                                 "few_positive": few_positive_row}[kind](rng, sae)
+                        else:
+                            x = _linear_row(rng, kind, lin)
+                        if dtype == "f16" and np.max(np.abs(x)) >= F16_LIMIT:
+                            continue
+                        raw, xq = quantize_input(x[None, :], dtype)
+                        if _linear_row_ok(kind, xq[0], lin, verifier is not None, verifier, sae_ctx) is None:
+                            break
+                    else:
+                        raise FixtureError(f"could not build a safe {kind} row for {spec['name']} / {dtype}")
+                    raws.append(raw)
+                    rows.append(xq[0])
+                X = np.stack(rows)
+                rel = f"inputs/{spec['name']}.{dtype}.{i}.bin"
+                with open(os.path.join(out_dir, rel), "wb") as fh:
+                    fh.write(b"".join(raws))
+                seqs.append({"file": rel, "num_tokens": T, "score_from": score_from, "row_kinds": kinds, "X": X})
+            cases.append({"pack": spec["name"], "dtype": dtype, "d_model": LINEAR_D,
+                          **_expected(seqs, lin, verifier, sae_ctx, doc["pooling"])})
+    doc = {"seed": seed, "tolerance": {"rtol": RTOL, "scale_floor": SCALE_FLOOR,
+                                       "rule": "as cases.json; verifier_disagreement and verifier_factor exact"},
+           "cases": cases}
+    with open(os.path.join(out_dir, "linear_cases.json"), "w") as fh:
+        json.dump(doc, fh, indent=1)
+        fh.write("\n")
+    return cases
+
+
+def _expected(seqs, lin, verifier, sae_ctx, pooling):
+    rs, ss, vs = [], [], []
+    for s in seqs:
+        X, sf = s["X"], s["score_from"]
+        if sae_ctx is not None:
+            res = ref.score_sequence(sae_ctx[0], sae_ctx[1], X, sf)
+            r, sc = np.array(res["token_rewards"]), np.array(res["token_scales"])
+        else:
+            r, sc = ref.linear_scores(lin, X)
+            r, sc = r.copy(), sc.copy()
+            r[:sf] = 0.0
+            sc[:sf] = 0.0
+        rs.append(r)
+        ss.append(sc)
+        vs.append(ref.linear_logits(verifier.probe, X) if verifier else np.zeros(len(X)))
+    out, factor = ref.score_request(rs, ss, vs, [s["score_from"] for s in seqs], verifier,
+                                    pooling["method"], pooling.get("k"))
+    sequences = []
+    for s, o in zip(seqs, out):
+        sequences.append({"file": s["file"], "num_tokens": s["num_tokens"], "score_from": s["score_from"],
+                          "row_kinds": s["row_kinds"], "flags": [], **o})
+    return {"sequences": sequences, "verifier_factor": factor, "has_verifier": verifier is not None}
+
+
+def verify_linear(out_dir, cases, saes):
+    """Re-read every linear fixture from disk and recompute it."""
+    with open(os.path.join(out_dir, "linear_cases.json")) as fh:
+        doc = json.load(fh)
+    check(len(doc["cases"]) == len(LINEAR_SPECS) * len(ref.INPUT_DTYPES), "linear: wrong number of cases")
+    factors = {}
+    for case in doc["cases"]:
+        spec = [s for s in LINEAR_SPECS if s["name"] == case["pack"]][0]
+        pdir = os.path.join(out_dir, "packs", case["pack"])
+        with open(os.path.join(pdir, "pack.json")) as fh:
+            pj = json.load(fh)
+        lin = None
+        if spec["kind"] != "sae":
+            lin = ref.load_linear(os.path.join(pdir, pj[spec["kind"]]["file"]), spec.get("output", "logit"))
+            check(lin.dtype == spec["dtype"], f"{case['pack']}: weight dtype {lin.dtype}")
+        verifier = ref.load_verifier(pdir, pj.get("verifier"))
+        sae_ctx = (saes[spec["sae_from"]], ref.load_pack(pdir)) if spec["kind"] == "sae" else None
+        seqs = []
+        for s in case["sequences"]:
+            with open(os.path.join(out_dir, s["file"]), "rb") as fh:
+                X = ref.decode_input(fh.read(), case["dtype"], LINEAR_D)
+            check(X.shape[0] == s["num_tokens"], f"{s['file']}: rows")
+            seqs.append({**s, "X": X})
+        again = _expected(seqs, lin, verifier, sae_ctx, pj["pooling"])
+        for a, b in zip(again["sequences"], case["sequences"]):
+            for key in ("token_rewards", "reward", "verifier_disagreement"):
+                check(a[key] == b[key], f"{b['file']}: {key} differs on recompute")
+        check(again["verifier_factor"] == case["verifier_factor"], f"{case['pack']}: factor on recompute")
+        factors.setdefault(case["pack"], set()).add(case["verifier_factor"])
+        if verifier is not None and verifier.mode == "token_gate":
+            rates = [s["verifier_disagreement"] for s in case["sequences"]]
+            check(any(0 < r < 1 for r in rates), f"{case['pack']}/{case['dtype']}: no partial disagreement")
+    check(factors["verifier-downweight-on"] == {0.25}, "downweight-on never downweights")
+    check(factors["verifier-downweight-off"] == {1.0}, "downweight-off downweights")
+    kinds = [k for c in doc["cases"] for s in c["sequences"] for k in s["row_kinds"]]
+    for k in LINEAR_KINDS:
+        check(k in kinds, f"linear: no {k} rows")
+    return len(doc["cases"])
+
+
 MARKER = ".mechreward-parity-fixtures"
 
 
@@ -796,8 +1041,9 @@ def prepare_out(out_dir):
             p = os.path.join(out_dir, sub)
             if os.path.isdir(p):
                 shutil.rmtree(p)
-        if "cases.json" in entries:
-            os.remove(os.path.join(out_dir, "cases.json"))
+        for name in ("cases.json", "linear_cases.json"):
+            if name in entries:
+                os.remove(os.path.join(out_dir, name))
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, MARKER), "w") as fh:
         fh.write("generated by scripts/parity/make_parity_fixtures.py; safe to delete\n")
@@ -813,6 +1059,8 @@ def main(argv=None):
         prepare_out(args.out)
         saes, stored, expected, stats, hashes = build(args.out, args.seed)
         counts = verify(args.out, saes, stored, expected, hashes)
+        linear_cases = build_linear(args.out, args.seed, saes)
+        n_linear = verify_linear(args.out, linear_cases, saes)
     except FixtureError as exc:
         print(f"make_parity_fixtures: FAILED: {exc}", file=sys.stderr)
         return 1
@@ -827,6 +1075,7 @@ def main(argv=None):
           f"{counts['random']}")
     print(f"  canary flags fired: {stats['flags']}; rows regenerated by safety checks: "
           f"{dict(sorted(rejected.items())) or 0}")
+    print(f"  linear / verifier cases: {n_linear} (linear_cases.json)")
     print("  verified: every file re-read and recomputed")
     return 0
 

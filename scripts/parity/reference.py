@@ -387,3 +387,110 @@ def within_tolerance(engine: float, ref: float, scale: float, rtol: float = 1e-4
                      floor: float = 1e-6) -> bool:
     """The parity rule: |engine - ref| <= rtol * max(scale, floor)."""
     return abs(engine - ref) <= rtol * max(scale, floor)
+
+
+# ---------------------------------------------------------------- linear packs and the dual verifier
+# Direction and probe packs (pack.json "kind": "direction" | "probe"):
+#   r_t = w . x_t + b              (direction; probe with output "logit")
+#   r_t = sigmoid(w . x_t + b)     (probe with output "probability")
+# token_scale_t = sum_i |w_i x_i| + |b| (logit), p(1 - p) * that + 1 (probability: the sigmoid's slope, plus
+# an absolute floor of 1 so a saturated probability compares absolutely).
+# Dual verifier ("verifier": {"probe", "mode", "threshold", "factor"}), applied before pooling:
+#   a response token disagrees when r_t != 0 and sign(r_t) != sign(v . x_t + c) (the probe's logit);
+#   disagreement rate = disagreeing / tokens with r_t != 0 (0 when none);
+#   token_gate: disagreeing tokens get r_t = 0;
+#   batch_downweight: if disagreeing / non-zero tokens over the whole request > threshold, every r_t of the
+#   request is multiplied by factor.
+@dataclass
+class Linear:
+    weight: np.ndarray  # [d_model]
+    bias: float
+    output: str  # "logit" | "probability"
+    dtype: str
+
+
+def load_linear(path: str, output: str = "logit") -> Linear:
+    t = read_safetensors(path)
+    w, b = t["weight"], t["bias"]
+    if len(w["shape"]) != 1 or list(b["shape"]) != [1]:
+        raise ValueError(f"{path}: weight must be [d_model] and bias [1]")
+    return Linear(weight=w["value"], bias=float(b["value"][0]), output=output, dtype=w["dtype"])
+
+
+@dataclass
+class Verifier:
+    probe: Linear
+    mode: str
+    threshold: float
+    factor: float
+
+
+def load_verifier(pack_dir: str, spec: Optional[dict]) -> Optional[Verifier]:
+    if not spec:
+        return None
+    target = os.path.normpath(os.path.join(pack_dir, spec["probe"]))
+    if os.path.isdir(target):
+        with open(os.path.join(target, "pack.json")) as fh:
+            inner = json.load(fh)
+        target = os.path.join(target, inner["probe"]["file"])
+    return Verifier(probe=load_linear(target, "logit"), mode=spec.get("mode", "token_gate"),
+                    threshold=float(spec.get("threshold", 0.3)), factor=float(spec.get("factor", 0.5)))
+
+
+def linear_logits(lin: Linear, X: np.ndarray) -> np.ndarray:
+    return np.asarray(X, np.float64) @ lin.weight + lin.bias
+
+
+def linear_scores(lin: Linear, X: np.ndarray):
+    """(r_t, token_scale_t) for every row."""
+    X = np.asarray(X, np.float64)
+    z = linear_logits(lin, X)
+    s = np.abs(X * lin.weight).sum(axis=1) + abs(lin.bias)
+    if lin.output == "probability":
+        p = 1.0 / (1.0 + np.exp(-z))
+        return p, p * (1 - p) * s + 1.0
+    return z, s
+
+
+def verifier_check(r: np.ndarray, v: np.ndarray, gate: bool):
+    """(considered, disagreeing, gated r) over one response's token rewards r and verifier logits v."""
+    r = r.copy()
+    nz = r != 0
+    bad = nz & (np.sign(r) != np.sign(v))
+    if gate:
+        r[bad] = 0.0
+    return int(nz.sum()), int(bad.sum()), r
+
+
+def score_request(token_rewards, token_scales, logits, score_froms, verifier: Optional[Verifier],
+                  pooling: str, pooling_k: Optional[int]):
+    """Applies the verifier (if any) to a request's sequences, then pools. Lists of per-sequence arrays
+    (full length, prompt tokens 0). Returns (per-sequence dicts, factor)."""
+    rs = [np.asarray(r, np.float64).copy() for r in token_rewards]
+    ss = [np.asarray(s, np.float64).copy() for s in token_scales]
+    rates = [None] * len(rs)
+    factor = 1.0
+    if verifier is not None:
+        counts = []
+        for i, (r, v, sf) in enumerate(zip(rs, logits, score_froms)):
+            c, d, gated = verifier_check(r[sf:], np.asarray(v, np.float64)[sf:], verifier.mode == "token_gate")
+            r[sf:] = gated
+            counts.append((c, d))
+            rates[i] = d / c if c else 0.0
+        if verifier.mode == "batch_downweight":
+            c = sum(x[0] for x in counts)
+            d = sum(x[1] for x in counts)
+            if (d / c if c else 0.0) > verifier.threshold:
+                factor = verifier.factor
+                rs = [r * factor for r in rs]
+                ss = [s * factor for s in ss]
+    out = []
+    for r, s, sf, rate in zip(rs, ss, score_froms, rates):
+        out.append({
+            "token_rewards": [float(x) for x in r],
+            "token_scales": [float(x) for x in s],
+            "reward": pool(r[sf:], pooling, pooling_k),
+            "reward_scale": pool(s[sf:], pooling, pooling_k),
+            "verifier_disagreement": rate,
+        })
+    return out, factor

@@ -27,12 +27,14 @@ test('serve with flags: --packs --grpc-port 0 --http-port 0 --host; SIGTERM exit
 });
 
 test('serve with no arguments serves the bundled packs (ports from environment variables)', async () => {
-  // No --allow-unvalidated: the shipped pack has passed stage gate 1.
+  // No --allow-unvalidated: the shipped packs (SAE, direction, probe) have passed stage gate 1.
   const s = await serve([], { MECHREWARD_GRPC_PORT: '0', MECHREWARD_HTTP_PORT: '0' });
   const info = (await (await fetch(`http://127.0.0.1:${s.httpPort}/v1/packs`)).json()) as { packs: Array<{ name: string; synthetic: boolean; validation: { passes: boolean } }> };
-  assert.deepEqual(info.packs.map((p) => p.name), ['smollm2-arith']);
-  assert.equal(info.packs[0]!.synthetic, false);
-  assert.equal(info.packs[0]!.validation.passes, true);
+  assert.deepEqual(info.packs.map((p) => p.name), ['smollm2-arith', 'smollm2-arith-direction', 'smollm2-arith-probe']);
+  for (const p of info.packs) {
+    assert.equal(p.synthetic, false, p.name);
+    assert.equal(p.validation.passes, true, p.name);
+  }
   s.child.kill('SIGTERM');
   assert.equal(await s.exited, 0);
 });

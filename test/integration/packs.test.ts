@@ -93,10 +93,14 @@ test('`mechreward packs DIR` lists good packs, reports broken ones with paths an
   assert.ok(out.stdout.includes(`BROKEN broken: ${packDir}`), out.stdout);
   const ok = spawnSync(process.execPath, [path.join(REPO_ROOT, 'bin/mechreward.js'), 'packs', PARITY_PACKS, '--json'], { encoding: 'utf8' });
   assert.equal(ok.status, 0, ok.stderr);
-  const listed = JSON.parse(ok.stdout) as { packs: { name: string; schema: string; sae_format: string }[] };
+  const listed = JSON.parse(ok.stdout) as { packs: { name: string; schema: string; sae_format: string; kind: string; architecture: string }[] };
   const schemas = new Set(listed.packs.map((p) => p.schema));
   assert.deepEqual(schemas, new Set(['mechreward.pack/v1', 'catalog-a', 'catalog-b']));
-  assert.deepEqual(new Set(listed.packs.map((p) => p.sae_format)), new Set(['saelens', 'sparsify']));
+  // Direction and probe packs have no SAE: no sae_format, and their kind as their architecture.
+  assert.deepEqual(new Set(listed.packs.map((p) => p.sae_format)), new Set(['saelens', 'sparsify', '']));
+  assert.deepEqual(new Set(listed.packs.map((p) => p.kind)), new Set(['sae', 'direction', 'probe']));
+  for (const p of listed.packs) assert.equal(p.sae_format === '', p.kind !== 'sae', p.name);
+  assert.equal(listed.packs.find((p) => p.name === 'direction-f32')!.architecture, 'direction');
 });
 
 test('packs that share one SAE file share one engine session (weights held once)', () => {
