@@ -30,6 +30,8 @@ export function createMetrics(info: { version: string; ortVersion: string }) {
     packValidationRho: new client.Gauge({ name: 'mechreward_pack_validation_rho', help: "Held-out Spearman rho from the pack's validation block (stage gate 1)", labelNames: ['pack'], registers: [registry] }),
     packValidationN: new client.Gauge({ name: 'mechreward_pack_validation_n', help: "Held-out responses behind the pack's validation rho", labelNames: ['pack'], registers: [registry] }),
     packValidated: new client.Gauge({ name: 'mechreward_pack_validated', help: '1 when the pack passes stage gate 1 as serve enforces it, 0 when served with --allow-unvalidated', labelNames: ['pack'], registers: [registry] }),
+    verifierDisagreement: new client.Histogram({ name: 'mechreward_verifier_disagreement', help: "Dual verifier: per response, the share of rewarded tokens whose sign the pack's probe contradicts", labelNames: ['pack'], buckets: [0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1], registers: [registry] }),
+    verifierDownweighted: new client.Counter({ name: 'mechreward_verifier_downweighted_total', help: "Dual verifier: responses whose rewards batch_downweight scaled", labelNames: ['pack'], registers: [registry] }),
     runs: new client.Gauge({ name: 'mechreward_runs', help: 'Training runs the canary monitor has seen (persisted)', registers: [registry] }),
     runAlarms: new client.Gauge({ name: 'mechreward_run_alarms', help: "Runs whose flag-rate lower bound exceeds their pack's baseline upper bound (see GET /v1/runs)", registers: [registry] }),
     buildInfo: new client.Gauge({ name: 'mechreward_build_info', help: 'Build information (always 1)', labelNames: ['version', 'ort_version'], registers: [registry] }),

@@ -102,6 +102,10 @@ export class Service {
     m.queueDuration.observe(out.queueMs / 1000);
     m.inferenceDuration.observe(out.inferenceMs / 1000);
     for (const r of out.results) for (const f of r.flags) m.canaryFlags.inc({ pack: out.pack, canary: f.name });
+    for (const r of out.results) {
+      if (r.verifierDisagreement !== undefined) m.verifierDisagreement.observe({ pack: out.pack }, r.verifierDisagreement);
+      if (r.verifierFactor !== 1) m.verifierDownweighted.inc({ pack: out.pack });
+    }
   }
 
   describePacks(): PackDescription[] {

@@ -31,6 +31,8 @@ export interface SequenceScore {
   readonly verifierDisagreement: number | undefined;
   /** Factor the verifier's batch_downweight applied to this response's rewards (1 when none). */
   readonly verifierFactor: number;
+  /** The verifier's token counts behind the rate (undefined without one). */
+  readonly verifierTokens: Disagreement | undefined;
 }
 
 /** Sees every scored request that names a run (the per-run canary monitor); may add flags. */
@@ -170,7 +172,7 @@ export class Scorer {
       if (textFlag) flags.push(textFlag);
       const values = tokenRewards[i]!;
       const verifierDisagreement = disagreements ? disagreementRate(disagreements[i]!) : undefined;
-      return { tokenRewards: values, reward: pool(values, s.score_from, s.num_tokens, pack.spec.pooling), flags, fvu, verifierDisagreement, verifierFactor: factor };
+      return { tokenRewards: values, reward: pool(values, s.score_from, s.num_tokens, pack.spec.pooling), flags, fvu, verifierDisagreement, verifierFactor: factor, verifierTokens: disagreements?.[i] };
     });
     if (input.runId && this.observer) this.observer.observe(input.runId, pack, input.sequences, results);
     return { pack: pack.name, results, tokens: batch.totalRows, queueMs, inferenceMs };

@@ -22,6 +22,7 @@ import type { ScoreResponse as _mechreward_v1_ScoreResponse, ScoreResponse__Outp
 import type { Sequence as _mechreward_v1_Sequence, Sequence__Output as _mechreward_v1_Sequence__Output } from './mechreward/v1/Sequence.js';
 import type { SequenceResult as _mechreward_v1_SequenceResult, SequenceResult__Output as _mechreward_v1_SequenceResult__Output } from './mechreward/v1/SequenceResult.js';
 import type { ValidationSummary as _mechreward_v1_ValidationSummary, ValidationSummary__Output as _mechreward_v1_ValidationSummary__Output } from './mechreward/v1/ValidationSummary.js';
+import type { VerifierStats as _mechreward_v1_VerifierStats, VerifierStats__Output as _mechreward_v1_VerifierStats__Output } from './mechreward/v1/VerifierStats.js';
 
 type SubtypeConstructor<Constructor extends new (...args: any) => any, Subtype> = {
   new(...args: ConstructorParameters<Constructor>): Subtype;
@@ -52,6 +53,7 @@ export interface ProtoGrpcType {
       Sequence: MessageTypeDefinition<_mechreward_v1_Sequence, _mechreward_v1_Sequence__Output>
       SequenceResult: MessageTypeDefinition<_mechreward_v1_SequenceResult, _mechreward_v1_SequenceResult__Output>
       ValidationSummary: MessageTypeDefinition<_mechreward_v1_ValidationSummary, _mechreward_v1_ValidationSummary__Output>
+      VerifierStats: MessageTypeDefinition<_mechreward_v1_VerifierStats, _mechreward_v1_VerifierStats__Output>
     }
   }
 }

@@ -27,6 +27,21 @@ export interface RunSummary {
   flags_by_name: Record<string, number>;
   first_seen_ms: number;
   last_seen_ms: number;
+  /** Dual-verifier disagreement over the run (null when its pack has no verifier). */
+  verifier: VerifierStats | null;
+}
+
+export interface VerifierStats {
+  sequences: number;
+  /** Mean of the responses' disagreement rates. */
+  mean_disagreement: number;
+  /** Rewarded (r_t != 0) response tokens checked, and those the probe contradicted. */
+  tokens: number;
+  disagreeing_tokens: number;
+  /** disagreeing_tokens / tokens. */
+  token_disagreement: number;
+  /** Responses whose rewards batch_downweight scaled. */
+  downweighted_sequences: number;
 }
 
 export interface RunPoint {
@@ -90,6 +105,16 @@ export class RunMonitor implements RunObserver {
         runId, t, results.length, flaggedCount, mean, quantile(rewards, 0.1), quantile(rewards, 0.5), quantile(rewards, 0.9),
       ]);
       for (const r of results) s.run('INSERT INTO rewards (run_id, pack, reward) VALUES (?, ?, ?)', [runId, pack.name, r.reward]);
+      const checked = results.filter((r) => r.verifierTokens !== undefined);
+      if (checked.length > 0) {
+        const sum = (f: (r: SequenceScore) => number) => checked.reduce((a, r) => a + f(r), 0);
+        s.run(
+          `INSERT INTO run_verifier (run_id, sequences, rate_sum, tokens, disagreeing, downweighted) VALUES (?, ?, ?, ?, ?, ?)
+           ON CONFLICT(run_id) DO UPDATE SET sequences = sequences + excluded.sequences, rate_sum = rate_sum + excluded.rate_sum,
+             tokens = tokens + excluded.tokens, disagreeing = disagreeing + excluded.disagreeing, downweighted = downweighted + excluded.downweighted`,
+          [runId, checked.length, sum((r) => r.verifierDisagreement!), sum((r) => r.verifierTokens!.considered), sum((r) => r.verifierTokens!.disagreeing), sum((r) => (r.verifierFactor !== 1 ? 1 : 0))],
+        );
+      }
       results.forEach((r, i) => {
         if (r.flags.length === 0) return;
         const seq = sequences[i]!;
@@ -159,6 +184,17 @@ export class RunMonitor implements RunObserver {
     const baseline = base ? { rate: base.flagged / base.n, ci: wilson(base.flagged, base.n), flagged: base.flagged, n: base.n } : null;
     const flagsByName: Record<string, number> = {};
     for (const f of this.store.rows('SELECT name, count FROM run_flags WHERE run_id = ? ORDER BY name', [runId])) flagsByName[String(f.name)] = Number(f.count);
+    const v = this.store.rows('SELECT * FROM run_verifier WHERE run_id = ?', [runId])[0];
+    const verifier = v
+      ? {
+          sequences: Number(v.sequences),
+          mean_disagreement: Number(v.rate_sum) / Number(v.sequences),
+          tokens: Number(v.tokens),
+          disagreeing_tokens: Number(v.disagreeing),
+          token_disagreement: Number(v.tokens) > 0 ? Number(v.disagreeing) / Number(v.tokens) : 0,
+          downweighted_sequences: Number(v.downweighted),
+        }
+      : null;
     return {
       run_id: runId,
       pack: String(row.pack),
@@ -171,6 +207,7 @@ export class RunMonitor implements RunObserver {
       flags_by_name: flagsByName,
       first_seen_ms: Number(row.first_seen_ms),
       last_seen_ms: Number(row.last_seen_ms),
+      verifier,
     };
   }
 }

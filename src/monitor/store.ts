@@ -22,6 +22,8 @@ CREATE TABLE IF NOT EXISTS flagged (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id
 CREATE INDEX IF NOT EXISTS flagged_run ON flagged (run_id, id);
 CREATE TABLE IF NOT EXISTS rewards (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, pack TEXT NOT NULL, reward REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS rewards_run ON rewards (run_id, pack, id);
+CREATE TABLE IF NOT EXISTS run_verifier (run_id TEXT PRIMARY KEY, sequences INTEGER NOT NULL, rate_sum REAL NOT NULL,
+  tokens INTEGER NOT NULL, disagreeing INTEGER NOT NULL, downweighted INTEGER NOT NULL);
 `;
 
 export class RunStore {

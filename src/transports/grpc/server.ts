@@ -22,6 +22,7 @@ function toWireSummary(s: RunSummaryJson): RunSummary {
     ...s,
     ci: { lo: s.ci[0], hi: s.ci[1] },
     baseline: s.baseline ? { present: true, rate: s.baseline.rate, ci: { lo: s.baseline.ci[0], hi: s.baseline.ci[1] }, flagged: s.baseline.flagged, n: s.baseline.n } : { present: false },
+    verifier: s.verifier ? { present: true, ...s.verifier } : { present: false },
   };
 }
 
