@@ -469,13 +469,13 @@ def score_request(token_rewards, token_scales, logits, score_froms, verifier: Op
     rs = [np.asarray(r, np.float64).copy() for r in token_rewards]
     ss = [np.asarray(s, np.float64).copy() for s in token_scales]
     rates = [None] * len(rs)
+    counts = [None] * len(rs)
     factor = 1.0
     if verifier is not None:
-        counts = []
         for i, (r, v, sf) in enumerate(zip(rs, logits, score_froms)):
             c, d, gated = verifier_check(r[sf:], np.asarray(v, np.float64)[sf:], verifier.mode == "token_gate")
             r[sf:] = gated
-            counts.append((c, d))
+            counts[i] = [c, d]
             rates[i] = d / c if c else 0.0
         if verifier.mode == "batch_downweight":
             c = sum(x[0] for x in counts)
@@ -485,12 +485,13 @@ def score_request(token_rewards, token_scales, logits, score_froms, verifier: Op
                 rs = [r * factor for r in rs]
                 ss = [s * factor for s in ss]
     out = []
-    for r, s, sf, rate in zip(rs, ss, score_froms, rates):
+    for r, s, sf, rate, cd in zip(rs, ss, score_froms, rates, counts):
         out.append({
             "token_rewards": [float(x) for x in r],
             "token_scales": [float(x) for x in s],
             "reward": pool(r[sf:], pooling, pooling_k),
             "reward_scale": pool(s[sf:], pooling, pooling_k),
             "verifier_disagreement": rate,
+            "verifier_tokens": cd,  # [rewarded tokens checked, disagreeing], None without a verifier
         })
     return out, factor

@@ -12,7 +12,8 @@ import { after, before, test } from 'node:test';
 import type { RunningServer } from '../../src/server.js';
 import type { RewardServiceClient } from '../../src/generated/mechreward/v1/RewardService.js';
 import { PARITY_DIR, PARITY_PACKS } from '../helpers/fixtures.js';
-import { grpcClient, score, startTestServer } from '../helpers/server.js';
+import { grpcClient, httpUrl, score, startTestServer } from '../helpers/server.js';
+import type { RunDetail__Output } from '../../src/generated/mechreward/v1/RunDetail.js';
 
 const REL_TOL = 1e-4;
 const SCALE_FLOOR = 1e-3;
@@ -27,6 +28,7 @@ interface LinearSequence {
   reward: number;
   reward_scale: number;
   verifier_disagreement: number | null;
+  verifier_tokens: [number, number] | null;
 }
 
 interface LinearCase {
@@ -92,3 +94,44 @@ for (const c of cases) {
     });
   });
 }
+
+function getRun(runId: string): Promise<RunDetail__Output> {
+  return new Promise((resolve, reject) => client.GetRun({ run_id: runId }, (err, res) => (err ? reject(err) : resolve(res!))));
+}
+
+test('the run monitor and /metrics report the verifier disagreement per run (gRPC GetRun, HTTP, histogram)', async () => {
+  for (const pack of ['verifier-gate-direction', 'verifier-downweight-on']) {
+    const picked = cases.filter((c) => c.pack === pack);
+    const runId = `verifier-${pack}`;
+    for (const c of picked) {
+      const sequences = c.sequences.map((s) => ({ activations: readFileSync(path.join(PARITY_DIR, s.file)), dtype: WIRE_DTYPE[c.dtype], num_tokens: s.num_tokens, score_from: s.score_from }));
+      assert.ok((await score(client, { pack: c.pack, sequences, run_id: runId })).ok);
+    }
+    const seqs = picked.flatMap((c) => c.sequences);
+    const tokens = seqs.reduce((a, s) => a + s.verifier_tokens![0], 0);
+    const disagreeing = seqs.reduce((a, s) => a + s.verifier_tokens![1], 0);
+    const meanRate = seqs.reduce((a, s) => a + s.verifier_disagreement!, 0) / seqs.length;
+    const downweighted = picked.reduce((a, c) => a + (c.verifier_factor !== 1 ? c.sequences.length : 0), 0);
+    const run = await getRun(runId);
+    const v = run.summary!.verifier!;
+    assert.equal(v.present, true);
+    assert.equal(Number(v.sequences), seqs.length);
+    assert.equal(Number(v.tokens), tokens);
+    assert.equal(Number(v.disagreeing_tokens), disagreeing);
+    assert.ok(Math.abs(v.token_disagreement - disagreeing / tokens) < 1e-12);
+    assert.ok(Math.abs(v.mean_disagreement - meanRate) < 1e-12, `${v.mean_disagreement} vs ${meanRate}`);
+    assert.equal(Number(v.downweighted_sequences), downweighted);
+    assert.equal(downweighted > 0, pack === 'verifier-downweight-on');
+    const http = (await (await fetch(httpUrl(server, `/v1/runs/${runId}`))).json()) as { verifier: { tokens: number; disagreeing_tokens: number } };
+    assert.equal(http.verifier.tokens, tokens);
+    assert.equal(http.verifier.disagreeing_tokens, disagreeing);
+    const metrics = await (await fetch(httpUrl(server, '/metrics'))).text();
+    const count = metrics.match(new RegExp(`^mechreward_verifier_disagreement_count\\{pack="${pack}"\\} (\\d+)`, 'm'));
+    assert.ok(count && Number(count[1]) >= seqs.length, `no disagreement histogram for ${pack}`);
+  }
+  // A run on a pack without a verifier reports none.
+  const plain = cases.find((c) => c.pack === 'direction-f32')!;
+  const sequences = plain.sequences.map((s) => ({ activations: readFileSync(path.join(PARITY_DIR, s.file)), dtype: WIRE_DTYPE[plain.dtype], num_tokens: s.num_tokens, score_from: s.score_from }));
+  assert.ok((await score(client, { pack: plain.pack, sequences, run_id: 'no-verifier' })).ok);
+  assert.equal((await getRun('no-verifier')).summary!.verifier!.present, false);
+});
