@@ -67,6 +67,51 @@ const broken: Array<[string, (dir: string) => void, RegExp]> = [
   ['missing SAE folder', (d) => rmSync(path.join(d, 'sae'), { recursive: true }), /no cfg\.json/],
 ];
 
+/** A broken copy of a direction (or verifier) pack from the linear parity fixtures. */
+function brokenLinear(source: string, breakIt: (packDir: string) => void): { root: string; packDir: string } {
+  const root = mkdtempSync(path.join(os.tmpdir(), 'mechreward-packs-'));
+  tmpRoots.push(root);
+  const packDir = path.join(root, 'broken');
+  cpSync(path.join(PARITY_PACKS, source), packDir, { recursive: true });
+  cpSync(path.join(PARITY_PACKS, 'probe-linear-f16'), path.join(root, 'probe-linear-f16'), { recursive: true });
+  breakIt(packDir);
+  return { root, packDir };
+}
+
+function writeLinear(file: string, weightShape: number[], biasShape: number[], value = 0.5): void {
+  const count = (s: number[]) => s.reduce((a, b) => a * b, 1);
+  const w = new Float32Array(count(weightShape)).fill(value);
+  const b = new Float32Array(count(biasShape)).fill(0.1);
+  const header = { weight: { dtype: 'F32', shape: weightShape, data_offsets: [0, w.byteLength] }, bias: { dtype: 'F32', shape: biasShape, data_offsets: [w.byteLength, w.byteLength + b.byteLength] } };
+  const text = Buffer.from(JSON.stringify(header));
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(text.length), 0);
+  writeFileSync(file, Buffer.concat([len, text, Buffer.from(w.buffer), Buffer.from(b.buffer)]));
+}
+
+const brokenLinearPacks: Array<[string, string, (dir: string) => void, RegExp]> = [
+  ['direction file missing', 'direction-f32', (d) => rmSync(path.join(d, 'direction.safetensors')), /direction\.safetensors: file not found/],
+  ['direction weight not a vector', 'direction-f32', (d) => writeLinear(path.join(d, 'direction.safetensors'), [8, 8], [1]), /tensor weight has shape \[8, 8\], expected \[d_model\]/],
+  ['direction bias of the wrong length', 'direction-f32', (d) => writeLinear(path.join(d, 'direction.safetensors'), [64], [2]), /tensor bias has shape \[2\], expected \[1\]/],
+  ['verifier probe of another width', 'verifier-downweight-off', (d) => writeLinear(path.join(d, 'verifier.safetensors'), [32], [1]), /verifier\.probe .* has d_model 32, the pack reads d_model 64/],
+  ['verifier folder that is not a probe pack', 'verifier-gate-direction', (d) => editPackJson(d, (j) => { j.verifier = { probe: '.', mode: 'token_gate' }; }), /verifier\.probe must name a probe pack, this one is a direction pack/],
+];
+
+for (const [name, source, breakIt, expected] of brokenLinearPacks) {
+  test(`broken ${source} pack is reported at load with its path: ${name}`, () => {
+    const { root, packDir } = brokenLinear(source, breakIt);
+    const problems = loadPackDirectory(root).problems.filter((p) => p.pack === 'broken');
+    assert.equal(problems.length, 1, JSON.stringify(problems));
+    assert.match(problems[0]!.message, expected);
+    assert.ok(problems[0]!.message.includes(packDir), problems[0]!.message);
+  });
+}
+
+test('a direction whose weights hold a NaN is refused when the engine loads it, naming the file', async () => {
+  const { root, packDir } = brokenLinear('direction-f32', (d) => writeLinear(path.join(d, 'direction.safetensors'), [64], [1], NaN));
+  await assert.rejects(startTestServer(root, { allowUnvalidated: true }), (err: Error) => err.message.includes(path.join(packDir, 'direction.safetensors')) && /non-finite value at element 0/.test(err.message));
+});
+
 for (const [name, breakIt, expected] of broken) {
   test(`broken pack is reported at load with its path: ${name}`, () => {
     const { root, packDir } = brokenPack(breakIt);

@@ -51,3 +51,39 @@ test('schema errors name the file and the field', () => {
   assert.throws(() => parsePackJson('p.json', { schema: 'v9' }), /schema "v9" is not known/);
   assert.throws(() => parsePackJson('p.json', { name: 'nothing' }), /has no "schema"/);
 });
+
+test('pack kinds: sae by default, direction and probe read-outs, the dual verifier with its defaults', () => {
+  const own = { schema: 'mechreward.pack/v1', name: 'x' };
+  assert.equal(parsePackJson('p.json', { ...own, features: [{ id: 1, weight: 1 }] }).kind, 'sae');
+  const dir = parsePackJson('p.json', { ...own, kind: 'direction', direction: { file: 'direction.safetensors' }, pooling: { method: 'last_k', k: 3 } });
+  assert.equal(dir.kind, 'direction');
+  assert.deepEqual(dir.linear, { file: 'direction.safetensors', type: 'direction', output: 'logit' });
+  assert.deepEqual(dir.features, []);
+  assert.deepEqual(dir.pooling, { method: 'last_k', k: 3 });
+  const probe = parsePackJson('p.json', { ...own, kind: 'probe', probe: { file: 'probe.safetensors', type: 'logistic', output: 'probability' }, verifier: { probe: '../v', mode: 'batch_downweight' } });
+  assert.deepEqual(probe.linear, { file: 'probe.safetensors', type: 'logistic', output: 'probability' });
+  assert.deepEqual(probe.verifier, { probe: '../v', mode: 'batch_downweight', threshold: 0.3, factor: 0.5 });
+  const gated = parsePackJson('p.json', { ...own, features: [{ id: 1, weight: 1 }], verifier: { probe: 'v.safetensors' } });
+  assert.equal(gated.verifier!.mode, 'token_gate');
+});
+
+test('pack kind errors name the field', () => {
+  const own = { schema: 'mechreward.pack/v1', name: 'x' };
+  const bad: [Record<string, unknown>, RegExp][] = [
+    [{ kind: 'lora' }, /p\.json: kind must be one of sae, direction, probe/],
+    [{ kind: 'direction' }, /direction must be an object/],
+    [{ kind: 'direction', direction: {} }, /direction\.file must name the safetensors file/],
+    [{ kind: 'direction', direction: { file: 'd.safetensors', output: 'probability' } }, /direction\.output must be "logit"/],
+    [{ kind: 'probe', probe: { file: 'p.safetensors', type: 'svm' } }, /probe\.type must be "linear" or "logistic"/],
+    [{ kind: 'probe', probe: { file: 'p.safetensors', type: 'linear', output: 'probability' } }, /probe\.output "probability" needs a logistic probe/],
+    [{ kind: 'direction', direction: { file: 'd.safetensors' }, features: [{ id: 1, weight: 1 }] }, /features is for SAE packs; a direction pack has none/],
+    [{ kind: 'probe', probe: { file: 'p.safetensors' }, canaries: [] }, /canaries is for SAE packs/],
+    [{ kind: 'direction', direction: { file: 'd.safetensors' }, monitor: { fvu_bound: 0.3 } }, /monitor\.fvu_bound needs an SAE reconstruction/],
+    [{ kind: 'direction', direction: { file: 'd.safetensors' }, probe: { file: 'p' } }, /probe does not belong in a direction pack/],
+    [{ features: [{ id: 1, weight: 1 }], verifier: {} }, /verifier\.probe must name a probe/],
+    [{ features: [{ id: 1, weight: 1 }], verifier: { probe: 'v', mode: 'vote' } }, /verifier\.mode must be "token_gate" or "batch_downweight"/],
+    [{ features: [{ id: 1, weight: 1 }], verifier: { probe: 'v', threshold: 1.5 } }, /verifier\.threshold must be a disagreement rate in \[0, 1\]/],
+    [{ features: [{ id: 1, weight: 1 }], verifier: { probe: 'v', factor: -1 } }, /verifier\.factor must be in \[0, 1\]/],
+  ];
+  for (const [extra, message] of bad) assert.throws(() => parsePackJson('p.json', { ...own, ...extra }), (err: Error) => message.test(err.message), JSON.stringify(extra));
+});
