@@ -117,11 +117,12 @@ function buildProgram(): Command {
     .action(async (opts: { pack: string; data?: string; json?: boolean; write: boolean }) => {
       const r = await runG1(opts.pack, { data: opts.data, write: opts.write });
       if (opts.json) {
-        console.log(JSON.stringify({ rho: r.rho, n: r.n, p: r.p, ci: r.ci }));
+        console.log(JSON.stringify({ rho: r.rho, n: r.n, p: r.p, ci: r.ci, ...(r.block.verifier ? { verifier: r.block.verifier } : {}) }));
       } else {
         printTable(['pack', 'n', 'correct', 'accuracy', 'spearman rho', 'p', '95% CI (bootstrap)', 'verdict'], [
           [r.pack, String(r.n), String(r.n_correct), r.accuracy.toFixed(3), r.rho.toFixed(4), r.p.toExponential(2), `[${r.ci[0].toFixed(3)}, ${r.ci[1].toFixed(3)}]`, `${r.verdict} (threshold ${PASS_THRESHOLD})`],
         ]);
+        if (r.block.verifier) console.log(`dual verifier: ${JSON.stringify(r.block.verifier)}`);
         if (r.calibration) console.log(`monitor calibration: fvu_bound ${r.calibration.fvu_bound.toFixed(4)} (quantile ${r.calibration.fvu_quantile}, median ${r.calibration.fvu_median.toFixed(4)}), baseline ${r.calibration.baseline.flagged}/${r.calibration.baseline.n} flagged`);
         if (opts.write) console.log(`validation block${r.calibration ? ' and monitor calibration' : ''} written to ${opts.pack}/pack.json`);
       }

@@ -70,6 +70,7 @@ export async function runG1(packDir: string, options: G1Options): Promise<G1Resu
   const scores: number[] = [];
   const fvus: number[] = [];
   const otherFlags: boolean[] = [];
+  const disagreements: number[] = [];
   try {
     const scorer = new Scorer(new Map([[name, scored]]), engine, new Admission(1), { maxTokensPerRequest: Number.MAX_SAFE_INTEGER, maxBatchTokens });
     for (let i = 0; i < data.responses.length; i += RESPONSES_PER_CALL) {
@@ -88,6 +89,7 @@ export async function runG1(packDir: string, options: G1Options): Promise<G1Resu
         scores.push(result.reward);
         if (result.fvu !== undefined) fvus.push(result.fvu);
         otherFlags.push(result.flags.length > 0);
+        if (result.verifierDisagreement !== undefined) disagreements.push(result.verifierDisagreement);
       }
     }
   } finally {
@@ -118,6 +120,8 @@ export async function runG1(packDir: string, options: G1Options): Promise<G1Resu
     pass_threshold: PASS_THRESHOLD,
     verdict,
     engine: `mechreward ${VERSION}, onnxruntime ${ort.env.versions.node ?? '?'}`,
+    // With a dual verifier the gate measures the verified reward; this is how often the probe disagreed.
+    ...(pack.spec.verifier ? { verifier: { mode: pack.spec.verifier.mode, mean_disagreement: disagreements.reduce((a, b) => a + b, 0) / disagreements.length } } : {}),
   };
   // The monitor's calibration from the same held-out responses (healthy rollouts by construction): the
   // off-distribution bound at the FVU quantile, and the baseline flag rate under the pack's rules with it.
