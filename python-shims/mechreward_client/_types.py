@@ -25,6 +25,11 @@ class ScoredSequence:
     #: float32, one per token of the sequence; prompt tokens (before score_from) are 0.
     token_rewards: np.ndarray = field(repr=False)
     flags: tuple[CanaryFlag, ...] = ()
+    #: Dual verifier (packs with a `verifier`): share of the response's rewarded tokens whose sign the probe
+    #: contradicts; None when the pack has no verifier.
+    verifier_disagreement: float | None = None
+    #: Factor the verifier's batch_downweight mode applied to this response's rewards (1.0 when none).
+    verifier_factor: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -168,6 +168,8 @@ def decode_score_response(response: reward_pb2.ScoreResponse, expected: int) -> 
             reward=float(result.reward),
             token_rewards=np.asarray(result.token_rewards, dtype=np.float32),
             flags=tuple(CanaryFlag(name=f.name, reason=f.reason, value=float(f.value)) for f in result.flags),
+            verifier_disagreement=float(result.verifier_disagreement) if result.has_verifier else None,
+            verifier_factor=float(result.verifier_factor) if result.has_verifier else 1.0,
         )
         for result in response.results
     ]

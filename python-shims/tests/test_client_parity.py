@@ -111,3 +111,23 @@ def test_list_packs_and_info(parity_sidecar, parity_cases):
     assert (bf16.architecture, bf16.encode_mode, bf16.d_sae, bf16.k) == ("topk", "topk", 1024, 32)
     info = client.get_info()
     assert set(info.packs) == set(packs) and info.max_tokens_per_request > 0 and info.version
+
+
+def test_direction_probe_and_verifier_packs_match_reference(parity_sidecar, parity_dir):
+    """Direction and probe packs and both dual-verifier modes through the Python client: rewards, the
+    disagreement rate and the downweight factor equal the reference (linear_cases.json; one request per case)."""
+    import json
+
+    with open(os.path.join(parity_dir, "linear_cases.json")) as f:
+        cases = json.load(f)["cases"]
+    client = RewardClient(parity_sidecar.target, timeout=30)
+    for case in cases:
+        arrays = load_inputs(parity_dir, case)
+        results = client.score(case["pack"], arrays, score_from=[s["score_from"] for s in case["sequences"]])
+        assert_matches_reference(results, case)
+        for got, ref in zip(results, case["sequences"]):
+            if case["has_verifier"]:
+                assert abs(got.verifier_disagreement - ref["verifier_disagreement"]) < 1e-12
+                assert got.verifier_factor == case["verifier_factor"]
+            else:
+                assert got.verifier_disagreement is None and got.verifier_factor == 1.0

@@ -153,3 +153,65 @@ test('pack build --method reasonscore and effect-size score SAE features; reason
   assert.equal(noSae.status, 2);
   assert.match(noSae.stderr, /--sae: the effect-size method scores SAE features and needs the SAE folder/);
 });
+
+test('pack build --method effect-size and reasonscore on an SAE: scores equal a float64 numpy computation on the reference encode', async () => {
+  // d_model-64 discovery data with token strings, for the parity fixtures' TopK SAE.
+  const file = path.join(dir, 'sae-discovery.safetensors');
+  const random = mulberry32(11);
+  const words = [' therefore', ' so', ' wait', ' the', ' 12', ' is', ' answer'];
+  const rows: number[] = [];
+  const responses: Record<string, unknown>[] = [];
+  for (let i = 0; i < 60; i++) {
+    const len = 2 + 4 + Math.floor(random() * 6);
+    const tokens = Array.from({ length: len }, () => words[Math.floor(random() * words.length)]!);
+    for (let t = 0; t < len; t++) for (let j = 0; j < 64; j++) rows.push(gaussian(random) * 3 + (tokens[t] === ' therefore' && j < 8 ? 2 : 0));
+    responses.push({ id: `s${i}`, offset: rows.length / 64 - len, num_tokens: len, score_from: 2, correct: i % 3 === 0 ? 1 : 0, tokens });
+  }
+  const f32 = Float32Array.from(rows);
+  writeFileSync(file, encodeSafetensors({ activations: { dtype: 'F32', shape: [rows.length / 64, 64], bytes: new Uint8Array(f32.buffer) } }, { responses: JSON.stringify(responses) }));
+  const sae = path.join(PARITY_PACKS, 'topk-saelens', 'sae');
+  const built: Record<string, Record<string, number>> = {};
+  for (const method of ['effect-size', 'reasonscore']) {
+    const out = path.join(dir, `built-${method}`);
+    const run = spawnSync(process.execPath, [BIN, 'pack', 'build', '--method', method, '--data', file, '--sae', sae, '--out', out, '--top', '4'], { encoding: 'utf8' });
+    assert.equal(run.status, 0, run.stderr);
+    const json = JSON.parse(readFileSync(path.join(out, 'pack.json'), 'utf8')) as { sae: string; features: { id: number; weight: number }[]; discovery: { scores: Record<string, number> } };
+    assert.equal(path.resolve(out, json.sae), sae, 'the pack points at the SAE by relative path');
+    built[method] = json.discovery.scores;
+  }
+  const code = `
+import json, sys
+sys.path.insert(0, ${JSON.stringify(path.join(REPO_ROOT, 'scripts', 'parity'))})
+import numpy as np, reference as ref
+d = json.load(sys.stdin); sae = ref.load_sae(d["sae"])
+X = np.array(d["rows"], float).reshape(-1, 64)
+pooled, acts, toks = [], [], []
+for r in d["responses"]:
+    F = ref.encode_exact(sae, ref.pre_activations(sae, X[r["offset"] + r["score_from"]: r["offset"] + r["num_tokens"]]))
+    pooled.append(F.mean(0)); acts.append(F); toks += r["tokens"][r["score_from"]:]
+P = np.array(pooled); y = np.array([r["correct"] for r in d["responses"]]) == 1; a, b = P[y], P[~y]
+sd = np.sqrt(((len(a) - 1) * a.var(0, ddof=1) + (len(b) - 1) * b.var(0, ddof=1)) / (len(a) + len(b) - 2))
+effect = np.where(sd > 0, (a.mean(0) - b.mean(0)) / np.where(sd > 0, sd, 1), 0)
+A = np.concatenate(acts); words = d["words"]
+norm = [''.join(c for c in t.strip().lower() if 'a' <= c <= 'z') for t in toks]
+isr = np.array([w in words for w in norm])
+mass = np.array([A[np.array([w == word for w in norm])].sum(0) if any(w == word for w in norm) else np.zeros(A.shape[1]) for word in words])
+present = int(sum((m > 0).any() for m in mass))
+tot = mass.sum(0); p = np.where(tot > 0, mass / np.where(tot > 0, tot, 1), 0)
+H = -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1)), 0), axis=0) / np.log(present)
+sdall = A.std(0)
+rs = np.where(sdall > 0, (A[isr].mean(0) - A[~isr].mean(0)) / np.where(sdall > 0, sdall, 1), 0) * H ** 0.5
+print(json.dumps({"effect": effect.tolist(), "reasonscore": rs.tolist()}))`;
+  const { REASONING_WORDS } = await import('../../src/discovery/sae-methods.js');
+  const ref = (await python(code, { sae, rows: Array.from(f32), responses, words: REASONING_WORDS })) as { effect: number[]; reasonscore: number[] };
+  for (const [method, key] of [['effect-size', 'effect'], ['reasonscore', 'reasonscore']] as const) {
+    const scores = built[method]!;
+    const chosen = Object.keys(scores).map(Number);
+    assert.ok(chosen.length >= 4, `${method}: ${chosen.length} features`);
+    for (const id of chosen) assert.ok(Math.abs(scores[id]! - ref[key][id]!) <= 1e-4 * Math.abs(ref[key][id]!) + 1e-6, `${method} feature ${id}: ${scores[id]} vs numpy ${ref[key][id]}`);
+    // The chosen features are the reference's best (by |score| per sign for effect size, by score for ReasonScore).
+    const order = ref[key].map((v, i) => [v, i] as const);
+    const topPositive = [...order].sort((p, q) => q[0] - p[0]).slice(0, 4).map(([, i]) => i);
+    assert.deepEqual(chosen.filter((id) => scores[id]! > 0).sort((p, q) => p - q), [...topPositive].sort((p, q) => p - q), `${method}: top positive features`);
+  }
+});
