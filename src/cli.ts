@@ -66,7 +66,10 @@ function buildProgram(): Command {
           const p = describePack(pack);
           const problem = validationProblem(pack);
           const validation = problem ? `UNVALIDATED (${problem.split(';')[0]})` : `${p.validation.verdict} rho=${p.validation.spearman_rho.toFixed(3)} n=${p.validation.n}`;
-          return [p.name, p.architecture, `${p.d_model}x${p.d_sae}`, String(p.k), p.encode_mode, p.pooling, String(p.feature_count), validation, p.synthetic ? 'SYNTHETIC' : ''];
+          // Direction and probe packs have no SAE: their shape is d_model, and no k, encode mode or features.
+          const sae = p.kind === 'sae';
+          const extra = [p.synthetic ? 'SYNTHETIC' : '', p.verifier_mode ? `verifier ${p.verifier_mode}` : ''].filter(Boolean).join(' ');
+          return [p.name, p.architecture, sae ? `${p.d_model}x${p.d_sae}` : String(p.d_model), sae ? String(p.k) : '-', sae ? p.encode_mode : '-', p.pooling, sae ? String(p.feature_count) : '-', validation, extra];
         });
         printTable(['pack', 'arch', 'shape', 'k', 'encode', 'pooling', 'features', 'validation', ''], rows);
         for (const p of catalogue.problems) console.log(`BROKEN ${p.pack}: ${p.message}`);
