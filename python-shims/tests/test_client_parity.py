@@ -101,11 +101,15 @@ def test_async_client_matches_reference(parity_sidecar, parity_dir, parity_cases
         assert_matches_reference(r, case)
 
 
-def test_list_packs_and_info(parity_sidecar, parity_cases):
+def test_list_packs_and_info(parity_sidecar, parity_cases, parity_dir):
+    import json
+
+    with open(os.path.join(parity_dir, "linear_cases.json")) as f:
+        linear_cases = json.load(f)["cases"]  # direction, probe and verifier packs
     client = RewardClient(parity_sidecar.target)
     packs = {p.name: p for p in client.list_packs()}
-    assert set(packs) == {c["pack"] for c in parity_cases}
-    for case in parity_cases:
+    assert set(packs) == {c["pack"] for c in parity_cases + linear_cases}
+    for case in parity_cases + linear_cases:
         assert packs[case["pack"]].d_model == case["d_model"]
     bf16 = packs["topk-layernorm-bf16"]
     assert (bf16.architecture, bf16.encode_mode, bf16.d_sae, bf16.k) == ("topk", "topk", 1024, 32)
