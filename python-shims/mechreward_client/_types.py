@@ -60,6 +60,10 @@ class PackInfo:
     synthetic: bool
     description: str
     validation: ValidationSummary
+    #: sae | direction | probe
+    kind: str = "sae"
+    #: token_gate | batch_downweight; "" when the pack has no dual verifier.
+    verifier_mode: str = ""
 
 
 @dataclass(frozen=True)

@@ -194,6 +194,8 @@ def decode_pack_info(pack: reward_pb2.PackInfo) -> PackInfo:
         synthetic=pack.synthetic,
         description=pack.description,
         validation=ValidationSummary(v.present, v.verdict, v.spearman_rho, v.n, v.method),
+        kind=pack.kind or "sae",
+        verifier_mode=pack.verifier_mode,
     )
 
 

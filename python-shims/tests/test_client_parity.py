@@ -111,6 +111,8 @@ def test_list_packs_and_info(parity_sidecar, parity_cases, parity_dir):
     assert set(packs) == {c["pack"] for c in parity_cases + linear_cases}
     for case in parity_cases + linear_cases:
         assert packs[case["pack"]].d_model == case["d_model"]
+    assert (packs["direction-f32"].kind, packs["probe-linear-f16"].kind, packs["topk-saelens"].kind) == ("direction", "probe", "sae")
+    assert (packs["verifier-gate-sae"].verifier_mode, packs["direction-f32"].verifier_mode) == ("token_gate", "")
     bf16 = packs["topk-layernorm-bf16"]
     assert (bf16.architecture, bf16.encode_mode, bf16.d_sae, bf16.k) == ("topk", "topk", 1024, 32)
     info = client.get_info()
