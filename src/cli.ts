@@ -47,6 +47,14 @@ function buildProgram(): Command {
         },
       );
     };
+    // SIGHUP reloads the packs directory (as POST /admin/reload does); the report goes to the log.
+    process.on('SIGHUP', () => {
+      if (stopping) return;
+      server.reload().then(
+        (report) => log.info({ report }, 'reload finished'),
+        () => undefined, // already logged by the reloader
+      );
+    });
     process.on('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
   });

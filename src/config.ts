@@ -22,6 +22,8 @@ export interface ServeConfig {
   cpuMemArena: boolean;
   maxInflight: number;
   maxTokensPerRequest: number;
+  maxSequencesPerRequest: number;
+  maxPacks: number;
   maxBatchTokens: number;
   maxQueueTokens: number;
   maxQueueDelayMs: number;
@@ -36,6 +38,7 @@ export interface ServeConfig {
   tlsClientCa: string;
   readerUrl: string;
   readerTimeoutMs: number;
+  faultInjection: boolean;
 }
 
 interface OptionSpec {
@@ -62,6 +65,8 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'cpuMemArena', flag: '--cpu-mem-arena [bool]', env: 'MECHREWARD_CPU_MEM_ARENA', kind: 'bool', help: "onnxruntime's CPU arena (keeps the largest batch buffer allocated)", defaultValue: () => true },
   { key: 'maxInflight', flag: '--max-inflight <n>', env: 'MECHREWARD_MAX_INFLIGHT', kind: 'int', help: 'score requests admitted at once; more get RESOURCE_EXHAUSTED / 429 at once', defaultValue: () => 64 },
   { key: 'maxTokensPerRequest', flag: '--max-tokens-per-request <n>', env: 'MECHREWARD_MAX_TOKENS_PER_REQUEST', kind: 'int', help: 'tokens (prompt + response) in one request; more get RESOURCE_EXHAUSTED / 413', defaultValue: () => 65536 },
+  { key: 'maxSequencesPerRequest', flag: '--max-sequences-per-request <n>', env: 'MECHREWARD_MAX_SEQUENCES_PER_REQUEST', kind: 'int', help: 'sequences in one request; more get RESOURCE_EXHAUSTED / 413', defaultValue: () => 4096 },
+  { key: 'maxPacks', flag: '--max-packs <n>', env: 'MECHREWARD_MAX_PACKS', kind: 'int', help: 'packs served at once; a packs directory holding more fails at start-up, and a reload that would add more rejects the extra packs', defaultValue: () => 64 },
   { key: 'maxBatchTokens', flag: '--max-batch-tokens <n>', env: 'MECHREWARD_MAX_BATCH_TOKENS', kind: 'int', help: 'rows per engine run; bounds onnxruntime arena memory (rows x d_sae x 4 bytes)', defaultValue: () => 1024 },
   { key: 'maxQueueTokens', flag: '--max-queue-tokens <n>', env: 'MECHREWARD_MAX_QUEUE_TOKENS', kind: 'int', help: 'token rows waiting for the engine; a request that would overflow it gets RESOURCE_EXHAUSTED / 429 at once', defaultValue: () => 32768 },
   { key: 'maxQueueDelayMs', flag: '--max-queue-delay-ms <n>', env: 'MECHREWARD_MAX_QUEUE_DELAY_MS', kind: 'int', help: 'how long a free worker waits for a fuller batch (0 = run what is queued at once)', defaultValue: () => 0 },
@@ -75,6 +80,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'tlsClientCa', flag: '--tls-client-ca <path>', env: 'MECHREWARD_TLS_CLIENT_CA', kind: 'string', help: "PEM CA bundle: require client certificates signed by it on both transports (mutual TLS; '' = no client certificates)", defaultValue: () => '' },
   { key: 'readerUrl', flag: '--reader-url <url>', env: 'MECHREWARD_READER_URL', kind: 'string', help: "base URL of a reader process (python -m mechreward_client.reader) that turns text into activations for POST /v1/openrlhf/{pack} ('' = that route answers 501)", defaultValue: () => '' },
   { key: 'readerTimeoutMs', flag: '--reader-timeout-ms <n>', env: 'MECHREWARD_READER_TIMEOUT_MS', kind: 'int', help: "deadline of one reader call; past it the OpenRLHF route answers the fallback reward with extra_logs.mechreward_unscored = 1", defaultValue: () => 60000 },
+  { key: 'faultInjection', flag: '--fault-injection [bool]', env: 'MECHREWARD_FAULT_INJECTION', kind: 'bool', help: 'TESTS ONLY: let the test suite make an engine worker exit (process.exit inside the worker thread) to prove recovery; never set in production', defaultValue: () => false },
   { key: 'logLevel', flag: '--log-level <level>', env: 'MECHREWARD_LOG_LEVEL', kind: 'string', help: 'pino log level', defaultValue: () => 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
 ];
 
@@ -124,7 +130,7 @@ export function resolveServeConfig(explicit: Partial<Record<keyof ServeConfig, u
   if (cfg.workers * cfg.intraOpThreads > cores) {
     throw invalid(`--workers ${cfg.workers} x --intra-op-threads ${cfg.intraOpThreads} = ${cfg.workers * cfg.intraOpThreads} onnxruntime threads, more than the ${cores} cores`);
   }
-  for (const key of ['maxInflight', 'maxTokensPerRequest', 'maxBatchTokens', 'maxQueueTokens', 'maxMessageBytes'] as const) {
+  for (const key of ['maxInflight', 'maxTokensPerRequest', 'maxSequencesPerRequest', 'maxPacks', 'maxBatchTokens', 'maxQueueTokens', 'maxMessageBytes'] as const) {
     if (cfg[key] < 1) throw invalid(`${key} must be at least 1`);
   }
   if (cfg.grpcPort > 65535 || cfg.httpPort > 65535) throw invalid('ports must be at most 65535');

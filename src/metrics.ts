@@ -34,9 +34,14 @@ export function createMetrics(info: { version: string; ortVersion: string }) {
     verifierDownweighted: new client.Counter({ name: 'mechreward_verifier_downweighted_total', help: "Dual verifier: responses whose rewards batch_downweight scaled", labelNames: ['pack'], registers: [registry] }),
     runs: new client.Gauge({ name: 'mechreward_runs', help: 'Training runs the canary monitor has seen (persisted)', registers: [registry] }),
     runAlarms: new client.Gauge({ name: 'mechreward_run_alarms', help: "Runs whose flag-rate lower bound exceeds their pack's baseline upper bound (see GET /v1/runs)", registers: [registry] }),
+    rowsDropped: new client.Counter({ name: 'mechreward_dropped_rows_total', help: 'Token rows taken off the engine queue unrun: their caller cancelled or passed its deadline, or another chunk of their request failed', registers: [registry] }),
+    workerRestarts: new client.Counter({ name: 'mechreward_worker_restarts_total', help: 'Engine workers that exited unexpectedly and were replaced', registers: [registry] }),
+    reloads: new client.Counter({ name: 'mechreward_pack_reloads_total', help: 'Pack directory reloads (SIGHUP or POST /admin/reload) by outcome: ok, rejected (some packs refused), failed', labelNames: ['outcome'], registers: [registry] }),
+    reloadRejections: new client.Counter({ name: 'mechreward_pack_reload_rejections_total', help: 'Packs a reload refused (broken, not validated, over max_packs), by pack', labelNames: ['pack'], registers: [registry] }),
     buildInfo: new client.Gauge({ name: 'mechreward_build_info', help: 'Build information (always 1)', labelNames: ['version', 'ort_version'], registers: [registry] }),
   };
   m.buildInfo.set({ version: info.version, ort_version: info.ortVersion }, 1);
+  for (const outcome of ['ok', 'rejected', 'failed']) m.reloads.inc({ outcome }, 0);
   for (const where of ['input', 'output']) m.nonfinite.inc({ where }, 0);
   for (const reason of ['overloaded', 'not_ready', 'timeout', 'cancelled', 'validation', 'not_found', 'internal', 'reader']) m.failures.inc({ reason }, 0);
   return m;

@@ -13,6 +13,7 @@ import { createMetrics } from './metrics.js';
 import { assertLittleEndianHost } from './numerics/widen.js';
 import { loadPackDirectory } from './packs/registry.js';
 import { validationProblem } from './packs/validation.js';
+import { PackReloader, setPackGauges, type ReloadReport } from './reload.js';
 import { RunMonitor } from './monitor/monitor.js';
 import { RunStore } from './monitor/store.js';
 import { ReaderClient } from './reader/client.js';
@@ -34,6 +35,10 @@ class EngineHandle implements Engine {
     return this.pool?.queueDepth ?? 0;
   }
 
+  get packKeys(): string[] {
+    return this.pool?.heldPacks ?? [];
+  }
+
   reserve(rows: number): void {
     if (!this.pool) throw new MechRewardError('MR_ERR_NOT_READY', 'engine is still loading');
     this.pool.reserve(rows);
@@ -49,6 +54,10 @@ export interface RunningServer {
   readonly grpcPort: number;
   readonly httpPort: number;
   readonly service: Service;
+  /** Reads the packs directory again and swaps new, changed and removed packs in (SIGHUP, POST /admin/reload). */
+  reload(): Promise<ReloadReport>;
+  /** Tests only (--fault-injection): the engine worker exits when its next batch arrives. */
+  injectWorkerExit(): void;
   /** Graceful stop: refuse new work, let in-flight requests finish (up to shutdownGraceMs), then stop. */
   close(): Promise<{ forced: boolean }>;
 }
@@ -61,6 +70,9 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
     throw new MechRewardError('MR_ERR_PACK_INVALID', `${catalogue.problems.length} pack(s) in ${config.packs} failed to load:\n${lines}`);
   }
   if (catalogue.packs.size === 0) throw new MechRewardError('MR_ERR_CONFIG_INVALID', `no packs found in ${config.packs} (a pack is a folder with pack.json and sae/)`);
+  if (catalogue.packs.size > config.maxPacks) {
+    throw new MechRewardError('MR_ERR_CONFIG_INVALID', `${config.packs} holds ${catalogue.packs.size} packs, more than max_packs ${config.maxPacks}; raise --max-packs or move some out`);
+  }
   const unvalidated = [...catalogue.packs.values()].flatMap((pack) => {
     const problem = validationProblem(pack);
     return problem ? [{ pack: pack.name, problem }] : [];
@@ -74,18 +86,15 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
 
   const ortVersion = ort.env.versions.node ?? 'unknown';
   const metrics = createMetrics({ version: VERSION, ortVersion });
-  for (const pack of catalogue.packs.values()) {
-    const v = pack.spec.validation;
-    if (Number.isFinite(v.spearmanRho)) metrics.packValidationRho.set({ pack: pack.name }, v.spearmanRho);
-    metrics.packValidationN.set({ pack: pack.name }, v.n);
-    metrics.packValidated.set({ pack: pack.name }, validationProblem(pack) ? 0 : 1);
-  }
+  for (const pack of catalogue.packs.values()) setPackGauges(metrics, pack);
   const engine = new EngineHandle();
   const admission = new Admission(config.maxInflight);
   const monitor = new RunMonitor(await RunStore.open(config.runsDb || undefined), catalogue.packs);
-  const scorer = new Scorer(catalogue.packs, engine, admission, { maxTokensPerRequest: config.maxTokensPerRequest, maxBatchTokens: config.maxBatchTokens }, monitor);
+  const limits = { maxTokensPerRequest: config.maxTokensPerRequest, maxSequencesPerRequest: config.maxSequencesPerRequest, maxBatchTokens: config.maxBatchTokens };
+  const scorer = new Scorer(catalogue.packs, engine, admission, limits, monitor);
+  const reloader = new PackReloader({ config, scorer, monitor, metrics, log, engine: () => engine.pool });
   const reader = config.readerUrl ? new ReaderClient(config.readerUrl, config.readerTimeoutMs) : undefined;
-  const service = new Service(config, catalogue.packs, scorer, admission, monitor, metrics, log, engine, ortVersion, reader);
+  const service = new Service(config, scorer, admission, monitor, metrics, log, engine, ortVersion, () => reloader.reload(), reader);
 
   // Bind first, load second: while large SAEs load, /healthz answers, /readyz says 503 with a reason, gRPC
   // health says NOT_SERVING and Score says UNAVAILABLE, so orchestrators can tell "starting" from "dead".
@@ -110,6 +119,15 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
     throw new MechRewardError('MR_ERR_CONFIG_INVALID', `cannot bind ${config.host}: ${err instanceof Error ? err.message : String(err)}`, err);
   }
   grpcServer.setServing(false);
+  // Readiness can change after start (a worker dies and is replaced, shutdown): mirror it into gRPC health.
+  let lastServing: boolean | undefined;
+  function syncHealth(): void {
+    const serving = service.isReady();
+    if (serving !== lastServing) {
+      grpcServer.setServing(serving);
+      lastServing = serving;
+    }
+  }
   log.info({ host: config.host, grpcPort, httpPort, tls: tls ? (tls.clientCa ? 'mutual' : 'server') : 'off' }, 'listening; loading engine');
 
   try {
@@ -117,12 +135,23 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
       workers: config.workers,
       settings: { executionProvider: config.executionProvider, intraOpThreads: config.intraOpThreads, allowSpinning: config.allowSpinning, cpuMemArena: config.cpuMemArena },
       batching: { maxBatchTokens: config.maxBatchTokens, maxQueueTokens: config.maxQueueTokens, maxQueueDelayMs: config.maxQueueDelayMs },
-      onWorkerEvent: (event, detail) => log.info(detail, event),
+      onWorkerEvent: (event, detail) => {
+        if (event === 'worker_exit') {
+          metrics.workerRestarts.inc();
+          log.error(detail, 'engine worker exited unexpectedly; replacing it (not ready until it is warm)');
+        } else {
+          log.info(detail, event);
+        }
+        // Readiness follows worker deaths and recoveries at once, not at the next poll.
+        syncHealth();
+      },
       onBatch: (rows, jobs) => {
         metrics.batchTokens.observe(rows);
         metrics.batchJobs.observe(jobs);
         metrics.executions.inc();
       },
+      onDrop: (rows) => metrics.rowsDropped.inc(rows),
+      faultInjection: config.faultInjection,
     });
   } catch (err) {
     await stopTransports();
@@ -130,15 +159,6 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
     throw err;
   }
 
-  // Readiness can change after start (a worker dies and is replaced): mirror it into gRPC health.
-  let lastServing: boolean | undefined;
-  const syncHealth = (): void => {
-    const serving = service.isReady();
-    if (serving !== lastServing) {
-      grpcServer.setServing(serving);
-      lastServing = serving;
-    }
-  };
   syncHealth();
   const healthTimer = setInterval(syncHealth, 250);
   healthTimer.unref();
@@ -148,15 +168,33 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
     grpcPort,
     httpPort,
     service,
+    reload: () => reloader.reload(),
+    injectWorkerExit: () => {
+      if (!config.faultInjection) throw new MechRewardError('MR_ERR_CONFIG_INVALID', 'fault injection needs --fault-injection (tests only)');
+      engine.pool?.armWorkerExit();
+    },
     async close() {
+      // Readiness flips first, so load balancers stop sending work; new calls get UNAVAILABLE / 503 while
+      // both transports stop accepting and in-flight requests run to completion.
       service.startDraining();
       syncHealth();
+      grpcServer.endWatches();
       clearInterval(healthTimer);
-      const graceful = new Promise<boolean>((resolve) => grpcServer.server.tryShutdown(() => resolve(false)));
-      const timeout = new Promise<boolean>((resolve) => setTimeout(() => resolve(true), config.shutdownGraceMs).unref());
-      const forced = await Promise.race([graceful, timeout]);
-      if (forced) grpcServer.server.forceShutdown();
-      await http.close();
+      const grpcDrained = new Promise<void>((resolve) => grpcServer.server.tryShutdown(() => resolve()));
+      const httpDrained = http.close();
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), config.shutdownGraceMs)));
+      const forced = await Promise.race([Promise.all([grpcDrained, httpDrained]).then(() => false), timeout]);
+      clearTimeout(timer);
+      if (forced) {
+        // Past the grace period: queued work is refused with UNAVAILABLE (the pool lets a running engine batch
+        // finish, one chunk), the replies go out, then both transports drop what is left.
+        await engine.pool?.close();
+        await Promise.race([grpcDrained, new Promise((resolve) => setTimeout(resolve, Math.min(1000, config.shutdownGraceMs)))]);
+        grpcServer.server.forceShutdown();
+        http.server.closeAllConnections();
+      }
+      await httpDrained;
       await engine.pool?.close();
       monitor.close();
       return { forced };

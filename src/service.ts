@@ -10,6 +10,7 @@ import type { Metrics } from './metrics.js';
 import type { RunMonitor } from './monitor/monitor.js';
 import type { ReaderClient } from './reader/client.js';
 import type { Pack } from './packs/registry.js';
+import type { ReloadReport } from './reload.js';
 import { VERSION } from './version.js';
 
 export interface ServerInfo {
@@ -17,6 +18,8 @@ export interface ServerInfo {
   onnxruntime_version: string;
   max_message_bytes: number;
   max_tokens_per_request: number;
+  max_sequences_per_request: number;
+  max_packs: number;
   max_inflight: number;
   max_batch_tokens: number;
   max_queue_tokens: number;
@@ -44,7 +47,6 @@ export class Service {
 
   constructor(
     readonly config: ServeConfig,
-    readonly packs: ReadonlyMap<string, Pack>,
     readonly scorer: Scorer,
     readonly admission: Admission,
     readonly monitor: RunMonitor,
@@ -52,10 +54,17 @@ export class Service {
     readonly log: Logger,
     private readonly engine: { readonly ready: boolean; readonly queueDepth: number },
     private readonly ortVersion: string,
+    /** Hot reload of the packs directory (POST /admin/reload; SIGHUP calls the same). */
+    readonly reloadPacks: () => Promise<ReloadReport>,
     /** The text -> activations reader behind POST /v1/openrlhf/{pack}; undefined without --reader-url. */
     readonly reader: ReaderClient | undefined = undefined,
   ) {
     this.auth = new TokenCheck(config.authToken);
+  }
+
+  /** The packs served now (a hot reload swaps the whole map). */
+  get packs(): ReadonlyMap<string, Pack> {
+    return this.scorer.current;
   }
 
   /** Ready: every pack loaded and warmed up in every worker, and not shutting down. */
@@ -119,6 +128,8 @@ export class Service {
       onnxruntime_version: this.ortVersion,
       max_message_bytes: c.maxMessageBytes,
       max_tokens_per_request: c.maxTokensPerRequest,
+      max_sequences_per_request: c.maxSequencesPerRequest,
+      max_packs: c.maxPacks,
       max_inflight: c.maxInflight,
       max_batch_tokens: c.maxBatchTokens,
       max_queue_tokens: c.maxQueueTokens,

@@ -28,6 +28,7 @@ const DTYPES: Record<string, WireDType> = { DTYPE_F32: 'F32', DTYPE_F16: 'F16', 
 
 export interface DecodeLimits {
   readonly maxTokensPerRequest: number;
+  readonly maxSequencesPerRequest: number;
   /** Reject zero-norm rows: a pack that normalises by the norm would divide by zero. */
   readonly rejectZeroNorm: boolean;
 }
@@ -38,6 +39,9 @@ function bad(code: 'MR_ERR_INVALID_TENSOR' | 'MR_ERR_INVALID_ARGUMENT' | 'MR_ERR
 
 export function decodeSequences(sequences: readonly SequenceInput[], dModel: number, packName: string, limits: DecodeLimits): DecodedBatch {
   if (sequences.length === 0) throw bad('MR_ERR_EMPTY_INPUT', 'sequences: must hold at least one sequence');
+  if (sequences.length > limits.maxSequencesPerRequest) {
+    throw new MechRewardError('MR_ERR_REQUEST_TOO_LARGE', `sequences: ${sequences.length} sequences in one request exceed max_sequences_per_request ${limits.maxSequencesPerRequest}; split the batch`);
+  }
   const dtypes: WireDType[] = [];
   let totalTokens = 0;
   let totalRows = 0;

@@ -1,8 +1,10 @@
 // The scoring use case, transport-neutral: pack lookup → admission → validation and decoding → engine (in
 // chunks of at most max_batch_tokens rows) → per-token rewards, pooling and canary flags.
+import { setMaxListeners } from 'node:events';
+
 import { MechRewardError } from '../errors.js';
 import type { EngineRunResult } from '../engine/pool.js';
-import type { Pack } from '../packs/registry.js';
+import { engineKey, isValidPackName, type Pack } from '../packs/registry.js';
 import type { Admission } from './admission.js';
 import { decodeSequences, type SequenceInput } from './decode.js';
 import { hackSignatureFlag, offDistributionFlag, textRepetitionFlag } from '../monitor/rules.js';
@@ -57,19 +59,37 @@ export interface Engine {
 
 export interface ScorerLimits {
   readonly maxTokensPerRequest: number;
+  /** Unlimited when absent (the stage-gate runner scores its own data). */
+  readonly maxSequencesPerRequest?: number;
   readonly maxBatchTokens: number;
 }
 
 export class Scorer {
   constructor(
-    private readonly packs: ReadonlyMap<string, Pack>,
+    private packs: ReadonlyMap<string, Pack>,
     private readonly engine: Engine,
     private readonly admission: Admission,
     private readonly limits: ScorerLimits,
     private readonly observer?: RunObserver,
   ) {}
 
+  /** The packs being served now. */
+  get current(): ReadonlyMap<string, Pack> {
+    return this.packs;
+  }
+
+  /**
+   * Swaps the served packs in one assignment (hot reload). A request already past getPack() keeps the Pack
+   * object it looked up, so it finishes on the version it started with.
+   */
+  replacePacks(packs: ReadonlyMap<string, Pack>): void {
+    this.packs = packs;
+  }
+
   getPack(name: string): Pack {
+    if (typeof name !== 'string' || !isValidPackName(name)) {
+      throw new MechRewardError('MR_ERR_INVALID_ARGUMENT', `pack: ${JSON.stringify(name)} is not a valid pack name (letters, digits, . _ -, at most 128, not starting with a dot)`);
+    }
     const pack = this.packs.get(name);
     if (!pack) {
       const known = [...this.packs.keys()].join(', ') || '(none)';
@@ -92,6 +112,7 @@ export class Scorer {
     const dModel = pack.dModel;
     const batch = decodeSequences(input.sequences, dModel, pack.name, {
       maxTokensPerRequest: this.limits.maxTokensPerRequest,
+      maxSequencesPerRequest: this.limits.maxSequencesPerRequest ?? Number.POSITIVE_INFINITY,
       rejectZeroNorm: pack.sae?.normalization === 'constant_norm_rescale',
     });
     const { features, canaries, monitor } = pack.spec;
@@ -107,6 +128,13 @@ export class Scorer {
     // Chunks bound onnxruntime's arena (it keeps the largest [rows, d_sae] buffer it has seen) and let other
     // requests interleave between chunks; the pool merges small chunks of concurrent requests into one run.
     const chunk = this.limits.maxBatchTokens;
+    // One signal for all chunks: aborted when the caller goes away or when any chunk fails, so the rest of a
+    // failed request leaves the queue instead of costing engine time.
+    const chunks = new AbortController();
+    setMaxListeners(0, chunks.signal); // one listener per queued chunk
+    const abortChunks = (): void => chunks.abort();
+    if (signal?.aborted) chunks.abort();
+    signal?.addEventListener('abort', abortChunks, { once: true });
     const runs: Promise<void>[] = [];
     let queueMs = 0;
     let inferenceMs = 0;
@@ -114,7 +142,7 @@ export class Scorer {
       const n = Math.min(chunk, batch.totalRows - start);
       const rows = batch.totalRows <= chunk ? batch.rows : batch.rows.slice(start * dModel, (start + n) * dModel);
       runs.push(
-        this.engine.run(pack.name, rows, n, fetchActs, signal).then((out) => {
+        this.engine.run(engineKey(pack), rows, n, fetchActs, chunks.signal).then((out) => {
           reward.set(out.reward, start);
           if (acts && out.acts) acts.set(out.acts, start * numColumns);
           if (recon && out.recon) {
@@ -127,7 +155,14 @@ export class Scorer {
         }),
       );
     }
-    await Promise.all(runs);
+    try {
+      await Promise.all(runs);
+    } catch (err) {
+      chunks.abort();
+      throw err;
+    } finally {
+      signal?.removeEventListener('abort', abortChunks);
+    }
 
     const tokenRewards = input.sequences.map((s, i) => {
       const first = batch.offsets[i]!;

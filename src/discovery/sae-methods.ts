@@ -13,7 +13,7 @@ import os from 'node:os';
 import { planEngine } from '../engine/plan.js';
 import { EnginePool } from '../engine/pool.js';
 import { MechRewardError } from '../errors.js';
-import type { Pack } from '../packs/registry.js';
+import { engineKey, type Pack } from '../packs/registry.js';
 import { loadSae, type SaeSpec } from '../packs/sae.js';
 import { OWN_SCHEMA, parsePackJson } from '../packs/schema.js';
 import type { BuildOptions } from './build.js';
@@ -34,7 +34,7 @@ async function encodeResponses(sae: SaeSpec, data: DiscoveryData, visit: (i: num
   const ids = Array.from({ length: sae.dSae }, (_, i) => i);
   const file = path.join(sae.dir, '(discovery)');
   const spec = parsePackJson(file, { schema: OWN_SCHEMA, encode: 'topk', features: ids.map((id) => ({ id, weight: 1 })) });
-  const pack: Pack = { name: 'discovery', dir: sae.dir, spec, sae, linear: undefined, verifier: undefined, dModel: sae.dModel };
+  const pack: Pack = { name: 'discovery', dir: sae.dir, spec, sae, linear: undefined, verifier: undefined, dModel: sae.dModel, version: 'discovery', fileStamps: {} };
   const engine = await EnginePool.start(planEngine([pack]), {
     workers: 1,
     settings: { executionProvider: 'cpu', intraOpThreads: os.availableParallelism(), allowSpinning: false, cpuMemArena: true },
@@ -51,7 +51,7 @@ async function encodeResponses(sae: SaeSpec, data: DiscoveryData, visit: (i: num
       const part = owners.slice(start, start + CHUNK_ROWS);
       const rows = new Float32Array(part.length * d);
       part.forEach(([i, t], k) => rows.set(data.rows.subarray((data.responses[i]!.offset + t) * d, (data.responses[i]!.offset + t + 1) * d), k * d));
-      const out = await engine.run(pack.name, rows, part.length, true);
+      const out = await engine.run(engineKey(pack), rows, part.length, true);
       part.forEach(([i, t], k) => visit(i, t, out.acts!, k * sae.dSae));
     }
   } finally {

@@ -2,7 +2,7 @@
 // TopK SAEs in exact mode share one full-encoder session per weights file; everything else gets a small
 // session holding only the pack's columns. Direction and probe packs, and dual verifiers, get a linear session.
 import type { LinearReadout } from '../packs/linear.js';
-import type { Pack } from '../packs/registry.js';
+import { engineKey, type Pack } from '../packs/registry.js';
 import type { ModelPlan, PackPlan } from './protocol.js';
 
 export interface EnginePlan {
@@ -13,17 +13,17 @@ export interface EnginePlan {
 export function planEngine(packs: Iterable<Pack>): EnginePlan {
   const models = new Map<string, ModelPlan>();
   const plans: PackPlan[] = [];
-  const linearModel = (readout: LinearReadout): string => {
-    const id = `linear:${readout.key}:${readout.output}`;
+  const linearModel = (readout: LinearReadout, pack: Pack): string => {
+    const id = `linear:${readout.key}@${pack.fileStamps[readout.weightsPath] ?? ''}:${readout.output}`;
     if (!models.has(id)) models.set(id, { kind: 'linear', id, readout });
     return id;
   };
   for (const pack of packs) {
     const { spec, sae } = pack;
-    const verifierModelId = pack.verifier ? linearModel(pack.verifier) : undefined;
+    const verifierModelId = pack.verifier ? linearModel(pack.verifier, pack) : undefined;
     if (!sae) {
       // Direction and probe packs: one small MatMul session per read-out file, shared by packs that use it.
-      plans.push({ pack: pack.name, modelId: linearModel(pack.linear!), dModel: pack.dModel, numColumns: 0, recon: false, runtimeFeatures: undefined, verifierModelId });
+      plans.push({ pack: engineKey(pack), modelId: linearModel(pack.linear!, pack), dModel: pack.dModel, numColumns: 0, recon: false, runtimeFeatures: undefined, verifierModelId });
       continue;
     }
     // Canary columns follow the reward columns with weight 0 and no feature threshold: they carry the raw
@@ -38,13 +38,13 @@ export function planEngine(packs: Iterable<Pack>): EnginePlan {
       // A session with the decoder branch is a separate session: onnxruntime runs every node of a graph
       // whatever outputs are fetched, so packs without the off-distribution rule must not pay for it.
       const int8 = spec.encode === 'topk_int8';
-      const id = `sae:${sae.key}${int8 ? ':int8' : ''}${recon ? ':recon' : ''}`;
+      const id = `sae:${sae.key}@${pack.fileStamps[sae.weightsPath] ?? ''}${int8 ? ':int8' : ''}${recon ? ':recon' : ''}`;
       if (!models.has(id)) models.set(id, { kind: 'full', id, sae, recon, int8 });
-      plans.push({ pack: pack.name, modelId: id, dModel: sae.dModel, numColumns: ids.length, recon, runtimeFeatures: { ids, weights, thresholds }, verifierModelId });
+      plans.push({ pack: engineKey(pack), modelId: id, dModel: sae.dModel, numColumns: ids.length, recon, runtimeFeatures: { ids, weights, thresholds }, verifierModelId });
     } else {
-      const id = `pack:${pack.name}`;
+      const id = `pack:${engineKey(pack)}`;
       models.set(id, { kind: 'selected', id, sae, mode: spec.encode === 'topk' ? 'exact' : 'selected_relu', featureIds: ids, weights, thresholds });
-      plans.push({ pack: pack.name, modelId: id, dModel: sae.dModel, numColumns: ids.length, recon: false, runtimeFeatures: undefined, verifierModelId });
+      plans.push({ pack: engineKey(pack), modelId: id, dModel: sae.dModel, numColumns: ids.length, recon: false, runtimeFeatures: undefined, verifierModelId });
     }
   }
   return { models: [...models.values()], packs: plans };

@@ -5,11 +5,15 @@
 // (max_queue_tokens): a caller that would overflow it is refused at once. Jobs whose caller has gone (aborted
 // signal) are dropped when they leave the queue, before any onnxruntime work. A worker that dies fails its
 // in-flight jobs and is replaced; readiness drops until the replacement has warmed up.
+//
+// Packs are known by their engine key (name@version). A hot reload loads the new keys into every worker
+// first (load()), the caller then switches to them, and retire() drops old keys once no queued or running job
+// refers to them: requests that started on an old version finish on it.
 import { Worker } from 'node:worker_threads';
 
 import { MechRewardError } from '../errors.js';
 import type { EnginePlan } from './plan.js';
-import type { FromWorker, InitMessage, ReconOutputs, SessionSettings } from './protocol.js';
+import type { FaultMessage, FromWorker, InitMessage, LoadMessage, ModelPlan, PackPlan, ReconOutputs, RetireMessage, SessionSettings } from './protocol.js';
 
 export interface EngineRunResult {
   readonly reward: Float32Array;
@@ -44,6 +48,10 @@ interface Slot {
   worker: Worker;
   ready: boolean;
   current: Batch | undefined;
+  /** Hot reloads this worker is building, by load id. */
+  readonly loads: Map<number, { resolve: () => void; reject: (e: unknown) => void }>;
+  /** Called when the current batch finishes or the worker exits (close() waits for it). */
+  onIdle?: () => void;
 }
 
 export interface BatchingOptions {
@@ -62,6 +70,10 @@ export interface EnginePoolOptions {
   readonly onWorkerEvent?: (event: string, detail: Record<string, unknown>) => void;
   /** Called for every engine run: rows in it and how many jobs were merged into it. */
   readonly onBatch?: (rows: number, jobs: number) => void;
+  /** Called when queued rows are dropped because their caller went away (cancelled, deadline passed). */
+  readonly onDrop?: (rows: number) => void;
+  /** Tests only: honour armWorkerExit(). */
+  readonly faultInjection?: boolean;
 }
 
 const WORKER_URL = new URL('./worker.js', import.meta.url);
@@ -74,13 +86,24 @@ export class EnginePool {
   private queuedRows = 0;
   private delayTimer: NodeJS.Timeout | undefined;
   private closed = false;
-  private readonly init: InitMessage;
+  private nextLoadId = 1;
+  /** Every model and pack the workers hold (a respawned worker gets all of them). */
+  private readonly models = new Map<string, ModelPlan>();
+  private readonly packs = new Map<string, PackPlan>();
+  /** Queued or running jobs per pack key, and keys waiting for theirs to reach 0 before they are dropped. */
+  private readonly pending = new Map<string, number>();
+  private readonly retiring = new Set<string>();
 
   private constructor(
     plan: EnginePlan,
     private readonly options: EnginePoolOptions,
   ) {
-    this.init = { type: 'init', settings: options.settings, models: plan.models, packs: plan.packs };
+    for (const m of plan.models) this.models.set(m.id, m);
+    for (const p of plan.packs) this.packs.set(p.pack, p);
+  }
+
+  private get init(): InitMessage {
+    return { type: 'init', settings: this.options.settings, models: [...this.models.values()], packs: [...this.packs.values()], faultInjection: this.options.faultInjection ?? false };
   }
 
   /** Starts every worker and resolves once each has built its sessions and run its warm-up. */
@@ -114,25 +137,113 @@ export class EnginePool {
 
   run(pack: string, rows: Float32Array, numRows: number, fetchActs: boolean, signal?: AbortSignal): Promise<EngineRunResult> {
     if (this.closed) return Promise.reject(new MechRewardError('MR_ERR_NOT_READY', 'engine is shutting down'));
-    return new Promise((resolve, reject) => {
-      this.queue.push({ id: this.nextJobId++, pack, rows, numRows, fetchActs, signal, enqueuedAt: performance.now(), resolve, reject });
+    if (!this.packs.has(pack)) return Promise.reject(new MechRewardError('MR_ERR_INTERNAL', `engine does not hold pack ${pack}`));
+    this.pending.set(pack, (this.pending.get(pack) ?? 0) + 1);
+    const settled = (): void => {
+      const left = (this.pending.get(pack) ?? 1) - 1;
+      if (left > 0) this.pending.set(pack, left);
+      else this.pending.delete(pack);
+      this.retireIdle();
+    };
+    return new Promise<EngineRunResult>((resolve, reject) => {
+      const job: Job = { id: this.nextJobId++, pack, rows, numRows, fetchActs, signal, enqueuedAt: performance.now(), resolve, reject };
+      this.queue.push(job);
       this.queuedRows += numRows;
+      // A caller that goes away frees its queue space at once; its running chunk (if any) completes.
+      signal?.addEventListener('abort', () => this.dropQueued(job), { once: true });
       this.dispatch();
-    });
+    }).finally(settled);
   }
 
+  /**
+   * Tests only (--fault-injection): the first worker exits when its next batch arrives, as a crashed worker
+   * would, without aborting the process.
+   */
+  armWorkerExit(): void {
+    if (!this.options.faultInjection) throw new MechRewardError('MR_ERR_INTERNAL', 'fault injection is off');
+    this.slots[0]?.worker.postMessage({ type: 'fault', fault: 'exit_before_next_run' } satisfies FaultMessage);
+  }
+
+  /**
+   * Hot reload, step 1: every worker builds and warms up the models and packs of `plan` it does not hold.
+   * Nothing is served from them until the caller switches to their keys. On failure nothing new is kept.
+   */
+  async load(plan: EnginePlan): Promise<void> {
+    if (this.closed) throw new MechRewardError('MR_ERR_NOT_READY', 'engine is shutting down');
+    if (!this.ready) throw new MechRewardError('MR_ERR_NOT_READY', 'an engine worker is restarting; retry the reload');
+    const models = plan.models.filter((m) => !this.models.has(m.id));
+    const packs = plan.packs.filter((p) => !this.packs.has(p.pack));
+    if (packs.length === 0 && models.length === 0) return;
+    const loadId = this.nextLoadId++;
+    const results = await Promise.allSettled(
+      this.slots.map(
+        (slot) =>
+          new Promise<void>((resolve, reject) => {
+            slot.loads.set(loadId, { resolve, reject });
+            slot.worker.postMessage({ type: 'load', loadId, models, packs } satisfies LoadMessage);
+          }),
+      ),
+    );
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) {
+      // Workers that did build the new packs drop them again.
+      for (const slot of this.slots) slot.worker.postMessage({ type: 'retire', packs: packs.map((p) => p.pack) } satisfies RetireMessage);
+      throw failed.reason;
+    }
+    for (const m of models) this.models.set(m.id, m);
+    for (const p of packs) this.packs.set(p.pack, p);
+  }
+
+  /** Hot reload, step 2: drop these pack keys once no queued or running job refers to them. */
+  retire(keys: Iterable<string>): void {
+    for (const key of keys) if (this.packs.has(key)) this.retiring.add(key);
+    this.retireIdle();
+  }
+
+  /** Pack keys the workers hold (for tests and logs). */
+  get heldPacks(): string[] {
+    return [...this.packs.keys()];
+  }
+
+  private retireIdle(): void {
+    const idle = [...this.retiring].filter((key) => !this.pending.has(key));
+    if (idle.length === 0) return;
+    for (const key of idle) {
+      this.retiring.delete(key);
+      this.packs.delete(key);
+    }
+    const used = new Set([...this.packs.values()].map((p) => p.modelId));
+    for (const id of [...this.models.keys()]) if (!used.has(id)) this.models.delete(id);
+    for (const slot of this.slots) slot.worker.postMessage({ type: 'retire', packs: idle } satisfies RetireMessage);
+  }
+
+  /**
+   * Refuses queued work with UNAVAILABLE, lets each running batch finish (one engine run, at most
+   * max_batch_tokens rows: terminating a worker inside onnxruntime's run() would abort the process), then
+   * stops the workers.
+   */
   async close(): Promise<void> {
     this.closed = true;
     if (this.delayTimer) clearTimeout(this.delayTimer);
     this.queuedRows = 0;
-    for (const job of this.queue.splice(0)) job.reject(new MechRewardError('MR_ERR_NOT_READY', 'engine is shutting down'));
+    for (const job of this.queue.splice(0)) job.reject(new MechRewardError('MR_ERR_NOT_READY', 'server is shutting down; this request was still queued, retry on another replica or after restart'));
+    await Promise.all(this.slots.filter((s) => s.current).map((s) => new Promise<void>((resolve) => (s.onIdle = resolve))));
     await Promise.all(this.slots.map((s) => s.worker.terminate()));
     this.slots.length = 0;
   }
 
+  private dropQueued(job: Job): void {
+    const i = this.queue.indexOf(job);
+    if (i < 0) return; // already running or finished
+    this.queue.splice(i, 1);
+    this.queuedRows -= job.numRows;
+    this.options.onDrop?.(job.numRows);
+    job.reject(new MechRewardError('MR_ERR_CANCELLED', 'request was cancelled before scoring started'));
+  }
+
   private spawn(): Promise<void> {
     return new Promise((resolve, reject) => {
-      const slot: Slot = { worker: new Worker(WORKER_URL), ready: false, current: undefined };
+      const slot: Slot = { worker: new Worker(WORKER_URL), ready: false, current: undefined, loads: new Map() };
       this.slots.push(slot);
       let settled = false;
       slot.worker.on('message', (msg: FromWorker) => {
@@ -144,6 +255,11 @@ export class EnginePool {
         } else if (msg.type === 'init_error') {
           if (!settled) (settled = true), reject(new MechRewardError('MR_ERR_PACK_INVALID', msg.message));
           void slot.worker.terminate();
+        } else if (msg.type === 'loaded' || msg.type === 'load_error') {
+          const load = slot.loads.get(msg.loadId);
+          slot.loads.delete(msg.loadId);
+          if (msg.type === 'loaded') load?.resolve();
+          else load?.reject(new MechRewardError('MR_ERR_PACK_INVALID', `engine could not build the pack: ${msg.message}`));
         } else {
           this.finish(slot, msg);
         }
@@ -165,6 +281,9 @@ export class EnginePool {
       for (const job of slot.current.jobs) job.reject(new MechRewardError('MR_ERR_WORKER_LOST', `engine worker exited (code ${code}) while scoring this request; a replacement is starting, retry`));
       slot.current = undefined;
     }
+    slot.onIdle?.();
+    for (const load of slot.loads.values()) load.reject(new MechRewardError('MR_ERR_NOT_READY', `engine worker exited (code ${code}) during the reload; retry it`));
+    slot.loads.clear();
     if (this.closed || !slot.ready) return;
     // An unexpected exit after a successful start: replace the worker; queued jobs wait for it.
     this.options.onWorkerEvent?.('worker_exit', { code });
@@ -174,6 +293,7 @@ export class EnginePool {
   private finish(slot: Slot, msg: Extract<FromWorker, { jobId: number }>): void {
     const batch = slot.current;
     slot.current = undefined;
+    slot.onIdle?.();
     if (batch && batch.id === msg.jobId) {
       if (msg.type === 'result') {
         // Split the batch's outputs back into its jobs, in the order they were concatenated.
@@ -198,6 +318,7 @@ export class EnginePool {
     this.queuedRows -= job.numRows;
     if (!job.signal?.aborted) return true;
     // A caller that cancelled or passed its deadline while queued costs no engine time.
+    this.options.onDrop?.(job.numRows);
     job.reject(new MechRewardError('MR_ERR_CANCELLED', 'request was cancelled before scoring started'));
     return false;
   }

@@ -57,6 +57,28 @@ export interface InitMessage {
   readonly settings: SessionSettings;
   readonly models: readonly ModelPlan[];
   readonly packs: readonly PackPlan[];
+  /** Honour FaultMessage (tests only, --fault-injection). */
+  readonly faultInjection: boolean;
+}
+
+/** Hot reload: build the sessions of packs this worker does not hold yet and warm them up; keep the rest. */
+export interface LoadMessage {
+  readonly type: 'load';
+  readonly loadId: number;
+  readonly models: readonly ModelPlan[];
+  readonly packs: readonly PackPlan[];
+}
+
+/** Drop these packs (no job refers to them any more) and release sessions no remaining pack uses. */
+export interface RetireMessage {
+  readonly type: 'retire';
+  readonly packs: readonly string[];
+}
+
+/** Tests only: exit the worker thread when the next run arrives, before onnxruntime starts it. */
+export interface FaultMessage {
+  readonly type: 'fault';
+  readonly fault: 'exit_before_next_run';
 }
 
 export interface RunMessage {
@@ -68,7 +90,7 @@ export interface RunMessage {
   readonly fetchActs: boolean;
 }
 
-export type ToWorker = InitMessage | RunMessage;
+export type ToWorker = InitMessage | LoadMessage | RetireMessage | FaultMessage | RunMessage;
 
 /** Per token: ||x' - x_hat||^2 and ||x' - mean(x')||^2, x' being the SAE's (normalised) input. */
 export interface ReconOutputs {
@@ -79,6 +101,8 @@ export interface ReconOutputs {
 export type FromWorker =
   | { readonly type: 'ready'; readonly warmupMs: number }
   | { readonly type: 'init_error'; readonly message: string }
+  | { readonly type: 'loaded'; readonly loadId: number; readonly warmupMs: number }
+  | { readonly type: 'load_error'; readonly loadId: number; readonly message: string }
   | {
       readonly type: 'result';
       readonly jobId: number;

@@ -60,50 +60,109 @@ function buildModel(plan: Exclude<ModelPlan, { kind: 'linear' }>, weights: Loade
   });
 }
 
-/** Builds every session; a function of its own so no weight array outlives it in a suspended async frame. */
-async function createSessions(msg: InitMessage): Promise<Map<string, ort.InferenceSession>> {
-  const sessions = new Map<string, ort.InferenceSession>();
+const sessions = new Map<string, ort.InferenceSession>();
+let settings: SessionSettings | undefined;
+let faultInjection = false;
+let exitBeforeNextRun = false;
+
+/**
+ * Builds the sessions this worker does not hold yet; a function of its own so no weight array outlives it in
+ * a suspended async frame. Returns the ids it built.
+ */
+async function createSessions(models: readonly ModelPlan[]): Promise<string[]> {
+  const built: string[] = [];
   // Group models by SAE so each weights file is read once, then released once its sessions exist
   // (onnxruntime keeps its own copy of the initializers).
   const bySae = new Map<string, Exclude<ModelPlan, { kind: 'linear' }>[]>();
-  for (const m of msg.models) {
+  for (const m of models) {
+    if (sessions.has(m.id)) continue;
     if (m.kind === 'linear') {
       const { weight, bias } = loadLinearWeights(m.readout);
-      const built = buildLinearModel(m.readout.dModel, weight, bias, m.readout.output);
-      sessions.set(m.id, await ort.InferenceSession.create(built.model, sessionOptions(msg.settings, built.externalData)));
+      const model = buildLinearModel(m.readout.dModel, weight, bias, m.readout.output);
+      sessions.set(m.id, await ort.InferenceSession.create(model.model, sessionOptions(settings!, model.externalData)));
+      built.push(m.id);
     } else {
       bySae.set(m.sae.key, [...(bySae.get(m.sae.key) ?? []), m]);
     }
   }
-  for (const models of bySae.values()) {
-    const weights = loadSaeWeights(models[0]!.sae, models.some((m) => m.kind === 'full' && m.recon));
-    for (const plan of models) {
-      const built = buildModel(plan, weights);
-      sessions.set(plan.id, await ort.InferenceSession.create(built.model, sessionOptions(msg.settings, built.externalData)));
+  for (const group of bySae.values()) {
+    const weights = loadSaeWeights(group[0]!.sae, group.some((m) => m.kind === 'full' && m.recon));
+    for (const plan of group) {
+      const model = buildModel(plan, weights);
+      sessions.set(plan.id, await ort.InferenceSession.create(model.model, sessionOptions(settings!, model.externalData)));
+      built.push(plan.id);
     }
   }
-  return sessions;
+  return built;
+}
+
+/**
+ * Makes the given packs servable: builds missing sessions, then warms up each pack not held yet. On failure
+ * everything this call added is dropped again, so a rejected reload leaves the worker as it was.
+ */
+async function install(models: readonly ModelPlan[], plans: readonly PackPlan[]): Promise<number> {
+  const added: string[] = [];
+  let built: string[] = [];
+  try {
+    built = await createSessions(models);
+    collectGarbage();
+    const started = performance.now();
+    for (const plan of plans) {
+      if (packs.has(plan.pack)) continue;
+      const session = sessions.get(plan.modelId);
+      if (!session) throw new Error(`no session ${plan.modelId} for pack ${plan.pack}`);
+      const feeds: Record<string, ort.Tensor> = {};
+      if (plan.runtimeFeatures) {
+        const f = plan.runtimeFeatures;
+        feeds.feature_ids = new ort.Tensor('int64', BigInt64Array.from(f.ids, (id) => BigInt(id)), [f.ids.length]);
+        feeds.feature_weights = new ort.Tensor('float32', Float32Array.from(f.weights), [f.weights.length]);
+        feeds.feature_thresholds = new ort.Tensor('float32', Float32Array.from(f.thresholds), [f.thresholds.length]);
+      }
+      const verifier = plan.verifierModelId ? sessions.get(plan.verifierModelId) : undefined;
+      if (plan.verifierModelId && !verifier) throw new Error(`no verifier session ${plan.verifierModelId} for pack ${plan.pack}`);
+      const runtime = { plan, session, feeds, verifier };
+      // Warm-up: the first native run of a session is slow; readiness (and a reload) waits for it.
+      const probe = new Float32Array(2 * plan.dModel).map((_, i) => Math.sin(i + 1));
+      await runPack(runtime, probe, 2, true);
+      packs.set(plan.pack, runtime);
+      added.push(plan.pack);
+    }
+    return performance.now() - started;
+  } catch (err) {
+    for (const key of added) packs.delete(key);
+    await releaseSessions(built);
+    throw err;
+  }
+}
+
+/** Releases the given sessions unless a pack still uses them. */
+async function releaseSessions(ids: readonly string[]): Promise<void> {
+  const used = new Set([...packs.values()].flatMap((p) => [p.plan.modelId, ...(p.plan.verifierModelId ? [p.plan.verifierModelId] : [])]));
+  for (const id of ids) {
+    const session = sessions.get(id);
+    if (!session || used.has(id)) continue;
+    sessions.delete(id);
+    await session.release();
+  }
 }
 
 async function init(msg: InitMessage): Promise<void> {
-  const sessions = await createSessions(msg);
-  collectGarbage();
-  const started = performance.now();
-  for (const plan of msg.packs) {
-    const feeds: Record<string, ort.Tensor> = {};
-    if (plan.runtimeFeatures) {
-      const f = plan.runtimeFeatures;
-      feeds.feature_ids = new ort.Tensor('int64', BigInt64Array.from(f.ids, (id) => BigInt(id)), [f.ids.length]);
-      feeds.feature_weights = new ort.Tensor('float32', Float32Array.from(f.weights), [f.weights.length]);
-      feeds.feature_thresholds = new ort.Tensor('float32', Float32Array.from(f.thresholds), [f.thresholds.length]);
-    }
-    const runtime = { plan, session: sessions.get(plan.modelId)!, feeds, verifier: plan.verifierModelId ? sessions.get(plan.verifierModelId) : undefined };
-    packs.set(plan.pack, runtime);
-    // Warm-up: the first native run of a session is slow; readiness waits for it.
-    const probe = new Float32Array(2 * plan.dModel).map((_, i) => Math.sin(i + 1));
-    await runPack(runtime, probe, 2, true);
+  settings = msg.settings;
+  faultInjection = msg.faultInjection;
+  const warmupMs = await install(msg.models, msg.packs);
+  send({ type: 'ready', warmupMs });
+}
+
+async function retire(keys: readonly string[]): Promise<void> {
+  const models = new Set<string>();
+  for (const key of keys) {
+    const rt = packs.get(key);
+    if (!rt) continue;
+    packs.delete(key);
+    models.add(rt.plan.modelId);
+    if (rt.plan.verifierModelId) models.add(rt.plan.verifierModelId);
   }
-  send({ type: 'ready', warmupMs: performance.now() - started });
+  await releaseSessions([...models]);
 }
 
 /**
@@ -132,6 +191,11 @@ async function runPack(rt: PackRuntime, rows: Float32Array, numRows: number, wan
 }
 
 async function run(msg: RunMessage): Promise<void> {
+  if (exitBeforeNextRun) {
+    // Tests only (--fault-injection): a worker that dies. Exiting here, before session.run() starts, ends
+    // this thread alone; terminating a worker inside a native run would abort the whole process.
+    process.exit(70);
+  }
   const rt = packs.get(msg.pack);
   if (!rt) throw new Error(`pack ${msg.pack} is not loaded in this worker`);
   const started = performance.now();
@@ -142,10 +206,21 @@ async function run(msg: RunMessage): Promise<void> {
   send({ type: 'result', jobId: msg.jobId, ...copies, inferenceMs: performance.now() - started }, transfer);
 }
 
+const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));
+
 port.on('message', (msg: ToWorker) => {
   if (msg.type === 'init') {
-    init(msg).catch((err: unknown) => send({ type: 'init_error', message: err instanceof Error ? err.message : String(err) }));
+    init(msg).catch((err: unknown) => send({ type: 'init_error', message: messageOf(err) }));
+  } else if (msg.type === 'load') {
+    install(msg.models, msg.packs).then(
+      (warmupMs) => send({ type: 'loaded', loadId: msg.loadId, warmupMs }),
+      (err: unknown) => send({ type: 'load_error', loadId: msg.loadId, message: messageOf(err) }),
+    );
+  } else if (msg.type === 'retire') {
+    void retire(msg.packs);
+  } else if (msg.type === 'fault') {
+    if (faultInjection) exitBeforeNextRun = true;
   } else {
-    run(msg).catch((err: unknown) => send({ type: 'run_error', jobId: msg.jobId, message: err instanceof Error ? err.message : String(err) }));
+    run(msg).catch((err: unknown) => send({ type: 'run_error', jobId: msg.jobId, message: messageOf(err) }));
   }
 });

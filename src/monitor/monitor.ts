@@ -79,9 +79,14 @@ function quantile(sorted: readonly number[], q: number): number {
 export class RunMonitor implements RunObserver {
   constructor(
     private readonly store: RunStore,
-    private readonly packs: ReadonlyMap<string, Pack>,
+    private packs: ReadonlyMap<string, Pack>,
     private readonly now: () => number = Date.now,
   ) {}
+
+  /** Hot reload: baselines come from the packs served now. */
+  replacePacks(packs: ReadonlyMap<string, Pack>): void {
+    this.packs = packs;
+  }
 
   observe(runId: string, pack: Pack, sequences: readonly SequenceInput[], results: SequenceScore[]): void {
     this.addOutlierFlags(runId, pack, results);

@@ -1,6 +1,7 @@
 // Loads every pack folder under a packs directory, checks each against its SAE, and reports every problem at
 // start-up with the file it comes from. Packs whose SAE resolves to the same weights file share one SaeSpec
 // (and so one copy of the weights in each engine worker).
+import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 
@@ -22,6 +23,19 @@ export interface Pack {
   readonly verifier: LinearReadout | undefined;
   /** Residual width the pack reads. */
   readonly dModel: number;
+  /**
+   * Which bytes this is: a hash of pack.json, the SAE's cfg.json and the size and modification time of every
+   * weights file the pack reads. A hot reload treats a pack whose version changed as a new pack, and the
+   * engine keys its sessions by it, so requests that started on the old version finish on the old sessions.
+   */
+  readonly version: string;
+  /** Size and modification time of each weights file (by path): packs share a session only while equal. */
+  readonly fileStamps: Readonly<Record<string, string>>;
+}
+
+/** The name the engine knows a pack version by (the wire name stays `name`). */
+export function engineKey(pack: Pack): string {
+  return `${pack.name}@${pack.version}`;
 }
 
 export interface PackProblem {
@@ -36,7 +50,16 @@ export interface PackCatalogue {
   readonly problems: readonly PackProblem[];
 }
 
-const PACK_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+const PACK_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/**
+ * A pack name is a folder name: letters, digits, `.`, `_`, `-`, not starting with a dot, at most 128
+ * characters. Checked on every name a client sends, so no `..`, `/`, `%2e`, NUL or absolute path ever
+ * reaches a lookup (names are only map keys today; the check keeps it so if that changes).
+ */
+export function isValidPackName(name: string): boolean {
+  return PACK_NAME.test(name);
+}
 
 export function loadPackDirectory(packsDir: string): PackCatalogue {
   if (!existsSync(packsDir) || !statSync(packsDir).isDirectory()) {
@@ -53,7 +76,7 @@ export function loadPackDirectory(packsDir: string): PackCatalogue {
     const dir = path.join(packsDir, name);
     if (!existsSync(path.join(dir, 'pack.json'))) continue; // not a pack (e.g. a shared SAE folder)
     try {
-      if (!PACK_NAME.test(name)) throw new MechRewardError('MR_ERR_PACK_INVALID', `${dir}: folder name is not a valid pack name (letters, digits, . _ -)`);
+      if (!isValidPackName(name)) throw new MechRewardError('MR_ERR_PACK_INVALID', `${dir}: folder name is not a valid pack name (letters, digits, . _ -)`);
       const pack = loadPack(name, dir, saes);
       packs.set(name, pack);
       if (pack.sae) saes.set(pack.sae.key, pack.sae);
@@ -67,14 +90,16 @@ export function loadPackDirectory(packsDir: string): PackCatalogue {
 export function loadPack(name: string, dir: string, knownSaes: ReadonlyMap<string, SaeSpec> = new Map()): Pack {
   const file = path.join(dir, 'pack.json');
   let json: unknown;
+  let text = '';
   try {
-    json = JSON.parse(readFileSync(file, 'utf8'));
+    text = readFileSync(file, 'utf8');
+    json = JSON.parse(text);
   } catch (err) {
     throw new MechRewardError('MR_ERR_PACK_INVALID', `${file}: cannot read JSON (${err instanceof Error ? err.message : String(err)})`);
   }
   const spec = parsePackJson(file, json);
   const verifier = spec.verifier ? loadVerifierProbe(dir, spec.verifier.probe) : undefined;
-  let pack: Pack;
+  let pack: Omit<Pack, 'version' | 'fileStamps'>;
   if (spec.linear) {
     const linear = loadLinearReadout(path.resolve(dir, spec.linear.file), spec.linear.output);
     pack = { name, dir, spec, sae: undefined, linear, verifier, dModel: linear.dModel };
@@ -87,7 +112,15 @@ export function loadPack(name: string, dir: string, knownSaes: ReadonlyMap<strin
   if (verifier && verifier.dModel !== pack.dModel) {
     throw new MechRewardError('MR_ERR_PACK_INVALID', `${file}: verifier.probe ${verifier.weightsPath} has d_model ${verifier.dModel}, the pack reads d_model ${pack.dModel}`);
   }
-  return pack;
+  const files = [pack.sae?.weightsPath, pack.linear?.weightsPath, verifier?.weightsPath].filter((f): f is string => f !== undefined);
+  const fileStamps = Object.fromEntries(files.map((f) => {
+    const st = statSync(f);
+    return [f, `${st.size}:${st.mtimeMs}`];
+  }));
+  const cfgPath = pack.sae ? path.join(pack.sae.dir, 'cfg.json') : '';
+  const cfgText = cfgPath && existsSync(cfgPath) ? readFileSync(cfgPath, 'utf8') : '';
+  const version = createHash('sha256').update(text).update('\0').update(cfgText).update('\0').update(JSON.stringify(fileStamps)).digest('hex').slice(0, 12);
+  return { ...pack, version, fileStamps };
 }
 
 function checkPackAgainstSae(file: string, spec: PackSpec, sae: SaeSpec): void {

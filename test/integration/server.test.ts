@@ -185,7 +185,8 @@ test('the README examples run against the server (gRPC in Node, HTTP in Python)'
 });
 
 test('graceful shutdown: in-flight requests finish, new ones are refused, the process stops', async () => {
-  const s = await startTestServer(root);
+  // A grace period no busy machine reaches: this test is about the unforced path (faults.test.ts forces it).
+  const s = await startTestServer(root, { shutdownGraceMs: 600_000 });
   const c = grpcClient(s.grpcPort);
   const rows = new Float32Array(4096 * 512).map((_, i) => Math.cos(i));
   const inflight = Array.from({ length: 3 }, () => score(c, { pack: 'big', sequences: [{ activations: Buffer.from(rows.buffer), dtype: 'DTYPE_F32', num_tokens: 4096, score_from: 0 }] }));

@@ -30,6 +30,8 @@ export interface BuiltGrpcServer {
   readonly server: grpc.Server;
   /** Mirrors readiness into grpc.health.v1 for "" and mechreward.v1.RewardService. */
   setServing(serving: boolean): void;
+  /** Shutdown: ends every health Watch stream (after it has seen NOT_SERVING), which would otherwise hold a graceful drain open. */
+  endWatches(): void;
 }
 
 export function buildGrpcServer(service: Service): BuiltGrpcServer {
@@ -64,9 +66,28 @@ export function buildGrpcServer(service: Service): BuiltGrpcServer {
   server.addService(contract.mechreward.v1.RewardService.service, handlers);
 
   const health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
-  health.addToServer(server);
+  // Watch streams never end on their own; track them so shutdown can end them (grpc-health-check has no hook).
+  const watches = new Set<grpc.ServerWritableStream<unknown, unknown>>();
+  const tracking = {
+    addService(definition: grpc.ServiceDefinition, impl: grpc.UntypedServiceImplementation) {
+      const watch = impl.watch as grpc.handleServerStreamingCall<unknown, unknown>;
+      server.addService(definition, {
+        ...impl,
+        watch: (call: grpc.ServerWritableStream<unknown, unknown>) => {
+          watches.add(call);
+          call.on('cancelled', () => watches.delete(call));
+          watch(call);
+        },
+      });
+    },
+  };
+  health.addToServer(tracking as unknown as grpc.Server);
   return {
     server,
+    endWatches() {
+      for (const call of watches) call.end();
+      watches.clear();
+    },
     setServing(serving) {
       const status = serving ? 'SERVING' : 'NOT_SERVING';
       health.setStatus('', status);

@@ -5,6 +5,7 @@ import { pack as msgpackEncode, unpack as msgpackDecode } from 'msgpackr';
 
 import { MechRewardError, toHttpError } from '../../errors.js';
 import type { SequenceInput } from '../../core/decode.js';
+import { describePack } from '../../core/describe.js';
 import { Service } from '../../service.js';
 import { httpsOptions, type TlsMaterial } from '../../tls.js';
 import { callerGoneSignal } from './abort.js';
@@ -106,6 +107,10 @@ export function buildHttpApp(service: Service, tls?: TlsMaterial): FastifyInstan
   });
   app.get('/info', async () => service.info());
   app.get('/v1/packs', async () => ({ packs: service.describePacks() }));
+  app.get<{ Params: { pack: string } }>('/v1/packs/:pack', async (req) => describePack(service.scorer.getPack(req.params.pack)));
+  // Hot reload of the packs directory; behind the auth token like every data route. 200 with what changed
+  // and what was rejected (with reasons); the packs served before keep serving whatever the outcome.
+  app.post('/admin/reload', async () => service.reloadPacks());
   app.get('/v1/runs', async () => ({ runs: service.monitor.list() }));
   app.get<{ Params: { run_id: string } }>('/v1/runs/:run_id', async (req) => service.monitor.get(req.params.run_id));
   registerMonitorPage(app);
