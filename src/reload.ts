@@ -84,8 +84,8 @@ export class PackReloader {
       const old = current.get(r.pack);
       if (old) next.set(r.pack, old);
     }
-    // max_packs: packs already served stay; new ones beyond the limit are refused, in name order.
-    for (const name of [...next.keys()].sort()) {
+    // max_packs: packs already served stay; new ones beyond the limit are refused (the last in name order first).
+    for (const name of [...next.keys()].sort().reverse()) {
       if (next.size <= config.maxPacks) break;
       if (current.has(name)) continue;
       next.delete(name);

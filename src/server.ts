@@ -58,6 +58,8 @@ export interface RunningServer {
   reload(): Promise<ReloadReport>;
   /** Tests only (--fault-injection): the engine worker exits when its next batch arrives. */
   injectWorkerExit(): void;
+  /** Pack versions (name@version) the engine workers hold: the served ones plus any still finishing requests. */
+  engineKeys(): string[];
   /** Graceful stop: refuse new work, let in-flight requests finish (up to shutdownGraceMs), then stop. */
   close(): Promise<{ forced: boolean }>;
 }
@@ -169,6 +171,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
     httpPort,
     service,
     reload: () => reloader.reload(),
+    engineKeys: () => engine.packKeys,
     injectWorkerExit: () => {
       if (!config.faultInjection) throw new MechRewardError('MR_ERR_CONFIG_INVALID', 'fault injection needs --fault-injection (tests only)');
       engine.pool?.armWorkerExit();
