@@ -59,7 +59,16 @@ function toSequences(body: unknown): { pack: string; runId: string; sequences: S
 }
 
 export function buildHttpApp(service: Service, tls?: TlsMaterial): FastifyInstance {
-  const options = { logger: false, bodyLimit: service.config.maxMessageBytes };
+  const options = {
+    logger: false,
+    bodyLimit: service.config.maxMessageBytes,
+    // Errors fastify raises before routing (a path with bad %-encoding) answer in the catalogue's shape too.
+    frameworkErrors: (err: Error & { code?: string }, _req: FastifyRequest, reply: FastifyReply) => {
+      const e = err.code === 'FST_ERR_BAD_URL' ? new MechRewardError('MR_ERR_INVALID_ARGUMENT', 'path: not a valid URL (bad %-encoding)') : new MechRewardError('MR_ERR_MALFORMED_BODY', 'request: could not be parsed');
+      const { statusCode, body } = toHttpError(e);
+      void reply.code(statusCode).send(body);
+    },
+  };
   // Routes and hooks are the same over HTTPS; only the server type differs, which the handlers never see.
   const app = (tls ? Fastify({ ...options, https: httpsOptions(tls) }) : Fastify(options)) as unknown as FastifyInstance;
   app.addContentTypeParser(MSGPACK, { parseAs: 'buffer' }, (_req, body, done) => {
