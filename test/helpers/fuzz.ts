@@ -198,7 +198,13 @@ export function httpCases(packs: readonly FuzzPack[]): fc.Arbitrary<HttpCase> {
     ),
     run_id: fc.oneof(fc.string({ maxLength: 10 }), fc.jsonValue()),
   }, { requiredKeys: [] });
+  // The gRPC generator's requests in HTTP's wire shapes: JSON with base64 activations, msgpack with binary.
+  const wireShaped = scoreRequests(packs).map((r) => ({ ...r, sequences: r.sequences?.map((q) => ({ ...q, activations: Buffer.from(q.activations as Uint8Array) })) }));
+  const asJson = wireShaped.map((r) => Buffer.from(JSON.stringify({ ...r, sequences: r.sequences?.map((q) => ({ ...q, activations: q.activations.toString('base64') })) })));
+  const asMsgpack = wireShaped.map((r) => Buffer.from(msgpackEncode(r)));
   const body = fc.oneof(
+    asJson,
+    asMsgpack,
     fc.jsonValue().map((v) => Buffer.from(JSON.stringify(v) ?? 'null')),
     scoreShaped.map((v) => Buffer.from(JSON.stringify(v))),
     scoreShaped.map((v) => Buffer.from(msgpackEncode(v))),
@@ -217,8 +223,14 @@ export function httpCases(packs: readonly FuzzPack[]): fc.Arbitrary<HttpCase> {
     { weight: 1, arbitrary: fc.webPath().map((p) => ({ path: p.startsWith('/') ? p : `/${p}`, route: 'other' })) },
   );
   return fc
-    .record({ r: route, method: fc.oneof({ weight: 6, arbitrary: fc.constant('POST') }, { weight: 3, arbitrary: fc.constant('GET') }, { weight: 1, arbitrary: fc.constantFrom('PUT', 'DELETE', 'PATCH', 'OPTIONS', 'HEAD') }), contentType, body, query: fc.oneof({ weight: 5, arbitrary: fc.constant('') }, { weight: 1, arbitrary: fc.webQueryParameters().map((q) => `?${q}`) }) })
-    .map(({ r, method, contentType: ct, body: b, query }) => ({ method, path: `${r.path}${query}`, route: r.route, contentType: ct, body: method === 'GET' || method === 'HEAD' ? undefined : b }));
+    .record({
+      r: route,
+      method: fc.oneof({ weight: 6, arbitrary: fc.constant('POST') }, { weight: 3, arbitrary: fc.constant('GET') }, { weight: 1, arbitrary: fc.constantFrom('PUT', 'DELETE', 'PATCH', 'OPTIONS', 'HEAD') }),
+      // Bodies with their matching content type (so some reach the scorer) or with any type at all.
+      typed: fc.oneof(asJson.map((b) => ({ b, ct: 'application/json' as string | undefined })), asMsgpack.map((b) => ({ b, ct: 'application/msgpack' as string | undefined })), fc.record({ b: body, ct: contentType })),
+      query: fc.oneof({ weight: 5, arbitrary: fc.constant('') }, { weight: 1, arbitrary: fc.webQueryParameters().map((q) => `?${q}`) }),
+    })
+    .map(({ r, method, typed, query }) => ({ method, path: `${r.path}${query}`, route: r.route, contentType: typed.ct, body: method === 'GET' || method === 'HEAD' ? undefined : typed.b }));
 }
 
 const OWN_METHODS: Record<string, string[]> = { '/v1/score': ['POST'], '/admin/reload': ['POST'] };
