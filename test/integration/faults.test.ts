@@ -106,6 +106,31 @@ for (const how of ['cancel', 'deadline'] as const) {
   });
 }
 
+test('an HTTP caller that disconnects mid-batch: its queued chunks are dropped, not run', async () => {
+  const server = await startTestServer(root, { maxBatchTokens: 512 });
+  try {
+    const [dropped0, dispatched0] = [await counterValue(server, 'rowsDropped'), await dispatchedRows(server)];
+    const rows = new Float32Array(8192 * 512).map((_, i) => Math.sin(i * 0.37));
+    const controller = new AbortController();
+    const call = fetch(httpUrl(server, '/v1/score'), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ pack: 'big', sequences: [{ activations: Buffer.from(rows.buffer).toString('base64'), dtype: 'f32', num_tokens: 8192, score_from: 0 }] }),
+      signal: controller.signal,
+    }).catch((err: Error) => err.name);
+    while ((await dispatchedRows(server)) - dispatched0 < 512) await sleep(2);
+    controller.abort();
+    assert.equal(await call, 'AbortError');
+    while (server.service.admission.current > 0) await sleep(2);
+    const dropped = (await counterValue(server, 'rowsDropped')) - dropped0;
+    const ran = (await dispatchedRows(server)) - dispatched0;
+    assert.ok(dropped > 0, `nothing dropped (ran ${ran})`);
+    assert.equal(ran + dropped, 8192);
+  } finally {
+    await server.close();
+  }
+});
+
 test('an engine worker that dies: in-flight work gets UNAVAILABLE (MR_ERR_WORKER_LOST), readiness drops and recovers, queued work is served', async () => {
   const server = await startTestServer(root, { faultInjection: true });
   const client = grpcClient(server.grpcPort);
