@@ -220,6 +220,7 @@ export function httpCases(packs: readonly FuzzPack[]): fc.Arbitrary<HttpCase> {
     { weight: 2, arbitrary: segment.map((s) => ({ path: `/v1/packs/${s}`, route: '/v1/packs/{pack}' })) },
     { weight: 1, arbitrary: segment.map((s) => ({ path: `/v1/runs/${s}`, route: '/v1/runs/{run_id}' })) },
     { weight: 1, arbitrary: fc.constant({ path: '/admin/reload', route: '/admin/reload' }) },
+    { weight: 1, arbitrary: segment.map((s) => ({ path: `/v1/openrlhf/${s}`, route: '/v1/openrlhf/{pack}' })) },
     { weight: 1, arbitrary: fc.webPath().map((p) => ({ path: p.startsWith('/') ? p : `/${p}`, route: 'other' })) },
   );
   return fc
@@ -233,7 +234,7 @@ export function httpCases(packs: readonly FuzzPack[]): fc.Arbitrary<HttpCase> {
     .map(({ r, method, typed, query }) => ({ method, path: `${r.path}${query}`, route: r.route, contentType: typed.ct, body: method === 'GET' || method === 'HEAD' ? undefined : typed.b }));
 }
 
-const OWN_METHODS: Record<string, string[]> = { '/v1/score': ['POST'], '/admin/reload': ['POST'] };
+const OWN_METHODS: Record<string, string[]> = { '/v1/score': ['POST'], '/admin/reload': ['POST'], '/v1/openrlhf/{pack}': ['POST'] };
 
 /**
  * Documented statuses per route family (docs/errors.md): a route's own method gets its documented codes;
@@ -246,6 +247,8 @@ function allowedHttp(c: HttpCase, status: number): boolean {
   if (!own.includes(c.method)) return status === 400 || status === 404;
   if (c.route === '/v1/score') return [200, 400, 404, 413].includes(status);
   if (c.route === '/admin/reload') return status === 200 || status === 400;
+  // Without --reader-url the OpenRLHF route answers 501 MR_ERR_READER_NOT_CONFIGURED once the body is valid.
+  if (c.route === '/v1/openrlhf/{pack}') return [200, 400, 404, 413, 501].includes(status);
   if (c.route === '/v1/packs/{pack}') return [200, 400, 404].includes(status);
   if (c.route === '/v1/runs/{run_id}') return [200, 400, 404].includes(status);
   return status === 200;
@@ -264,7 +267,7 @@ export function fuzzHttp(port: number, c: HttpCase, tally: FuzzTally, timeoutMs 
         let ok = allowedHttp(c, status);
         const body = Buffer.concat(chunks).toString();
         // Our routes answer errors in the catalogue's shape.
-        if (ok && c.method !== 'HEAD' && (status === 400 || status === 413)) ok = /"code":"MR_ERR_[A-Z_]+"/.test(body);
+        if (ok && c.method !== 'HEAD' && (status === 400 || status === 413 || status === 501)) ok = /"code":"MR_ERR_[A-Z_]+"/.test(body);
         tally.add(`http ${c.method} ${c.route} ${status}`, ok, () => `${c.method} ${c.path} [${c.contentType}] ${c.body?.toString('hex').slice(0, 80)} -> ${body.slice(0, 160)}`);
         resolve();
       });

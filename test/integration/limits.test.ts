@@ -133,20 +133,22 @@ test('pack names that try to leave the packs directory are refused as INVALID_AR
   await stillGood();
 });
 
-/** A raw HTTP GET: fetch() would normalise `..` segments before sending, which is not what an attacker does. */
-function rawGet(rawPath: string): Promise<{ status: number; body: string }> {
+/** A raw HTTP request: fetch() would normalise `..` segments before sending, which is not what an attacker does. */
+function rawRequest(method: string, rawPath: string, body?: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port: server.httpPort, path: rawPath, method: 'GET' }, (res) => {
+    const headers = body === undefined ? {} : { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) };
+    const req = http.request({ host: '127.0.0.1', port: server.httpPort, path: rawPath, method, headers }, (res) => {
       let body = '';
       res.on('data', (c: Buffer) => (body += c.toString()));
       res.on('end', () => resolve({ status: res.statusCode!, body }));
     });
     req.on('error', reject);
-    req.end();
+    req.end(body);
   });
 }
+const rawGet = (rawPath: string) => rawRequest('GET', rawPath);
 
-test('pack names in the HTTP path (GET /v1/packs/{pack}): encoded dots, slashes, NUL and absolute paths never reach a lookup', async () => {
+test('pack names in the HTTP path (GET /v1/packs/{pack}, POST /v1/openrlhf/{pack}): encoded dots, slashes, NUL and absolute paths never reach a lookup', async () => {
   const ok = await rawGet(`/v1/packs/${PACK}`);
   assert.equal(ok.status, 200);
   assert.equal((JSON.parse(ok.body) as { name: string }).name, PACK);
@@ -161,6 +163,12 @@ test('pack names in the HTTP path (GET /v1/packs/{pack}): encoded dots, slashes,
     ['/v1/packs/no-such-pack', 404],
   ];
   for (const [p, status] of cases) {
+    // The OpenRLHF route checks its pack name the same way, before it needs a reader.
+    if (status === 400) {
+      const post = await rawRequest('POST', p.replace('/v1/packs/', '/v1/openrlhf/'), JSON.stringify({ query: ['q'], prompts: ['q'] }));
+      assert.equal(post.status, 400, `POST ${p}: ${post.body}`);
+      assert.equal((JSON.parse(post.body) as { code: string }).code, 'MR_ERR_INVALID_ARGUMENT');
+    }
     const res = await rawGet(p);
     assert.equal(res.status, status, `${p}: ${res.body}`);
     assert.doesNotMatch(res.body, /root:|"d_model"/, `${p} leaked something`);
