@@ -43,12 +43,14 @@ def test_sigkill_mid_run_trainer_loop_carries_on_and_runs_db_keeps_every_acknowl
     client = RewardClient(sidecars[0].target, timeout=20, retries=30)
     acknowledged = 0
     step_done = threading.Event()
+    killed = threading.Event()
     restarted = threading.Event()
 
     def kill_and_restart() -> None:
         step_done.wait()
         sidecars[0].process.send_signal(signal.SIGKILL)
         sidecars[0].process.wait()
+        killed.set()
         sidecars.append(start_sidecar(str(packs), "--runs-db", runs_db, grpc_port=port))
         restarted.set()
 
@@ -63,10 +65,13 @@ def test_sigkill_mid_run_trainer_loop_carries_on_and_runs_db_keeps_every_acknowl
                 want[PROMPT:] = reference_token_rewards(x[PROMPT:], sae, FEATURES)
                 np.testing.assert_allclose(r.token_rewards, want, rtol=1e-4, atol=1e-4)
             if step == KILL_AFTER_STEP:
-                step_done.set()  # the kill lands while the next steps are being sent
+                # The next step is sent to a dead sidecar: it must retry until the new one is ready.
+                step_done.set()
+                killed.wait(timeout=60)
         killer.join(timeout=120)
         assert restarted.is_set(), "the sidecar was not restarted"
         assert sidecars[0].process.returncode == -signal.SIGKILL
+        assert len(sidecars) == 2
         run = client.get_run(RUN_ID)
         assert acknowledged == STEPS * BATCH
         assert acknowledged <= run.sequences <= acknowledged + BATCH, (run.sequences, acknowledged)
