@@ -13,7 +13,7 @@ import { after, before, test } from 'node:test';
 
 import type { RewardServiceClient } from '../../src/generated/mechreward/v1/RewardService.js';
 import { planEngine } from '../../src/engine/plan.js';
-import { loadPackDirectory } from '../../src/packs/registry.js';
+import { engineKey, loadPackDirectory } from '../../src/packs/registry.js';
 import type { RunningServer } from '../../src/server.js';
 import { PARITY_PACKS, REPO_ROOT } from '../helpers/fixtures.js';
 import { grpcClient, score, startTestServer } from '../helpers/server.js';
@@ -110,7 +110,7 @@ test('an int8 pack gets its own session; int8 packs on one SAE share it; a non-T
     assert.equal(catalogue.problems.length, 1);
     assert.match(catalogue.problems[0]!.message, /relu.*encode topk_int8 needs a TopK SAE/s);
     const plan = planEngine(catalogue.packs.values());
-    const modelOf = (name: string) => plan.packs.find((p) => p.pack === name)!.modelId;
+    const modelOf = (name: string) => plan.packs.find((p) => p.pack === engineKey(catalogue.packs.get(name)!))!.modelId;
     assert.equal(plan.models.length, 2);
     assert.equal(modelOf('int8-a'), modelOf('int8-b'));
     assert.notEqual(modelOf('exact'), modelOf('int8-a'));
