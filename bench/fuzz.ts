@@ -4,9 +4,10 @@
 //   npm run bench:fuzz                     # FUZZ_CASES=100000 split over the four families
 //   FUZZ_CASES=10000 FUZZ_SEED=7 npm run bench:fuzz
 import { cpSync, mkdtempSync, rmSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
+import { promisify } from 'node:util';
 
 import * as grpc from '@grpc/grpc-js';
 import fc from 'fast-check';
@@ -38,13 +39,17 @@ async function main(): Promise<void> {
   const goodAnswer = JSON.stringify((await score(client, good)).response);
   let goods = 0;
   let goodsDifferent = 0;
+  const goodFailures: string[] = [];
   let stop = false;
   const goodLoop = (async () => {
     const own = grpcClient(server.grpcPort, { 'grpc.channel_id': 'good' } as grpc.ClientOptions);
     while (!stop) {
       const out = await score(own, good);
       goods++;
-      if (!out.ok || JSON.stringify(out.response) !== goodAnswer) goodsDifferent++;
+      if (!out.ok || JSON.stringify(out.response) !== goodAnswer) {
+        goodsDifferent++;
+        if (goodFailures.length < 10) goodFailures.push(out.ok ? `different answer: ${JSON.stringify(out.response).slice(0, 300)}` : `${grpc.status[out.code!]}: ${out.details}`);
+      }
     }
     own.close();
   })();
@@ -72,12 +77,13 @@ async function main(): Promise<void> {
     const dir = path.join(root, `mutated-${b}`);
     mutations.slice(b * 100, (b + 1) * 100).forEach((m, i) => writeMutatedPack(path.join(PARITY_PACKS, 'topk-saelens'), path.join(dir, `m${i}`), m));
     fuzzPackLoad(dir, tally, () => `batch ${b}`);
-    let code = 0;
-    try {
-      execFileSync(process.execPath, [path.join(REPO_ROOT, 'bin/mechreward.js'), 'packs', dir], { stdio: 'pipe' });
-    } catch (err) {
-      code = (err as { status: number }).status;
-    }
+    // Asynchronously, and yielding between batches: the good-request loop shares this event loop, and a
+    // blocked loop would make its calls miss their deadline on the client side.
+    const code = await promisify(execFile)(process.execPath, [path.join(REPO_ROOT, 'bin/mechreward.js'), 'packs', dir]).then(
+      () => 0,
+      (err: { code: number }) => err.code,
+    );
+    await new Promise((resolve) => setImmediate(resolve));
     tally.add(`mechreward packs exit ${code}`, code === 0 || code === 1, () => `batch ${b}`);
     rmSync(dir, { recursive: true, force: true });
   }
@@ -93,7 +99,7 @@ async function main(): Promise<void> {
   rmSync(root, { recursive: true, force: true });
 
   console.log(`fuzz: ${tally.total} cases in ${seconds.toFixed(0)} s (seed ${SEED}); server alive throughout, /readyz ${ready} at the end, SIGTERM exit ${exit}`);
-  console.log(`concurrent good requests: ${goods}, different or failed: ${goodsDifferent}`);
+  console.log(`concurrent good requests: ${goods}, different or failed: ${goodsDifferent}${goodFailures.map((f) => `\n  ${f}`).join('')}`);
   console.log(tally.table());
   if (tally.violations.length > 0) console.log(`VIOLATIONS (first ${tally.violations.length}):\n${tally.violations.join('\n')}`);
   process.exit(tally.violations.length > 0 || goodsDifferent > 0 || ready !== 200 || exit !== 0 ? 1 : 0);

@@ -136,13 +136,18 @@ export function serializeScoreRequest(request: ScoreRequest): Buffer {
 
 const ALLOWED_SCORE = new Set([grpc.status.OK, grpc.status.INVALID_ARGUMENT, grpc.status.NOT_FOUND, grpc.status.RESOURCE_EXHAUSTED]);
 
+/** Activations near float32's limit can overflow the reward: INTERNAL MR_ERR_NONFINITE_OUTPUT, documented. */
+function nonfiniteOutput(err: grpc.ServiceError | null): boolean {
+  return err?.code === grpc.status.INTERNAL && err.details.startsWith('MR_ERR_NONFINITE_OUTPUT: ');
+}
+
 /** Sends a structured Score request; allowed: OK or a catalogued INVALID_ARGUMENT / NOT_FOUND / RESOURCE_EXHAUSTED. */
 export function fuzzScore(client: RewardServiceClient, request: ScoreRequest, tally: FuzzTally, deadlineMs = 30_000): Promise<void> {
   return new Promise((resolve) => {
     client.Score(request, { deadline: Date.now() + deadlineMs }, (err) => {
       const code = err ? err.code : grpc.status.OK;
       const catalogued = !err || /^MR_ERR_[A-Z_]+: /.test(err.details) || /larger than max/.test(err.details);
-      tally.add(`grpc Score ${grpc.status[code]}`, ALLOWED_SCORE.has(code) && catalogued, () => `${err?.details} for ${describeRequest(request)}`);
+      tally.add(`grpc Score ${grpc.status[code]}${nonfiniteOutput(err) ? ' (nonfinite output)' : ''}`, (ALLOWED_SCORE.has(code) || nonfiniteOutput(err)) && catalogued, () => `${err?.details} for ${describeRequest(request)}`);
       resolve();
     });
   });
@@ -156,7 +161,7 @@ export function fuzzRawScore(client: grpc.Client, bytes: Buffer, tally: FuzzTall
       const code = err ? err.code : grpc.status.OK;
       const library = err?.code === grpc.status.INTERNAL && err.details.startsWith('Error deserializing request');
       const catalogued = !err || library || /^MR_ERR_[A-Z_]+: /.test(err.details);
-      tally.add(`grpc raw Score ${grpc.status[code]}${library ? ' (deserializing)' : ''}`, (ALLOWED_SCORE.has(code) || library) && catalogued, () => `${err?.details} for bytes ${bytes.toString('hex').slice(0, 120)}`);
+      tally.add(`grpc raw Score ${grpc.status[code]}${library ? ' (deserializing)' : nonfiniteOutput(err) ? ' (nonfinite output)' : ''}`, (ALLOWED_SCORE.has(code) || library || nonfiniteOutput(err)) && catalogued, () => `${err?.details} for bytes ${bytes.toString('hex').slice(0, 120)}`);
       resolve();
     });
   });
