@@ -24,12 +24,12 @@ EVAL_SEED = 2027
 RUN_SEED = 0  # transformers/TRL seed: the same for every run, so R0/R1/R2 sample from the same RNG stream
 
 # GRPO budget (the same for every run).
-STEPS = 24
+STEPS = 20
 PROMPTS_PER_STEP = 4
 NUM_GENERATIONS = 4  # completions per prompt (the GRPO group)
 MAX_COMPLETION_TOKENS = 48  # as the pack's task answers
 TEMPERATURE = 0.8
-LEARNING_RATE = 5e-6
+LEARNING_RATE = 1e-5  # AdamW, linear decay to 0 over the run (TRL default schedule)
 # Rewards are z-scored per function within each group, weighted, then summed ("normalize_then_sum"), so the
 # pack term's weight means the same thing for the SAE pack and the direction pack, whose raw scales differ.
 AGGREGATION = "normalize_then_sum"
