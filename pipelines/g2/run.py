@@ -105,6 +105,7 @@ def main(argv: list[str]) -> None:
 
         started = time.time()
         base, tokenizer = model_mod.load()
+        torch.set_num_threads(settings.TORCH_THREADS)  # after load(), which sets the pack pipeline's 2
         # The GGUF loader leaves a quantizer attached although every weight is already float32; the Trainer
         # refuses to fine-tune a model marked quantized, so drop the marker (the library's own method).
         if getattr(base, "hf_quantizer", None) is not None:
