@@ -38,6 +38,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--sidecar", default=DEFAULT_SIDECAR,
                    help=f"command starting the sidecar (port flags are appended); default {DEFAULT_SIDECAR!r}")
     p.add_argument("--sidecar-cwd", default=paths.REPO, help="directory to run --sidecar in (default: this checkout)")
+    p.add_argument("--sidecar-source", help="free text recorded with the run, e.g. which commit the sidecar was built from")
     p.add_argument("--target", help="host:port of a sidecar already serving the packs (nothing is started)")
     p.add_argument("--r1-pack", default=settings.PACK_R1)
     p.add_argument("--r2-pack", default=settings.PACK_R2)
@@ -84,7 +85,8 @@ def do_run(name: str, base, tokenizer, questions, args) -> dict:
             with server:
                 record["sidecar"] = {"target": server.target, "command": getattr(server, "command", None),
                                      "cwd": args.sidecar_cwd if not args.target else None,
-                                     "commit": None if args.target else git_commit(args.sidecar_cwd)}
+                                     "commit": None if args.target else git_commit(args.sidecar_cwd),
+                                     "source": args.sidecar_source}
                 record.update(train.run(policy, tokenizer, pack, server.target, f"g2-{name}"))
         record["eval"] = evaluate.accuracy(policy, tokenizer, questions, name)
         del policy
