@@ -69,11 +69,20 @@ for (const how of ['cancel', 'deadline'] as const) {
     try {
       const alone = await score(other, small);
       assert.ok(alone.ok, alone.details);
-      const [dropped0, dispatched0] = [await counterValue(server, 'rowsDropped'), await dispatchedRows(server)];
       const total = 8192; // 16 chunks of 512 rows of a 512 x 16384 SAE
+      // The deadline must pass before all 16 chunks can run, however fast this machine is: size it from one
+      // chunk's measured time (best of two), 4 chunks' worth. (Sizing, not a timed assertion: a deadline that
+      // passes even before the first chunk starts still leaves every row dropped and the sum exact.)
+      let chunkMs = Infinity;
+      for (let i = 0; i < 2; i++) {
+        const t0 = performance.now();
+        assert.ok((await score(other, request('big', 512, 3, 512))).ok);
+        chunkMs = Math.min(chunkMs, performance.now() - t0);
+      }
+      const [dropped0, dispatched0] = [await counterValue(server, 'rowsDropped'), await dispatchedRows(server)];
       let status: grpc.status | undefined;
       const victimDone = new Promise<void>((resolve) => {
-        const deadline = how === 'deadline' ? Date.now() + 1500 : Date.now() + 600_000;
+        const deadline = how === 'deadline' ? Date.now() + 4 * chunkMs : Date.now() + 600_000;
         const call = victim.Score(request('big', total, 2, 512), { deadline }, (err) => ((status = err ? err.code : grpc.status.OK), resolve()));
         if (how === 'cancel') {
           // Cancel once the engine has started on it (its first chunk is dispatched).
