@@ -109,7 +109,7 @@ async function main(): Promise<void> {
   const first = samples.filter((s) => s.t_s <= 60).map((s) => s.rss_mb);
   const last = samples.filter((s) => s.t_s >= elapsed - 60).map((s) => s.rss_mb);
   const report = {
-    conditions: { cpus: os.availableParallelism(), loadavg_start: loadStart, loadavg_end: os.loadavg(), note: 'machine shared with other agents; figures are noisy', pack: PACK, request: `${SEQS} x ${TOKENS} tokens bf16 (score_from ${PROMPT})` },
+    conditions: { cpus: os.availableParallelism(), loadavg_start: loadStart, loadavg_end: os.loadavg(), pack: PACK, request: `${SEQS} x ${TOKENS} tokens bf16 (score_from ${PROMPT})` },
     sustainable: measured,
     soak: {
       target_rate: rate,
