@@ -13,17 +13,18 @@ export interface LoadedSae extends FullEncoderWeights {
   readonly decoder: Float32Array | undefined;
 }
 
-function readChecked(sae: SaeSpec, name: string, entry: TensorEntry): Float32Array {
-  const values = readTensorAsFloat32(sae.weightsPath, entry);
+/** A tensor of `file` widened exactly to float32; a NaN or infinity is refused, naming the file and tensor. */
+function readChecked(file: string, name: string, entry: TensorEntry): Float32Array {
+  const values = readTensorAsFloat32(file, entry);
   const bad = firstNonFinite(values);
-  if (bad >= 0) throw new MechRewardError('MR_ERR_PACK_INVALID', `${sae.weightsPath}: tensor ${name} holds a non-finite value at element ${bad}`);
+  if (bad >= 0) throw new MechRewardError('MR_ERR_PACK_INVALID', `${file}: tensor ${name} holds a non-finite value at element ${bad}`);
   return values;
 }
 
 export function loadSaeWeights(sae: SaeSpec, withDecoder = false): LoadedSae {
   const t = sae.tensors;
   let decoderNorm: Float32Array | undefined;
-  const decoder = withDecoder || sae.rescaleByDecoderNorm ? readChecked(sae, 'W_dec', t.wDec!) : undefined;
+  const decoder = withDecoder || sae.rescaleByDecoderNorm ? readChecked(sae.weightsPath, 'W_dec', t.wDec!) : undefined;
   if (sae.rescaleByDecoderNorm) {
     const wDec = decoder!;
     decoderNorm = new Float32Array(sae.dSae);
@@ -34,12 +35,12 @@ export function loadSaeWeights(sae: SaeSpec, withDecoder = false): LoadedSae {
     }
   }
   return {
-    encoder: readChecked(sae, 'encoder', t.encoder),
+    encoder: readChecked(sae.weightsPath, 'encoder', t.encoder),
     encoderTransposed: t.encoderTransposed,
-    bEnc: readChecked(sae, 'b_enc', t.bEnc),
-    bDec: readChecked(sae, 'b_dec', t.bDec),
+    bEnc: readChecked(sae.weightsPath, 'b_enc', t.bEnc),
+    bDec: readChecked(sae.weightsPath, 'b_dec', t.bDec),
     decoderNorm,
-    threshold: t.threshold ? readChecked(sae, 'threshold', t.threshold) : undefined,
+    threshold: t.threshold ? readChecked(sae.weightsPath, 'threshold', t.threshold) : undefined,
     decoder: withDecoder ? decoder : undefined,
   };
 }
@@ -63,11 +64,5 @@ export function gather(values: Float32Array, ids: readonly number[]): Float32Arr
 
 /** A linear read-out's weight [d_model] and bias, widened exactly to float32 and checked finite. */
 export function loadLinearWeights(readout: LinearReadout): { weight: Float32Array; bias: number } {
-  const read = (name: string, entry: TensorEntry): Float32Array => {
-    const values = readTensorAsFloat32(readout.weightsPath, entry);
-    const bad = firstNonFinite(values);
-    if (bad >= 0) throw new MechRewardError('MR_ERR_PACK_INVALID', `${readout.weightsPath}: tensor ${name} holds a non-finite value at element ${bad}`);
-    return values;
-  };
-  return { weight: read('weight', readout.weight), bias: read('bias', readout.bias)[0]! };
+  return { weight: readChecked(readout.weightsPath, 'weight', readout.weight), bias: readChecked(readout.weightsPath, 'bias', readout.bias)[0]! };
 }
