@@ -21,6 +21,14 @@ function readChecked(file: string, name: string, entry: TensorEntry): Float32Arr
   return values;
 }
 
+/** JumpReLU thresholds; a `log_threshold` tensor is exponentiated (in float64, then rounded) as SAELens loads it. */
+function readThreshold(sae: SaeSpec): Float32Array {
+  const t = sae.tensors;
+  const values = readChecked(sae.weightsPath, t.thresholdIsLog ? 'log_threshold' : 'threshold', t.threshold!);
+  if (t.thresholdIsLog) for (let i = 0; i < values.length; i++) values[i] = Math.exp(values[i]!);
+  return values;
+}
+
 export function loadSaeWeights(sae: SaeSpec, withDecoder = false): LoadedSae {
   const t = sae.tensors;
   let decoderNorm: Float32Array | undefined;
@@ -38,9 +46,10 @@ export function loadSaeWeights(sae: SaeSpec, withDecoder = false): LoadedSae {
     encoder: readChecked(sae.weightsPath, 'encoder', t.encoder),
     encoderTransposed: t.encoderTransposed,
     bEnc: readChecked(sae.weightsPath, 'b_enc', t.bEnc),
-    bDec: readChecked(sae.weightsPath, 'b_dec', t.bDec),
+    // A transcoder's encode never reads b_dec; zeros keep the graphs' inputs uniform (preprocess skips it).
+    bDec: t.bDec ? readChecked(sae.weightsPath, 'b_dec', t.bDec) : new Float32Array(sae.dModel),
     decoderNorm,
-    threshold: t.threshold ? readChecked(sae.weightsPath, 'threshold', t.threshold) : undefined,
+    threshold: t.threshold ? readThreshold(sae) : undefined,
     decoder: withDecoder ? decoder : undefined,
   };
 }

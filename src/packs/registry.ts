@@ -139,6 +139,7 @@ function checkPackAgainstSae(file: string, spec: PackSpec, sae: SaeSpec): void {
   if (spec.encode === 'topk_int8' && sae.architecture !== 'topk') fail(`encode topk_int8 needs a TopK SAE; the SAE at ${sae.dir} is ${sae.architecture}`);
   if (spec.monitor.fvuBound !== undefined) {
     if (sae.architecture !== 'topk' || spec.encode === 'selected_relu') fail('monitor.fvu_bound needs a TopK SAE served in topk or topk_int8 mode (the reconstruction uses the TopK code)');
+    if (sae.noReconstruction) fail(`monitor.fvu_bound needs a reconstruction of the SAE's input, and ${sae.variant} has none: ${sae.noReconstruction}`);
     if (!sae.tensors.wDec) fail(`monitor.fvu_bound needs W_dec, which ${sae.weightsPath} does not hold`);
   }
   const { dModel, dSae, k } = spec.claims;

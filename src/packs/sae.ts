@@ -4,7 +4,8 @@ import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 
 import { MechRewardError } from '../errors.js';
-import { readSafetensorsHeader, type TensorEntry } from './safetensors.js';
+import { SAELENS_NO_EFFECT_FIELDS, SAELENS_READ_FIELDS, SPARSIFY_NO_EFFECT_FIELDS, SPARSIFY_READ_FIELDS, firstUnknownField } from './sae-fields.js';
+import { readSafetensorsHeader, type SafetensorsHeader, type TensorEntry } from './safetensors.js';
 
 export type Architecture = 'topk' | 'relu' | 'jumprelu';
 /** Run-time input normalisation (SAELens `normalize_activations`). */
@@ -13,6 +14,8 @@ export type Normalization = 'none' | 'constant_norm_rescale' | 'layer_norm';
 export interface SaeSpec {
   readonly dir: string;
   readonly format: 'saelens' | 'sparsify';
+  /** The library's own name for what it saved, e.g. `SAELens jumprelu_skip_transcoder`, `sparsify topk transcode`. */
+  readonly variant: string;
   readonly weightsPath: string;
   /** Real path of the weights file: packs whose SAE resolves to the same key share one copy of the weights. */
   readonly key: string;
@@ -24,17 +27,27 @@ export interface SaeSpec {
   readonly applyBDecToInput: boolean;
   readonly normalization: Normalization;
   readonly rescaleByDecoderNorm: boolean;
+  /**
+   * Why W_dec cannot reconstruct the SAE's input (a transcoder predicts another activation; a skip connection
+   * adds W_skip·x), or undefined when it can. The reconstruction-error monitor needs a reconstruction.
+   */
+  readonly noReconstruction: string | undefined;
   readonly hookName: string | undefined;
   /** Layer parsed from the hook name (`blocks.18.hook_resid_post`, `layers.18`), when there is one. */
   readonly hookLayer: number | undefined;
+  /** Every tensor in the weights file and its stored dtype (F64 is narrowed to float32 when read). */
+  readonly storedDTypes: Readonly<Record<string, string>>;
   readonly tensors: {
     /** SAELens W_enc [d_model, d_sae]; sparsify encoder.weight [d_sae, d_model] (encoderTransposed). */
     readonly encoder: TensorEntry;
     readonly encoderTransposed: boolean;
     readonly bEnc: TensorEntry;
-    readonly bDec: TensorEntry;
+    /** Undefined for transcoders: the encode never subtracts it (it lives in the output space). */
+    readonly bDec: TensorEntry | undefined;
     readonly wDec: TensorEntry | undefined;
     readonly threshold: TensorEntry | undefined;
+    /** SAELens checkpoints that store `log_threshold`: the threshold is exp(log_threshold), as SAELens loads it. */
+    readonly thresholdIsLog: boolean;
   };
 }
 
@@ -88,92 +101,211 @@ function optionalTensor(file: string, tensors: ReadonlyMap<string, TensorEntry>,
   return tensors.has(name) ? requireTensor(file, tensors, name, shape) : undefined;
 }
 
-const SAELENS_ARCHITECTURES: Record<string, Architecture> = { topk: 'topk', standard: 'relu', relu: 'relu', jumprelu: 'jumprelu' };
+
+/** Refuses a tensor the encode and decode do not name: the library's strict load would refuse it too. */
+function checkNoOtherTensors(file: string, header: SafetensorsHeader, known: readonly string[], variant: string): void {
+  const other = [...header.tensors.keys()].find((n) => !known.includes(n));
+  if (other !== undefined) throw invalid(file, `tensor ${other} is not part of a ${variant} (expected ${known.join(', ')})`);
+}
+
+function storedDTypes(header: SafetensorsHeader): Record<string, string> {
+  return Object.fromEntries([...header.tensors].map(([name, t]) => [name, t.dtype]));
+}
+
+function refuseUnknownFields(cfgPath: string, cfg: Record<string, unknown>, read: ReadonlySet<string>, noEffect: ReadonlySet<string>): void {
+  const unknown = firstUnknownField(cfg, read, noEffect);
+  if (unknown !== undefined) {
+    throw invalid(cfgPath, `field ${unknown} is not understood by this loader (docs/packs.md lists the fields it reads and those with no effect on the encode)`);
+  }
+}
+
+function bool(file: string, field: string, v: unknown, fallback: boolean): boolean {
+  if (v === undefined || v === null) return fallback;
+  if (typeof v !== 'boolean') throw invalid(file, `${field} must be true or false, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+// SAELens 6.54.12 (sae_lens/__init__.py registers these; sae_lens/saes/*.py hold the encodes).
+interface SaeLensArchitecture {
+  readonly architecture: Architecture;
+  /** Transcoders encode the input without subtracting b_dec (Transcoder.process_sae_in). */
+  readonly transcoder: boolean;
+  readonly skip: boolean;
+}
+const SAELENS_ARCHITECTURES: Record<string, SaeLensArchitecture> = {
+  standard: { architecture: 'relu', transcoder: false, skip: false },
+  topk: { architecture: 'topk', transcoder: false, skip: false },
+  jumprelu: { architecture: 'jumprelu', transcoder: false, skip: false },
+  transcoder: { architecture: 'relu', transcoder: true, skip: false },
+  skip_transcoder: { architecture: 'relu', transcoder: true, skip: true },
+  jumprelu_transcoder: { architecture: 'jumprelu', transcoder: true, skip: false },
+  jumprelu_skip_transcoder: { architecture: 'jumprelu', transcoder: true, skip: true },
+};
+/** SAELens architectures refused, and why (the reason is part of the error). */
+const SAELENS_REFUSED: Record<string, string> = {
+  gated: 'the gated encode (b_gate, b_mag, r_mag) is not implemented',
+  abstopk: 'the AbsTopK encode (top k by |h|, signed values kept) is not implemented',
+  batchtopk: 'a BatchTopK training checkpoint selects the top k over the whole batch; save it with save_inference_model (a JumpReLU SAE) and serve that',
+  matryoshka_batchtopk: 'a Matryoshka BatchTopK training checkpoint selects the top k over the whole batch; save it with save_inference_model (a JumpReLU SAE) and serve that',
+  temporal: 'the temporal SAE encodes each token with attention over the previous tokens of its sequence',
+  matching_pursuit: 'the matching-pursuit encode is iterative and not implemented',
+};
 const SAELENS_NORMALIZATIONS: Record<string, Normalization> = {
   none: 'none',
-  // Folded into the weights in final checkpoints: identity at run time.
+  // Folded into the weights in final checkpoints: SAELens applies no run-time function for it.
   expected_average_only_in: 'none',
   constant_norm_rescale: 'constant_norm_rescale',
   layer_norm: 'layer_norm',
 };
 
+/** SAELens treats a cfg without a version, or one below 6.0.0-rc.0, as the old format (handle_config_defaulting). */
+function isPre6(cfg: Record<string, unknown>, metadata: Record<string, unknown>): boolean {
+  const version = cfg.sae_lens_version ?? metadata.sae_lens_version;
+  if (typeof version !== 'string' || version === '') return true;
+  const major = /^v?(\d+)/.exec(version);
+  return !major || Number(major[1]) < 6;
+}
+
 function loadSaeLens(dir: string, cfgPath: string, cfg: Record<string, unknown>): SaeSpec {
+  refuseUnknownFields(cfgPath, cfg, SAELENS_READ_FIELDS, SAELENS_NO_EFFECT_FIELDS);
   const dModel = positiveInt(cfgPath, 'd_in', cfg.d_in);
   const dSae = positiveInt(cfgPath, 'd_sae', cfg.d_sae);
-  const archName = String(cfg.architecture ?? 'standard');
-  const architecture = SAELENS_ARCHITECTURES[archName];
-  if (!architecture) throw invalid(cfgPath, `architecture ${JSON.stringify(archName)} is not supported (topk, standard, jumprelu)`);
-  const k = architecture === 'topk' ? positiveInt(cfgPath, 'k', cfg.k) : 0;
-  if (k > dSae) throw invalid(cfgPath, `k=${k} exceeds d_sae=${dSae}`);
-  const normName = String(cfg.normalize_activations ?? 'none');
-  const normalization = SAELENS_NORMALIZATIONS[normName];
-  if (!normalization) throw invalid(cfgPath, `normalize_activations ${JSON.stringify(normName)} is not supported (${Object.keys(SAELENS_NORMALIZATIONS).join(', ')})`);
-  const metadata = (typeof cfg.metadata === 'object' && cfg.metadata !== null ? cfg.metadata : {}) as Record<string, unknown>;
-  const hookName = typeof metadata.hook_name === 'string' ? metadata.hook_name : typeof cfg.hook_name === 'string' ? cfg.hook_name : undefined;
+  if (cfg.metadata !== undefined && (typeof cfg.metadata !== 'object' || cfg.metadata === null || Array.isArray(cfg.metadata))) throw invalid(cfgPath, 'metadata must be an object');
+  const metadata = (cfg.metadata ?? {}) as Record<string, unknown>;
+  const pre6 = isPre6(cfg, metadata);
+  const rawArch = cfg.architecture ?? 'standard';
+  if (typeof rawArch !== 'string') throw invalid(cfgPath, `architecture must be a string, got ${JSON.stringify(rawArch)}`);
+  let archName: string = rawArch;
+  let k: unknown = cfg.k;
+  if (pre6) {
+    // handle_pre_6_0_config: activation_fn ("topk" with activation_fn_kwargs.k) makes the SAE a TopK SAE,
+    // whatever `architecture` says, and that k wins over a top-level k.
+    const activation = cfg.activation_fn ?? cfg.activation_fn_str ?? 'relu';
+    const kwargs = cfg.activation_fn_kwargs ?? {};
+    if (typeof kwargs !== 'object' || kwargs === null || Array.isArray(kwargs)) throw invalid(cfgPath, 'activation_fn_kwargs must be an object');
+    const kwargK = (kwargs as Record<string, unknown>).k;
+    if (activation === 'topk' && kwargK !== undefined && kwargK !== null) {
+      archName = 'topk';
+      k = kwargK;
+    } else if (activation === 'topk') {
+      throw invalid(cfgPath, 'activation_fn "topk" without activation_fn_kwargs.k: SAELens would encode this SAE as its architecture, not TopK; set architecture and k');
+    } else if (activation !== 'relu') {
+      throw invalid(cfgPath, `activation_fn ${JSON.stringify(activation)} is not supported (relu, or topk with activation_fn_kwargs.k)`);
+    }
+  }
+  const refused = Object.hasOwn(SAELENS_REFUSED, archName) ? SAELENS_REFUSED[archName] : undefined;
+  if (refused) throw invalid(cfgPath, `architecture ${JSON.stringify(archName)} is refused: ${refused}`);
+  const arch = Object.hasOwn(SAELENS_ARCHITECTURES, archName) ? SAELENS_ARCHITECTURES[archName] : undefined;
+  if (!arch) throw invalid(cfgPath, `architecture ${JSON.stringify(archName)} is not supported (${Object.keys(SAELENS_ARCHITECTURES).join(', ')})`);
+  const architecture = arch.architecture;
+  const kValue = architecture === 'topk' ? positiveInt(cfgPath, 'k', k) : 0;
+  if (kValue > dSae) throw invalid(cfgPath, `k=${kValue} exceeds d_sae=${dSae}`);
+  // Old cfgs stored a bool: true meant expected_average_only_in (folded), false none.
+  const rawNorm = cfg.normalize_activations;
+  const normName = rawNorm === undefined || rawNorm === null || rawNorm === false ? 'none' : rawNorm === true ? 'expected_average_only_in' : rawNorm;
+  const normalization = typeof normName === 'string' && Object.hasOwn(SAELENS_NORMALIZATIONS, normName) ? SAELENS_NORMALIZATIONS[normName] : undefined;
+  if (!normalization) {
+    const why = normName === 'covariance_whitening' ? ': SAELens applies no run-time whitening at inference; fold it into the weights (fold_activation_whitening) and save again' : ` (${Object.keys(SAELENS_NORMALIZATIONS).join(', ')})`;
+    throw invalid(cfgPath, `normalize_activations ${JSON.stringify(normName)} is not supported${why}`);
+  }
+  const reshape = cfg.reshape_activations ?? 'none';
+  if (reshape !== 'none' && reshape !== 'hook_z') throw invalid(cfgPath, `reshape_activations ${JSON.stringify(reshape)} is not supported (none, hook_z)`);
+  if (cfg.dtype !== undefined && typeof cfg.dtype !== 'string') throw invalid(cfgPath, `dtype must be a string, got ${JSON.stringify(cfg.dtype)}`);
+  const hookRaw = metadata.hook_name ?? cfg.hook_name ?? cfg.hook_point;
+  const hookName = typeof hookRaw === 'string' ? hookRaw : undefined;
+  // TopKSAEConfig is the only config class with rescale_acts_by_decoder_norm: SAELens drops the field from
+  // every other architecture's cfg, so it changes nothing there.
+  const rescaleByDecoderNorm = architecture === 'topk' && bool(cfgPath, 'rescale_acts_by_decoder_norm', cfg.rescale_acts_by_decoder_norm, false);
+  // Transcoders never subtract b_dec (it has d_out entries); apply_b_dec_to_input is ignored there.
+  const applyBDecToInput = !arch.transcoder && bool(cfgPath, 'apply_b_dec_to_input', cfg.apply_b_dec_to_input, true);
+  const dOut = arch.transcoder ? positiveInt(cfgPath, 'd_out', cfg.d_out) : dModel;
   const weightsPath = path.join(dir, 'sae_weights.safetensors');
-  const header = readSafetensorsHeader(weightsPath);
+  const header = readSafetensorsHeader(weightsPath, { allowF64: true });
   const t = header.tensors;
-  const rescaleByDecoderNorm = cfg.rescale_acts_by_decoder_norm === true;
-  const wDec = rescaleByDecoderNorm ? requireTensor(weightsPath, t, 'W_dec', [dSae, dModel]) : optionalTensor(weightsPath, t, 'W_dec', [dSae, dModel]);
+  const variant = `SAELens ${archName}`;
+  const thresholdName = architecture === 'jumprelu' && !t.has('threshold') && t.has('log_threshold') ? 'log_threshold' : 'threshold';
+  checkNoOtherTensors(weightsPath, header, ['W_enc', 'b_enc', 'W_dec', 'b_dec', ...(architecture === 'jumprelu' ? [thresholdName] : []), ...(arch.skip ? ['W_skip'] : [])], variant);
+  const wDec = rescaleByDecoderNorm ? requireTensor(weightsPath, t, 'W_dec', [dSae, dOut]) : optionalTensor(weightsPath, t, 'W_dec', [dSae, dOut]);
+  const bDec = arch.transcoder ? optionalTensor(weightsPath, t, 'b_dec', [dOut]) : requireTensor(weightsPath, t, 'b_dec', [dModel]);
+  if (arch.skip) optionalTensor(weightsPath, t, 'W_skip', [dOut, dModel]);
   return {
     dir,
     format: 'saelens',
+    variant,
     weightsPath,
     key: realpathSync(weightsPath),
     dModel,
     dSae,
-    k,
+    k: kValue,
     architecture,
-    applyBDecToInput: cfg.apply_b_dec_to_input !== false,
+    applyBDecToInput,
     normalization,
     rescaleByDecoderNorm,
+    noReconstruction: arch.transcoder ? `${archName} predicts another activation (d_out ${dOut})` : undefined,
     hookName,
     hookLayer: layerFromHook(hookName),
+    storedDTypes: storedDTypes(header),
     tensors: {
       encoder: requireTensor(weightsPath, t, 'W_enc', [dModel, dSae]),
       encoderTransposed: false,
       bEnc: requireTensor(weightsPath, t, 'b_enc', [dSae]),
-      bDec: requireTensor(weightsPath, t, 'b_dec', [dModel]),
-      wDec,
-      threshold: architecture === 'jumprelu' ? requireTensor(weightsPath, t, 'threshold', [dSae]) : undefined,
+      bDec: arch.transcoder ? undefined : bDec,
+      wDec: arch.transcoder ? undefined : wDec,
+      threshold: architecture === 'jumprelu' ? requireTensor(weightsPath, t, thresholdName, [dSae]) : undefined,
+      thresholdIsLog: thresholdName === 'log_threshold',
     },
   };
 }
 
+// sparsify 1.3.3: SparseCoderConfig (sparsify/config.py), SparseCoder.encode (sparsify/sparse_coder.py),
+// fused_encoder (sparsify/fused_encoder.py).
 function loadSparsify(dir: string, cfgPath: string, cfg: Record<string, unknown>): SaeSpec {
+  refuseUnknownFields(cfgPath, cfg, SPARSIFY_READ_FIELDS, SPARSIFY_NO_EFFECT_FIELDS);
   const dModel = positiveInt(cfgPath, 'd_in', cfg.d_in);
-  const activation = String(cfg.activation ?? 'topk');
+  const activation = cfg.activation ?? 'topk';
+  if (activation === 'groupmax') throw invalid(cfgPath, 'activation "groupmax" is refused: the group-max encode (the largest latent of each of k contiguous groups) is not implemented');
   if (activation !== 'topk') throw invalid(cfgPath, `activation ${JSON.stringify(activation)} is not supported (topk)`);
   const numLatents = cfg.num_latents ?? 0;
-  const dSae = numLatents === 0 ? dModel * positiveInt(cfgPath, 'expansion_factor', cfg.expansion_factor) : positiveInt(cfgPath, 'num_latents', numLatents);
-  const k = positiveInt(cfgPath, 'k', cfg.k);
+  const dSae = numLatents === 0 ? dModel * positiveInt(cfgPath, 'expansion_factor', cfg.expansion_factor ?? 32) : positiveInt(cfgPath, 'num_latents', numLatents);
+  const k = positiveInt(cfgPath, 'k', cfg.k ?? 32);
   if (k > dSae) throw invalid(cfgPath, `k=${k} exceeds d_sae=${dSae}`);
+  // encode(): `if not self.cfg.transcode: x = x - self.b_dec`.
+  const transcode = bool(cfgPath, 'transcode', cfg.transcode, false);
+  const skip = bool(cfgPath, 'skip_connection', cfg.skip_connection, false);
   const weightsPath = path.join(dir, 'sae.safetensors');
-  const header = readSafetensorsHeader(weightsPath);
+  const header = readSafetensorsHeader(weightsPath, { allowF64: true });
   const t = header.tensors;
+  const variant = `sparsify topk${transcode ? ' transcode' : ''}${skip ? ' skip_connection' : ''}`;
+  checkNoOtherTensors(weightsPath, header, ['encoder.weight', 'encoder.bias', 'W_dec', 'b_dec', ...(skip ? ['W_skip'] : [])], variant);
+  const bDec = requireTensor(weightsPath, t, 'b_dec', [dModel]);
+  if (skip) optionalTensor(weightsPath, t, 'W_skip', [dModel, dModel]);
   // sparsify names its folders after the hookpoint (layers.18).
   const hookName = path.basename(path.resolve(dir));
   return {
     dir,
     format: 'sparsify',
+    variant,
     weightsPath,
     key: realpathSync(weightsPath),
     dModel,
     dSae,
     k,
     architecture: 'topk',
-    applyBDecToInput: true, // sparsify always encodes x - b_dec
+    applyBDecToInput: !transcode,
     normalization: 'none',
     rescaleByDecoderNorm: false,
+    noReconstruction: transcode ? 'a sparsify transcoder predicts another activation' : skip ? 'the skip connection adds W_skip·x to the decoder output' : undefined,
     hookName,
     hookLayer: layerFromHook(hookName),
+    storedDTypes: storedDTypes(header),
     tensors: {
       encoder: requireTensor(weightsPath, t, 'encoder.weight', [dSae, dModel]),
       encoderTransposed: true,
       bEnc: requireTensor(weightsPath, t, 'encoder.bias', [dSae]),
-      bDec: requireTensor(weightsPath, t, 'b_dec', [dModel]),
-      wDec: optionalTensor(weightsPath, t, 'W_dec', [dSae, dModel]),
+      bDec: transcode ? undefined : bDec,
+      wDec: transcode || skip ? undefined : optionalTensor(weightsPath, t, 'W_dec', [dSae, dModel]),
       threshold: undefined,
+      thresholdIsLog: false,
     },
   };
 }

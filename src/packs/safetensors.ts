@@ -9,21 +9,22 @@ import { DTYPE_BYTES, type WireDType, widenToFloat32 } from '../numerics/widen.j
 /** A real header for a large SAE is a few KB; anything near this is a corrupt or hostile file. */
 const MAX_HEADER_BYTES = 16 * 1024 * 1024;
 
-export type SafetensorsDType = WireDType;
+/** F64 only where the caller allows it (SAE weights, narrowed to float32 when read). */
+export type SafetensorsDType = WireDType | 'F64';
 
 
-export interface TensorEntry {
-  readonly dtype: SafetensorsDType;
+export interface TensorEntry<D extends SafetensorsDType = SafetensorsDType> {
+  readonly dtype: D;
   readonly shape: readonly number[];
   /** Absolute byte offset of the tensor's data in the file. */
   readonly fileOffset: number;
   readonly byteLength: number;
 }
 
-export interface SafetensorsHeader {
+export interface SafetensorsHeader<D extends SafetensorsDType = SafetensorsDType> {
   readonly path: string;
   readonly fileBytes: number;
-  readonly tensors: ReadonlyMap<string, TensorEntry>;
+  readonly tensors: ReadonlyMap<string, TensorEntry<D>>;
   /** The optional `__metadata__` string map. */
   readonly metadata: Readonly<Record<string, string>>;
 }
@@ -32,7 +33,9 @@ function invalid(path: string, what: string): MechRewardError {
   return new MechRewardError('MR_ERR_PACK_INVALID', `${path}: ${what}`);
 }
 
-export function readSafetensorsHeader(path: string): SafetensorsHeader {
+export function readSafetensorsHeader(path: string): SafetensorsHeader<WireDType>;
+export function readSafetensorsHeader(path: string, options: { allowF64: true }): SafetensorsHeader;
+export function readSafetensorsHeader(path: string, options: { allowF64?: boolean } = {}): SafetensorsHeader {
   const fd = openSync(path, 'r');
   try {
     const fileBytes = fstatSync(fd).size;
@@ -66,7 +69,7 @@ export function readSafetensorsHeader(path: string): SafetensorsHeader {
         }
         continue;
       }
-      tensors.set(name, parseEntry(path, name, raw, dataStart, dataBytes));
+      tensors.set(name, parseEntry(path, name, raw, dataStart, dataBytes, options.allowF64 === true));
       const t = tensors.get(name)!;
       spans.push([t.fileOffset, t.fileOffset + t.byteLength, name]);
     }
@@ -81,11 +84,11 @@ export function readSafetensorsHeader(path: string): SafetensorsHeader {
   }
 }
 
-function parseEntry(path: string, name: string, raw: unknown, dataStart: number, dataBytes: number): TensorEntry {
+function parseEntry(path: string, name: string, raw: unknown, dataStart: number, dataBytes: number, allowF64: boolean): TensorEntry {
   if (typeof raw !== 'object' || raw === null) throw invalid(path, `tensor ${name}: entry is not an object`);
   const { dtype, shape, data_offsets: offsets } = raw as Record<string, unknown>;
-  if (dtype !== 'F32' && dtype !== 'F16' && dtype !== 'BF16') {
-    throw invalid(path, `tensor ${name}: dtype ${JSON.stringify(dtype)} is not supported (F32, F16, BF16)`);
+  if (dtype !== 'F32' && dtype !== 'F16' && dtype !== 'BF16' && !(allowF64 && dtype === 'F64')) {
+    throw invalid(path, `tensor ${name}: dtype ${JSON.stringify(dtype)} is not supported (F32, F16, BF16${allowF64 ? ', F64' : ''})`);
   }
   if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
     throw invalid(path, `tensor ${name}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
@@ -95,7 +98,7 @@ function parseEntry(path: string, name: string, raw: unknown, dataStart: number,
   }
   const [begin, end] = offsets as [number, number];
   const elements = (shape as number[]).reduce((a, b) => a * b, 1);
-  const expected = elements * DTYPE_BYTES[dtype];
+  const expected = elements * (dtype === 'F64' ? 8 : DTYPE_BYTES[dtype]);
   if (end < begin || end - begin !== expected) {
     throw invalid(path, `tensor ${name}: data_offsets [${begin}, ${end}] hold ${end - begin} bytes, shape ${JSON.stringify(shape)} ${dtype} needs ${expected}`);
   }
@@ -125,8 +128,17 @@ export function readTensorBytes(path: string, entry: TensorEntry): Buffer {
   return bytes;
 }
 
-/** Reads one tensor and widens it to float32 exactly (F16 and BF16 values are all representable in F32). */
+/**
+ * Reads one tensor as float32: F16 and BF16 are widened exactly (every value is representable); F64 is
+ * narrowed by round-to-nearest-even, as torch's `.to(torch.float32)` does (a value beyond float32's range
+ * becomes an infinity, which the engine then refuses).
+ */
 export function readTensorAsFloat32(path: string, entry: TensorEntry): Float32Array {
+  if (entry.dtype === 'F64') {
+    const wide = new Float64Array(entry.byteLength / 8);
+    readTensorInto(path, entry, new Uint8Array(wide.buffer));
+    return Float32Array.from(wide);
+  }
   if (entry.dtype !== 'F32') return widenToFloat32(readTensorBytes(path, entry), entry.dtype);
   // F32 is read straight into the result (one copy of a possibly 400 MB tensor, not two).
   const out = new Float32Array(entry.byteLength / 4);
