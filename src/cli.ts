@@ -3,6 +3,7 @@
 //   packs  list and check the packs in a directory, exit 1 if any is broken
 //   pack build  discover a pack from discovery data and put it through gate g1
 //   gate g1     stage gate 1 on held-out data
+//   sae inspect what the SAE loader understood from an SAE folder (exit 1 when it refuses the folder)
 import path from 'node:path';
 
 import { Command, Option } from 'commander';
@@ -10,6 +11,7 @@ import { Command, Option } from 'commander';
 import { BUNDLED_PACKS_DIR, redactedConfig, resolveServeConfig, SERVE_OPTIONS, type ServeConfig } from './config.js';
 import { MechRewardError } from './errors.js';
 import { createLogger } from './log.js';
+import { formatInspection, inspectSae } from './packs/inspect.js';
 import { loadPackDirectory } from './packs/registry.js';
 import { describePack } from './core/describe.js';
 import { buildPack, METHODS, type Method } from './discovery/build.js';
@@ -116,6 +118,25 @@ function buildProgram(): Command {
       } else {
         console.log('no --heldout: gate g1 not run; `mechreward serve` will refuse this pack until it passes');
       }
+    });
+  program
+    .command('sae')
+    .description('SAE folders')
+    .command('inspect')
+    .description('print what the loader understood from an SAE folder (architecture, encode formula, normalisation, k or thresholds, dtypes, shapes); exit 1 if it refuses the folder')
+    .argument('<dir>', 'SAE folder (SAELens cfg.json + sae_weights.safetensors, or sparsify cfg.json + sae.safetensors)')
+    .option('--json', 'print JSON')
+    .action((dir: string, opts: { json?: boolean }) => {
+      let info;
+      try {
+        info = inspectSae(dir);
+      } catch (err) {
+        if (!(err instanceof MechRewardError)) throw err;
+        console.error(`mechreward: refused: ${err.message}`);
+        process.exitCode = 1;
+        return;
+      }
+      console.log(opts.json ? JSON.stringify(info, null, 2) : formatInspection(info).join('\n'));
     });
   const gate = program.command('gate').description('stage gates');
   gate

@@ -35,8 +35,8 @@ export interface SaeSpec {
   readonly hookName: string | undefined;
   /** Layer parsed from the hook name (`blocks.18.hook_resid_post`, `layers.18`), when there is one. */
   readonly hookLayer: number | undefined;
-  /** Every tensor in the weights file and its stored dtype (F64 is narrowed to float32 when read). */
-  readonly storedDTypes: Readonly<Record<string, string>>;
+  /** Every tensor in the weights file: stored dtype (F64 is narrowed to float32 when read) and shape. */
+  readonly storedTensors: Readonly<Record<string, { dtype: string; shape: readonly number[] }>>;
   readonly tensors: {
     /** SAELens W_enc [d_model, d_sae]; sparsify encoder.weight [d_sae, d_model] (encoderTransposed). */
     readonly encoder: TensorEntry;
@@ -108,8 +108,8 @@ function checkNoOtherTensors(file: string, header: SafetensorsHeader, known: rea
   if (other !== undefined) throw invalid(file, `tensor ${other} is not part of a ${variant} (expected ${known.join(', ')})`);
 }
 
-function storedDTypes(header: SafetensorsHeader): Record<string, string> {
-  return Object.fromEntries([...header.tensors].map(([name, t]) => [name, t.dtype]));
+function storedTensors(header: SafetensorsHeader): SaeSpec['storedTensors'] {
+  return Object.fromEntries([...header.tensors].map(([name, t]) => [name, { dtype: t.dtype, shape: t.shape }]));
 }
 
 function refuseUnknownFields(cfgPath: string, cfg: Record<string, unknown>, read: ReadonlySet<string>, noEffect: ReadonlySet<string>): void {
@@ -216,8 +216,9 @@ function loadSaeLens(dir: string, cfgPath: string, cfg: Record<string, unknown>)
   // TopKSAEConfig is the only config class with rescale_acts_by_decoder_norm: SAELens drops the field from
   // every other architecture's cfg, so it changes nothing there.
   const rescaleByDecoderNorm = architecture === 'topk' && bool(cfgPath, 'rescale_acts_by_decoder_norm', cfg.rescale_acts_by_decoder_norm, false);
-  // Transcoders never subtract b_dec (it has d_out entries); apply_b_dec_to_input is ignored there.
-  const applyBDecToInput = !arch.transcoder && bool(cfgPath, 'apply_b_dec_to_input', cfg.apply_b_dec_to_input, true);
+  const applyBDecToInput = bool(cfgPath, 'apply_b_dec_to_input', cfg.apply_b_dec_to_input, true);
+  // TranscoderConfig.__post_init__ refuses apply_b_dec_to_input: b_dec has d_out entries.
+  if (arch.transcoder && applyBDecToInput) throw invalid(cfgPath, `apply_b_dec_to_input must be false for a ${archName} (SAELens refuses it too)`);
   const dOut = arch.transcoder ? positiveInt(cfgPath, 'd_out', cfg.d_out) : dModel;
   const weightsPath = path.join(dir, 'sae_weights.safetensors');
   const header = readSafetensorsHeader(weightsPath, { allowF64: true });
@@ -244,7 +245,7 @@ function loadSaeLens(dir: string, cfgPath: string, cfg: Record<string, unknown>)
     noReconstruction: arch.transcoder ? `${archName} predicts another activation (d_out ${dOut})` : undefined,
     hookName,
     hookLayer: layerFromHook(hookName),
-    storedDTypes: storedDTypes(header),
+    storedTensors: storedTensors(header),
     tensors: {
       encoder: requireTensor(weightsPath, t, 'W_enc', [dModel, dSae]),
       encoderTransposed: false,
@@ -297,7 +298,7 @@ function loadSparsify(dir: string, cfgPath: string, cfg: Record<string, unknown>
     noReconstruction: transcode ? 'a sparsify transcoder predicts another activation' : skip ? 'the skip connection adds W_skip·x to the decoder output' : undefined,
     hookName,
     hookLayer: layerFromHook(hookName),
-    storedDTypes: storedDTypes(header),
+    storedTensors: storedTensors(header),
     tensors: {
       encoder: requireTensor(weightsPath, t, 'encoder.weight', [dSae, dModel]),
       encoderTransposed: true,
