@@ -21,7 +21,9 @@ case "$FLAVOUR" in
     # cannot install on a CPU machine. Its agent executor needs only these (constraints.txt pins them).
     NO_DEPS=(openrlhf==0.11.2)
     MORE=(aiohttp pylatexenc)
-    CHECK="import torch, trl, openrlhf.utils.agent, mechreward_client._generated.reward_pb2_grpc"
+    # The SAE libraries whose saved folders the sidecar must read exactly (tests/test_sae_libraries.py).
+    MORE+=(sae-lens eai-sparsify)
+    CHECK="import torch, trl, openrlhf.utils.agent, mechreward_client._generated.reward_pb2_grpc; import importlib.metadata as m; m.version('sae-lens'); m.version('eai-sparsify')"
     ;;
   verl)
     VENV="${MECHREWARD_VERL_VENV:-$SHIMS/.venv-verl}"
