@@ -30,9 +30,10 @@ from sae_lens import SAE
 from sae_lens.saes import (
     AbsTopKSAE, AbsTopKSAEConfig, BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig, GatedSAE, GatedSAEConfig,
     JumpReLUSAE, JumpReLUSAEConfig, JumpReLUSkipTranscoder, JumpReLUSkipTranscoderConfig, JumpReLUTrainingSAE,
-    JumpReLUTrainingSAEConfig, JumpReLUTranscoder, JumpReLUTranscoderConfig, MatryoshkaBatchTopKTrainingSAE,
+    JumpReLUTrainingSAEConfig, JumpReLUTranscoder, JumpReLUTranscoderConfig, MatchingPursuitSAE,
+    MatchingPursuitSAEConfig, MatryoshkaBatchTopKTrainingSAE,
     MatryoshkaBatchTopKTrainingSAEConfig, SkipTranscoder, SkipTranscoderConfig, StandardSAE, StandardSAEConfig,
-    StandardTrainingSAE, StandardTrainingSAEConfig, TopKSAE, TopKSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig,
+    StandardTrainingSAE, StandardTrainingSAEConfig, TemporalSAE, TemporalSAEConfig, TopKSAE, TopKSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig,
     Transcoder, TranscoderConfig,
 )
 from sae_lens.saes.sae import SAEMetadata
@@ -57,7 +58,8 @@ class Variant:
     refusal: str = ""  # a substring the loader's error must contain (the field or value it names)
     cfg_edit: Callable[[dict], None] | None = None
     dtype: torch.dtype = torch.float32
-    topk: bool = False  # the encode ranks pre-activations (ties matter)
+    topk: bool = False  # the encode ranks pre-activations (ties at the k-th value matter)
+    rank_abs: bool = False  # AbsTopK ranks |h| and keeps the sign
     normalised: bool = False
     hook_z: bool = False
     note: str = ""
@@ -109,8 +111,11 @@ def _saelens_variants() -> list[Variant]:
 
     v.append(Variant("sl-pre6-topk", "saelens", lambda: TopKSAE(TopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=K, metadata=m())), cfg_edit=pre6_topk, topk=True, note="pre-6.0 cfg: activation_fn_str topk + activation_fn_kwargs.k"))
     # Refused, each by name.
-    v.append(Variant("sl-gated", "saelens", lambda: GatedSAE(GatedSAEConfig(d_in=D_IN, d_sae=D_SAE, metadata=m())), expect="refused", refusal='architecture "gated"'))
-    v.append(Variant("sl-abstopk", "saelens", lambda: AbsTopKSAE(AbsTopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=K, metadata=m())), expect="refused", refusal='architecture "abstopk"'))
+    v.append(Variant("sl-gated", "saelens", lambda: GatedSAE(GatedSAEConfig(d_in=D_IN, d_sae=D_SAE, metadata=m()))))
+    v.append(Variant("sl-gated-layernorm-bf16", "saelens", lambda: GatedSAE(GatedSAEConfig(d_in=D_IN, d_sae=D_SAE, normalize_activations="layer_norm", dtype="bfloat16", metadata=m())), normalised=True, dtype=torch.bfloat16))
+    v.append(Variant("sl-abstopk-rescale", "saelens", lambda: AbsTopKSAE(AbsTopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=K, rescale_acts_by_decoder_norm=True, metadata=m())), topk=True, rank_abs=True))
+    v.append(Variant("sl-temporal", "saelens", lambda: TemporalSAE(TemporalSAEConfig(d_in=D_IN, d_sae=D_SAE, n_heads=2, bottleneck_factor=2, metadata=m())), expect="refused", refusal='architecture "temporal"'))
+    v.append(Variant("sl-matching-pursuit", "saelens", lambda: MatchingPursuitSAE(MatchingPursuitSAEConfig(d_in=D_IN, d_sae=D_SAE, metadata=m())), expect="refused", refusal='architecture "matching_pursuit"'))
     v.append(Variant("sl-train-batchtopk-save", "saelens", lambda: BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(d_in=D_IN, d_sae=D_SAE, k=K, metadata=m())), expect="refused", refusal='architecture "batchtopk"'))
 
     def whiten(cfg: dict) -> None:
@@ -134,7 +139,9 @@ def _sparsify_variants() -> list[Variant]:
         Variant("sp-transcode", "sparsify", sc(num_latents=D_SAE, k=K, transcode=True), save="save_to_disk", topk=True),
         Variant("sp-skip", "sparsify", sc(num_latents=D_SAE, k=K, skip_connection=True), save="save_to_disk", topk=True),
         Variant("sp-multitopk-bf16", "sparsify", lambda: SparseCoder(D_IN, SparseCoderConfig(num_latents=D_SAE, k=K, multi_topk=True), dtype=torch.bfloat16), save="save_to_disk", topk=True, dtype=torch.bfloat16),
-        Variant("sp-groupmax", "sparsify", sc(num_latents=D_SAE, k=K, activation="groupmax"), save="save_to_disk", expect="refused", refusal='activation "groupmax"'),
+        Variant("sp-unknown-field", "sparsify", sc(num_latents=D_SAE, k=K), save="save_to_disk", cfg_edit=lambda cfg: cfg.update(normalize_encoder=True), expect="refused", refusal="field normalize_encoder"),
+        Variant("sp-groupmax", "sparsify", sc(num_latents=D_SAE, k=K, activation="groupmax"), save="save_to_disk"),
+        Variant("sp-groupmax-transcode", "sparsify", sc(num_latents=D_SAE, k=K, activation="groupmax", transcode=True), save="save_to_disk"),
     ]
 
 
@@ -158,7 +165,7 @@ def randomise(obj: Any, rng: np.random.Generator) -> None:
         elif name == "encoder.weight":
             a = rng.normal(0, 0.3, shape)
             a[TIE_B] = a[TIE_A]
-        elif name in ("b_enc", "encoder.bias"):
+        elif name in ("b_enc", "encoder.bias", "b_gate", "b_mag"):
             # All negative, so x = b_dec (after the encoder's shift) gives an all-negative row.
             a = -np.abs(rng.normal(0, 0.1, shape)) - 0.05
             a[TIE_B] = a[TIE_A]
@@ -224,8 +231,13 @@ def pre_activations(variant: Variant, ref: Any, x: np.ndarray) -> np.ndarray:
     return (xt @ ref.encoder.weight.T + ref.encoder.bias).numpy()
 
 
+def rank_key(variant: Variant, h: np.ndarray) -> np.ndarray:
+    """What the encode sorts: h, or |h| for AbsTopK."""
+    return np.abs(h) if variant.rank_abs else h
+
+
 def kth_gap(h: np.ndarray, k: int) -> tuple[float, float]:
-    """(k-th largest, relative gap to the (k+1)-th) of one row."""
+    """(k-th largest, relative gap to the (k+1)-th) of one row of ranking keys."""
     s = np.sort(h)[::-1]
     return s[k - 1], (s[k - 1] - s[k]) / max(abs(s[k - 1]), 1e-12)
 
@@ -253,7 +265,7 @@ def near_tie_row(rng: np.random.Generator, variant: Variant, ref: Any, features:
     gap = 10 ** rng.uniform(-7, -3)
 
     def f(t: float) -> float:
-        h = pre_activations(variant, ref, (x0 + t * u)[None])[0]
+        h = rank_key(variant, pre_activations(variant, ref, (x0 + t * u)[None])[0])
         others = np.delete(h, a)
         kth = np.sort(others)[::-1][K - 1]
         return h[a] - kth - gap * max(abs(kth), 1e-3)
@@ -344,7 +356,7 @@ def build(out_dir: str, seed: int = 0) -> dict:
             scales = np.abs(kept * w).sum(axis=1)
             tie_info = []
             if variant.topk:
-                h = pre_activations(variant, ref, x.astype(np.float64))
+                h = rank_key(variant, pre_activations(variant, ref, x.astype(np.float64)))
                 tie_info = [kth_gap(row, K) for row in h]
             sequences.append({"x": x, "kinds": kinds, "rewards": rewards, "scales": scales, "tie": tie_info,
                               "acts": acts})

@@ -2,8 +2,8 @@
 // Two shapes of graph:
 //   - "full": the whole encoder with an exact TopK. Pack features arrive as run-time inputs (feature_ids,
 //     feature_weights, feature_thresholds), so every pack on one SAE shares one session and one copy of W_enc.
-//   - "selected": only the pack's columns of W_enc are baked in. Exact for relu and jumprelu SAEs (their
-//     activations are per-feature) and the definition of the `selected_relu` encode mode.
+//   - "selected": only the pack's columns of W_enc are baked in. Exact for relu, jumprelu and gated SAEs
+//     (their activations are per-feature) and the definition of the `selected_relu` encode mode.
 // Both take x [N, d_model] float32 and return reward [N] and acts [N, F] (per-feature activations after the
 // feature thresholds). Large initializers travel as ONNX external data so the model protobuf stays small.
 import onnxProto from 'onnx-proto';
@@ -184,9 +184,7 @@ export function buildFullTopKModel(cfg: EncoderConfig & { dSae: number }, w: Ful
     transB: w.encoderTransposed ? 1 : 0,
   });
   if (w.decoderNorm) h = g.one('Mul', [h, g.floats('decoder_norm', w.decoderNorm, [cfg.dSae])]);
-  // sorted=1: ONNX breaks ties by the lower index, the same rule as a stable sort.
-  const [values, indices] = g.op('TopK', [h, g.int64s('k', [cfg.k])], { axis: -1, largest: 1, sorted: 1 }, 2) as [string, string];
-  const kept = g.one('Relu', [values]);
+  const { kept, indices } = selectLatents(g, cfg, h);
   // acts[n, f] = sum_j relu(values[n, j]) * (indices[n, j] == feature_ids[f]): N*k*F work, no [N, d_sae] scatter.
   const match = g.one('Cast', [g.one('Equal', [g.one('Unsqueeze', [indices, g.int64s('axis2', [2])]), 'feature_ids'])], { to: FLOAT });
   const weighted = g.one('Mul', [match, g.one('Unsqueeze', [kept, g.int64s('axis2b', [2])])]);
@@ -216,6 +214,31 @@ export function buildFullTopKModel(cfg: EncoderConfig & { dSae: number }, w: Ful
   );
 }
 
+/**
+ * The ranking encodes over all d_sae pre-activations h [N, d_sae] → the kept values [N, k] and their feature
+ * indices [N, k]. Ties go to the lower index: ONNX TopK with sorted=1 and ArgMax with select_last_index=0.
+ *   topk (SAELens TopK, sparsify topk):  the k largest h, then ReLU;
+ *   abstopk (SAELens AbsTopK):          the k largest |h|, their signed h (no ReLU);
+ *   groupmax (sparsify):                relu(h) as k contiguous groups of d_sae/k, each group's maximum.
+ */
+function selectLatents(g: GraphBuilder, cfg: EncoderConfig & { dSae: number }, h: string): { kept: string; indices: string } {
+  if (cfg.architecture === 'groupmax') {
+    const size = cfg.dSae / cfg.k;
+    const groups = g.one('Reshape', [g.one('Relu', [h]), g.int64s('group_shape', [0, cfg.k, size])]);
+    const kept = g.one('ReduceMax', [groups], { axes: [2], keepdims: 0 });
+    const inGroup = g.one('ArgMax', [groups], { axis: 2, keepdims: 0, select_last_index: 0 });
+    const offsets = g.int64s('group_offsets', Array.from({ length: cfg.k }, (_, i) => i * size));
+    return { kept, indices: g.one('Add', [inGroup, offsets]) };
+  }
+  const k = g.int64s('k', [cfg.k]);
+  if (cfg.architecture === 'abstopk') {
+    const indices = g.op('TopK', [g.one('Abs', [h]), k], { axis: -1, largest: 1, sorted: 1 }, 2)[1]!;
+    return { kept: g.one('GatherElements', [h, indices], { axis: 1 }), indices };
+  }
+  const [values, indices] = g.op('TopK', [h, k], { axis: -1, largest: 1, sorted: 1 }, 2) as [string, string];
+  return { kept: g.one('Relu', [values]), indices };
+}
+
 /** h = x @ dequant(W_enc) + b_enc through MatMulNBits with int8 activations (see quantize.ts). */
 function int8Encode(g: GraphBuilder, cfg: EncoderConfig & { dSae: number }, x: string, q: Int8Encoder, bEnc: Float32Array): string {
   const product = g.op(
@@ -236,6 +259,11 @@ export interface SelectedWeights {
   readonly decoderNorm: Float32Array | undefined;
   /** JumpReLU thresholds of the selected features (exact encode of a jumprelu SAE only). */
   readonly jumpThreshold: Float32Array | undefined;
+  /**
+   * Gated SAEs (exact encode): the gate bias b_gate and the magnitude path's columns W_enc * exp(r_mag) of the
+   * selected features; bEnc is then b_mag.
+   */
+  readonly gate?: { readonly bias: Float32Array; readonly magnitudeColumns: Float32Array } | undefined;
   readonly weights: Float32Array;
   readonly thresholds: Float32Array;
 }
@@ -248,6 +276,14 @@ export function buildSelectedModel(cfg: EncoderConfig, w: SelectedWeights): Buil
   const f = w.weights.length;
   const g = new GraphBuilder();
   const x = preprocess(g, cfg, w.bDec);
+  if (w.gate) {
+    // GatedSAE.encode: [x W_enc + b_gate > 0] * relu(x (W_enc * exp(r_mag)) + b_mag).
+    const gatePre = g.one('Gemm', [x, g.floats('W_enc_selected', w.encoderColumns, [cfg.dModel, f]), g.floats('b_gate_selected', w.gate.bias, [f])]);
+    const open = g.one('Cast', [g.one('Greater', [gatePre, g.scalar('gate_zero', 0)])], { to: FLOAT });
+    const magnitude = g.one('Relu', [g.one('Gemm', [x, g.floats('W_mag_selected', w.gate.magnitudeColumns, [cfg.dModel, f]), g.floats('b_mag_selected', w.bEnc, [f])])]);
+    finish(g, g.one('Mul', [magnitude, open]), g.floats('feature_weights', w.weights, [f]), g.floats('feature_thresholds', w.thresholds, [f]));
+    return serialise(g, [valueInfo('x', FLOAT, ['N', cfg.dModel])], f);
+  }
   let h = g.one('Gemm', [x, g.floats('W_enc_selected', w.encoderColumns, [cfg.dModel, f]), g.floats('b_enc_selected', w.bEnc, [f])]);
   if (w.decoderNorm) h = g.one('Mul', [h, g.floats('decoder_norm_selected', w.decoderNorm, [f])]);
   let acts = g.one('Relu', [h]);

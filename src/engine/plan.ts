@@ -1,8 +1,10 @@
 // Decides, for every loaded pack, which ONNX session computes it (pure; runs on the main thread).
-// TopK SAEs in exact mode share one full-encoder session per weights file; everything else gets a small
+// Ranking SAEs (TopK, AbsTopK, group-max) in exact mode share one full-encoder session per weights file;
+// everything else gets a small
 // session holding only the pack's columns. Direction and probe packs, and dual verifiers, get a linear session.
 import type { LinearReadout } from '../packs/linear.js';
 import { engineKey, type Pack } from '../packs/registry.js';
+import { ranksAllFeatures } from '../packs/sae.js';
 import type { ModelPlan, PackPlan } from './protocol.js';
 
 export interface EnginePlan {
@@ -34,7 +36,7 @@ export function planEngine(packs: Iterable<Pack>): EnginePlan {
     const weights = [...spec.features.map((f) => f.weight), ...extra.map(() => 0)];
     const thresholds = [...spec.features.map((f) => f.threshold), ...extra.map(() => 0)];
     const recon = spec.monitor.fvuBound !== undefined;
-    if (sae.architecture === 'topk' && (spec.encode === 'topk' || spec.encode === 'topk_int8')) {
+    if (ranksAllFeatures(sae.architecture) && (spec.encode === 'topk' || spec.encode === 'topk_int8')) {
       // A session with the decoder branch is a separate session: onnxruntime runs every node of a graph
       // whatever outputs are fetched, so packs without the off-distribution rule must not pay for it.
       const int8 = spec.encode === 'topk_int8';

@@ -9,6 +9,8 @@ import type { FullEncoderWeights } from './graph.js';
 
 export interface LoadedSae extends FullEncoderWeights {
   readonly threshold: Float32Array | undefined;
+  /** Gated SAEs: b_gate, and exp(r_mag) kept in float64 so W_enc * exp(r_mag) is rounded once. */
+  readonly gate: { readonly bias: Float32Array; readonly magnitudeScale: Float64Array } | undefined;
   /** W_dec [d_sae, d_model], read only when a session decodes. */
   readonly decoder: Float32Array | undefined;
 }
@@ -50,6 +52,7 @@ export function loadSaeWeights(sae: SaeSpec, withDecoder = false): LoadedSae {
     bDec: t.bDec ? readChecked(sae.weightsPath, 'b_dec', t.bDec) : new Float32Array(sae.dModel),
     decoderNorm,
     threshold: t.threshold ? readThreshold(sae) : undefined,
+    gate: t.gate ? { bias: readChecked(sae.weightsPath, 'b_gate', t.gate.bGate), magnitudeScale: Float64Array.from(readChecked(sae.weightsPath, 'r_mag', t.gate.rMag), Math.exp) } : undefined,
     decoder: withDecoder ? decoder : undefined,
   };
 }
@@ -65,6 +68,12 @@ export function gatherEncoderColumns(sae: SaeSpec, w: LoadedSae, ids: readonly n
     }
   }
   return out;
+}
+
+/** A gated SAE's magnitude-path columns W_enc[:, ids] * exp(r_mag[ids]), rounded once to float32. */
+export function gatherMagnitudeColumns(columns: Float32Array, scale: Float64Array, ids: readonly number[]): Float32Array {
+  const f = ids.length;
+  return columns.map((v, i) => v * scale[ids[i % f]!]!);
 }
 
 export function gather(values: Float32Array, ids: readonly number[]): Float32Array {

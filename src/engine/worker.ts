@@ -9,7 +9,7 @@ import * as ort from 'onnxruntime-node';
 import { buildFullTopKModel, buildLinearModel, buildSelectedModel, type BuiltModel } from './graph.js';
 import { quantizeEncoderInt8 } from './quantize.js';
 import type { FromWorker, InitMessage, ModelPlan, PackPlan, RunMessage, SessionSettings, ToWorker } from './protocol.js';
-import { gather, gatherEncoderColumns, loadLinearWeights, loadSaeWeights, type LoadedSae } from './weights.js';
+import { gather, gatherEncoderColumns, gatherMagnitudeColumns, loadLinearWeights, loadSaeWeights, type LoadedSae } from './weights.js';
 
 if (!parentPort) throw new Error('engine worker must run in a worker thread');
 const port = parentPort;
@@ -49,12 +49,14 @@ function buildModel(plan: Exclude<ModelPlan, { kind: 'linear' }>, weights: Loade
     return buildFullTopKModel({ ...cfg, dSae: sae.dSae }, weights, plan.recon ? weights.decoder : undefined, int8);
   }
   const ids = plan.featureIds;
+  const encoderColumns = gatherEncoderColumns(sae, weights, ids);
   return buildSelectedModel(cfg, {
-    encoderColumns: gatherEncoderColumns(sae, weights, ids),
+    encoderColumns,
     bEnc: gather(weights.bEnc, ids),
     bDec: weights.bDec,
     decoderNorm: weights.decoderNorm ? gather(weights.decoderNorm, ids) : undefined,
     jumpThreshold: plan.mode === 'exact' && weights.threshold ? gather(weights.threshold, ids) : undefined,
+    gate: plan.mode === 'exact' && weights.gate ? { bias: gather(weights.gate.bias, ids), magnitudeColumns: gatherMagnitudeColumns(encoderColumns, weights.gate.magnitudeScale, ids) } : undefined,
     weights: Float32Array.from(plan.weights),
     thresholds: Float32Array.from(plan.thresholds),
   });

@@ -28,7 +28,13 @@ function encodeFormula(sae: SaeSpec): string {
   if (sae.normalization === 'layer_norm') steps.push(`x = (x - mean(x)) / (std(x, unbiased) + ${LAYER_NORM_EPS})`);
   if (sae.applyBDecToInput) steps.push('x = x - b_dec');
   const enc = sae.tensors.encoderTransposed ? 'x @ encoder.weight^T + encoder.bias' : 'x @ W_enc + b_enc';
+  if (sae.architecture === 'gated') {
+    steps.push('f = [x @ W_enc + b_gate > 0] * max(x @ (W_enc * exp(r_mag)) + b_mag, 0)');
+    return steps.join('; ');
+  }
   steps.push(sae.rescaleByDecoderNorm ? `h = (${enc}) * ||W_dec[i]||` : `h = ${enc}`);
+  if (sae.architecture === 'abstopk') steps.push(`f_i = h_i for the ${sae.k} largest |h_i| (ties: lower index, sign kept), else 0`);
+  if (sae.architecture === 'groupmax') steps.push(`relu(h) in ${sae.k} contiguous groups of ${sae.dSae / sae.k}; f_i = relu(h_i) if i is its group's maximum (ties: lower index), else 0`);
   if (sae.architecture === 'topk') steps.push(`f_i = max(h_i, 0) for the ${sae.k} largest h_i (ties: lower index), else 0`);
   if (sae.architecture === 'relu') steps.push('f = max(h, 0)');
   if (sae.architecture === 'jumprelu') steps.push(`f = max(h, 0) * [h > ${sae.tensors.thresholdIsLog ? 'exp(log_threshold)' : 'threshold'}]`);

@@ -136,6 +136,7 @@ function checkPackAgainstSae(file: string, spec: PackSpec, sae: SaeSpec): void {
   for (const h of spec.monitor.hackSignatures) {
     for (const f of h.features) if (f >= sae.dSae) fail(`monitor.hack_signatures ${h.name} names feature ${f}, out of range (d_sae = ${sae.dSae})`);
   }
+  if (spec.encode === 'selected_relu' && sae.architecture === 'gated') fail(`encode selected_relu is not defined for a gated SAE (its gate and magnitude have separate biases); serve it with encode topk (the exact encode)`);
   if (spec.encode === 'topk_int8' && sae.architecture !== 'topk') fail(`encode topk_int8 needs a TopK SAE; the SAE at ${sae.dir} is ${sae.architecture}`);
   if (spec.monitor.fvuBound !== undefined) {
     if (sae.architecture !== 'topk' || spec.encode === 'selected_relu') fail('monitor.fvu_bound needs a TopK SAE served in topk or topk_int8 mode (the reconstruction uses the TopK code)');

@@ -7,7 +7,17 @@ import { MechRewardError } from '../errors.js';
 import { SAELENS_NO_EFFECT_FIELDS, SAELENS_READ_FIELDS, SPARSIFY_NO_EFFECT_FIELDS, SPARSIFY_READ_FIELDS, firstUnknownField } from './sae-fields.js';
 import { readSafetensorsHeader, type SafetensorsHeader, type TensorEntry } from './safetensors.js';
 
-export type Architecture = 'topk' | 'relu' | 'jumprelu';
+/**
+ * topk: the k largest h kept, ReLU'd. abstopk (SAELens): the k largest |h| kept with their sign. groupmax
+ * (sparsify): relu(h) split into k contiguous groups, each group's largest kept. relu, jumprelu, gated: per
+ * feature.
+ */
+export type Architecture = 'topk' | 'relu' | 'jumprelu' | 'abstopk' | 'gated' | 'groupmax';
+
+/** Encodes that rank all d_sae pre-activations of a token, so they need the full encoder in one session. */
+export function ranksAllFeatures(architecture: Architecture): boolean {
+  return architecture === 'topk' || architecture === 'abstopk' || architecture === 'groupmax';
+}
 /** Run-time input normalisation (SAELens `normalize_activations`). */
 export type Normalization = 'none' | 'constant_norm_rescale' | 'layer_norm';
 
@@ -48,6 +58,8 @@ export interface SaeSpec {
     readonly threshold: TensorEntry | undefined;
     /** SAELens checkpoints that store `log_threshold`: the threshold is exp(log_threshold), as SAELens loads it. */
     readonly thresholdIsLog: boolean;
+    /** Gated SAEs: the gate's bias and the magnitude path's log-scale (bEnc is then b_mag). */
+    readonly gate: { readonly bGate: TensorEntry; readonly rMag: TensorEntry } | undefined;
   };
 }
 
@@ -140,11 +152,11 @@ const SAELENS_ARCHITECTURES: Record<string, SaeLensArchitecture> = {
   skip_transcoder: { architecture: 'relu', transcoder: true, skip: true },
   jumprelu_transcoder: { architecture: 'jumprelu', transcoder: true, skip: false },
   jumprelu_skip_transcoder: { architecture: 'jumprelu', transcoder: true, skip: true },
+  gated: { architecture: 'gated', transcoder: false, skip: false },
+  abstopk: { architecture: 'abstopk', transcoder: false, skip: false },
 };
 /** SAELens architectures refused, and why (the reason is part of the error). */
 const SAELENS_REFUSED: Record<string, string> = {
-  gated: 'the gated encode (b_gate, b_mag, r_mag) is not implemented',
-  abstopk: 'the AbsTopK encode (top k by |h|, signed values kept) is not implemented',
   batchtopk: 'a BatchTopK training checkpoint selects the top k over the whole batch; save it with save_inference_model (a JumpReLU SAE) and serve that',
   matryoshka_batchtopk: 'a Matryoshka BatchTopK training checkpoint selects the top k over the whole batch; save it with save_inference_model (a JumpReLU SAE) and serve that',
   temporal: 'the temporal SAE encodes each token with attention over the previous tokens of its sequence',
@@ -198,7 +210,7 @@ function loadSaeLens(dir: string, cfgPath: string, cfg: Record<string, unknown>)
   const arch = Object.hasOwn(SAELENS_ARCHITECTURES, archName) ? SAELENS_ARCHITECTURES[archName] : undefined;
   if (!arch) throw invalid(cfgPath, `architecture ${JSON.stringify(archName)} is not supported (${Object.keys(SAELENS_ARCHITECTURES).join(', ')})`);
   const architecture = arch.architecture;
-  const kValue = architecture === 'topk' ? positiveInt(cfgPath, 'k', k) : 0;
+  const kValue = architecture === 'topk' || architecture === 'abstopk' ? positiveInt(cfgPath, 'k', k) : 0;
   if (kValue > dSae) throw invalid(cfgPath, `k=${kValue} exceeds d_sae=${dSae}`);
   // Old cfgs stored a bool: true meant expected_average_only_in (folded), false none.
   const rawNorm = cfg.normalize_activations;
@@ -213,9 +225,9 @@ function loadSaeLens(dir: string, cfgPath: string, cfg: Record<string, unknown>)
   if (cfg.dtype !== undefined && typeof cfg.dtype !== 'string') throw invalid(cfgPath, `dtype must be a string, got ${JSON.stringify(cfg.dtype)}`);
   const hookRaw = metadata.hook_name ?? cfg.hook_name ?? cfg.hook_point;
   const hookName = typeof hookRaw === 'string' ? hookRaw : undefined;
-  // TopKSAEConfig is the only config class with rescale_acts_by_decoder_norm: SAELens drops the field from
-  // every other architecture's cfg, so it changes nothing there.
-  const rescaleByDecoderNorm = architecture === 'topk' && bool(cfgPath, 'rescale_acts_by_decoder_norm', cfg.rescale_acts_by_decoder_norm, false);
+  // TopKSAEConfig (and AbsTopKSAEConfig, its subclass) is the only config class with
+  // rescale_acts_by_decoder_norm: SAELens drops the field from every other architecture's cfg.
+  const rescaleByDecoderNorm = (architecture === 'topk' || architecture === 'abstopk') && bool(cfgPath, 'rescale_acts_by_decoder_norm', cfg.rescale_acts_by_decoder_norm, false);
   const applyBDecToInput = bool(cfgPath, 'apply_b_dec_to_input', cfg.apply_b_dec_to_input, true);
   // TranscoderConfig.__post_init__ refuses apply_b_dec_to_input: b_dec has d_out entries.
   if (arch.transcoder && applyBDecToInput) throw invalid(cfgPath, `apply_b_dec_to_input must be false for a ${archName} (SAELens refuses it too)`);
@@ -225,7 +237,8 @@ function loadSaeLens(dir: string, cfgPath: string, cfg: Record<string, unknown>)
   const t = header.tensors;
   const variant = `SAELens ${archName}`;
   const thresholdName = architecture === 'jumprelu' && !t.has('threshold') && t.has('log_threshold') ? 'log_threshold' : 'threshold';
-  checkNoOtherTensors(weightsPath, header, ['W_enc', 'b_enc', 'W_dec', 'b_dec', ...(architecture === 'jumprelu' ? [thresholdName] : []), ...(arch.skip ? ['W_skip'] : [])], variant);
+  const gated = architecture === 'gated';
+  checkNoOtherTensors(weightsPath, header, ['W_enc', ...(gated ? ['b_gate', 'b_mag', 'r_mag'] : ['b_enc']), 'W_dec', 'b_dec', ...(architecture === 'jumprelu' ? [thresholdName] : []), ...(arch.skip ? ['W_skip'] : [])], variant);
   const wDec = rescaleByDecoderNorm ? requireTensor(weightsPath, t, 'W_dec', [dSae, dOut]) : optionalTensor(weightsPath, t, 'W_dec', [dSae, dOut]);
   const bDec = arch.transcoder ? optionalTensor(weightsPath, t, 'b_dec', [dOut]) : requireTensor(weightsPath, t, 'b_dec', [dModel]);
   if (arch.skip) optionalTensor(weightsPath, t, 'W_skip', [dOut, dModel]);
@@ -249,11 +262,13 @@ function loadSaeLens(dir: string, cfgPath: string, cfg: Record<string, unknown>)
     tensors: {
       encoder: requireTensor(weightsPath, t, 'W_enc', [dModel, dSae]),
       encoderTransposed: false,
-      bEnc: requireTensor(weightsPath, t, 'b_enc', [dSae]),
+      // GatedSAE.encode: [x W_enc + b_gate > 0] * relu(x (W_enc * exp(r_mag)) + b_mag).
+      bEnc: requireTensor(weightsPath, t, gated ? 'b_mag' : 'b_enc', [dSae]),
       bDec: arch.transcoder ? undefined : bDec,
       wDec: arch.transcoder ? undefined : wDec,
       threshold: architecture === 'jumprelu' ? requireTensor(weightsPath, t, thresholdName, [dSae]) : undefined,
       thresholdIsLog: thresholdName === 'log_threshold',
+      gate: gated ? { bGate: requireTensor(weightsPath, t, 'b_gate', [dSae]), rMag: requireTensor(weightsPath, t, 'r_mag', [dSae]) } : undefined,
     },
   };
 }
@@ -264,19 +279,20 @@ function loadSparsify(dir: string, cfgPath: string, cfg: Record<string, unknown>
   refuseUnknownFields(cfgPath, cfg, SPARSIFY_READ_FIELDS, SPARSIFY_NO_EFFECT_FIELDS);
   const dModel = positiveInt(cfgPath, 'd_in', cfg.d_in);
   const activation = cfg.activation ?? 'topk';
-  if (activation === 'groupmax') throw invalid(cfgPath, 'activation "groupmax" is refused: the group-max encode (the largest latent of each of k contiguous groups) is not implemented');
-  if (activation !== 'topk') throw invalid(cfgPath, `activation ${JSON.stringify(activation)} is not supported (topk)`);
+  if (activation !== 'topk' && activation !== 'groupmax') throw invalid(cfgPath, `activation ${JSON.stringify(activation)} is not supported (topk, groupmax)`);
   const numLatents = cfg.num_latents ?? 0;
   const dSae = numLatents === 0 ? dModel * positiveInt(cfgPath, 'expansion_factor', cfg.expansion_factor ?? 32) : positiveInt(cfgPath, 'num_latents', numLatents);
   const k = positiveInt(cfgPath, 'k', cfg.k ?? 32);
   if (k > dSae) throw invalid(cfgPath, `k=${k} exceeds d_sae=${dSae}`);
+  // fused_encoder's groupmax: preacts.unflatten(-1, (k, -1)) needs k groups of equal size.
+  if (activation === 'groupmax' && dSae % k !== 0) throw invalid(cfgPath, `activation "groupmax" needs num_latents (${dSae}) divisible by k (${k})`);
   // encode(): `if not self.cfg.transcode: x = x - self.b_dec`.
   const transcode = bool(cfgPath, 'transcode', cfg.transcode, false);
   const skip = bool(cfgPath, 'skip_connection', cfg.skip_connection, false);
   const weightsPath = path.join(dir, 'sae.safetensors');
   const header = readSafetensorsHeader(weightsPath, { allowF64: true });
   const t = header.tensors;
-  const variant = `sparsify topk${transcode ? ' transcode' : ''}${skip ? ' skip_connection' : ''}`;
+  const variant = `sparsify ${activation}${transcode ? ' transcode' : ''}${skip ? ' skip_connection' : ''}`;
   checkNoOtherTensors(weightsPath, header, ['encoder.weight', 'encoder.bias', 'W_dec', 'b_dec', ...(skip ? ['W_skip'] : [])], variant);
   const bDec = requireTensor(weightsPath, t, 'b_dec', [dModel]);
   if (skip) optionalTensor(weightsPath, t, 'W_skip', [dModel, dModel]);
@@ -291,7 +307,7 @@ function loadSparsify(dir: string, cfgPath: string, cfg: Record<string, unknown>
     dModel,
     dSae,
     k,
-    architecture: 'topk',
+    architecture: activation === 'groupmax' ? 'groupmax' : 'topk',
     applyBDecToInput: !transcode,
     normalization: 'none',
     rescaleByDecoderNorm: false,
@@ -307,6 +323,7 @@ function loadSparsify(dir: string, cfgPath: string, cfg: Record<string, unknown>
       wDec: transcode || skip ? undefined : optionalTensor(weightsPath, t, 'W_dec', [dSae, dModel]),
       threshold: undefined,
       thresholdIsLog: false,
+      gate: undefined,
     },
   };
 }
