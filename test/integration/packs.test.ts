@@ -61,7 +61,7 @@ const broken: Array<[string, (dir: string) => void, RegExp]> = [
   ['feature id >= d_sae', (d) => editPackJson(d, (j) => { (j.features as Array<{ id: number }>)[0]!.id = 512; }), /feature id 512 is out of range .*d_sae = 512/],
   ['canary feature >= d_sae', (d) => editPackJson(d, (j) => { (j.canaries as Array<{ feature: number }>)[0]!.feature = 9999; }), /canary .* names feature 9999, out of range/],
   ['pack.json not JSON', (d) => writeFileSync(path.join(d, 'pack.json'), '{"schema": '), /pack\.json: cannot read JSON/],
-  ['unknown architecture', (d) => { const c = JSON.parse(readFileSync(path.join(d, 'sae/cfg.json'), 'utf8')); c.architecture = 'gated'; writeFileSync(path.join(d, 'sae/cfg.json'), JSON.stringify(c)); }, /cfg\.json: architecture "gated" is refused/],
+  ['unknown architecture', (d) => { const c = JSON.parse(readFileSync(path.join(d, 'sae/cfg.json'), 'utf8')); c.architecture = 'mystery'; writeFileSync(path.join(d, 'sae/cfg.json'), JSON.stringify(c)); }, /cfg\.json: architecture "mystery" is not supported/],
   ['unknown encode mode', (d) => editPackJson(d, (j) => { j.encode = 'approximate'; }), /pack\.json: encode must be "topk", "topk_int8" or "selected_relu"/],
   ['duplicate feature', (d) => editPackJson(d, (j) => { const f = j.features as Array<{ id: number }>; f[1]!.id = f[0]!.id; }), /lists feature \d+ twice/],
   ['missing SAE folder', (d) => rmSync(path.join(d, 'sae'), { recursive: true }), /no cfg\.json/],
