@@ -11,7 +11,7 @@ import { Command, Option } from 'commander';
 import { BUNDLED_PACKS_DIR, redactedConfig, resolveServeConfig, SERVE_OPTIONS, type ServeConfig } from './config.js';
 import { MechRewardError } from './errors.js';
 import { createLogger } from './log.js';
-import { formatInspection, inspectSae } from './packs/inspect.js';
+import { formatInspection, inspectSae, type SaeInspection } from './packs/inspect.js';
 import { loadPackDirectory } from './packs/registry.js';
 import { describePack } from './core/describe.js';
 import { buildPack, METHODS, type Method } from './discovery/build.js';
@@ -123,20 +123,22 @@ function buildProgram(): Command {
     .command('sae')
     .description('SAE folders')
     .command('inspect')
-    .description('print what the loader understood from an SAE folder (architecture, encode formula, normalisation, k or thresholds, dtypes, shapes); exit 1 if it refuses the folder')
-    .argument('<dir>', 'SAE folder (SAELens cfg.json + sae_weights.safetensors, or sparsify cfg.json + sae.safetensors)')
-    .option('--json', 'print JSON')
-    .action((dir: string, opts: { json?: boolean }) => {
-      let info;
-      try {
-        info = inspectSae(dir);
-      } catch (err) {
-        if (!(err instanceof MechRewardError)) throw err;
-        console.error(`mechreward: refused: ${err.message}`);
-        process.exitCode = 1;
-        return;
+    .description('print what the loader understood from each SAE folder (architecture, encode formula, normalisation, k or thresholds, dtypes, shapes); exit 1 if it refuses any')
+    .argument('<dirs...>', 'SAE folders (SAELens cfg.json + sae_weights.safetensors, or sparsify cfg.json + sae.safetensors)')
+    .option('--json', 'print JSON (an object for one folder, a list for several; refused folders are left out)')
+    .action((dirs: string[], opts: { json?: boolean }) => {
+      const understood: SaeInspection[] = [];
+      for (const dir of dirs) {
+        try {
+          understood.push(inspectSae(dir));
+        } catch (err) {
+          if (!(err instanceof MechRewardError)) throw err;
+          console.error(`mechreward: refused: ${err.message}`);
+          process.exitCode = 1;
+        }
       }
-      console.log(opts.json ? JSON.stringify(info, null, 2) : formatInspection(info).join('\n'));
+      if (opts.json) console.log(JSON.stringify(dirs.length === 1 ? (understood[0] ?? null) : understood, null, 2));
+      else if (understood.length > 0) console.log(understood.map((i) => formatInspection(i).join('\n')).join('\n\n'));
     });
   const gate = program.command('gate').description('stage gates');
   gate

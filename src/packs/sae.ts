@@ -178,7 +178,13 @@ function isPre6(cfg: Record<string, unknown>, metadata: Record<string, unknown>)
   return !major || Number(major[1]) < 6;
 }
 
+function refuseArchitecture(cfgPath: string, archName: unknown): void {
+  if (typeof archName === 'string' && Object.hasOwn(SAELENS_REFUSED, archName)) throw invalid(cfgPath, `architecture ${JSON.stringify(archName)} is refused: ${SAELENS_REFUSED[archName]}`);
+}
+
 function loadSaeLens(dir: string, cfgPath: string, cfg: Record<string, unknown>): SaeSpec {
+  // A refused architecture is named before its own fields (which the loader does not know) are.
+  refuseArchitecture(cfgPath, cfg.architecture);
   refuseUnknownFields(cfgPath, cfg, SAELENS_READ_FIELDS, SAELENS_NO_EFFECT_FIELDS);
   const dModel = positiveInt(cfgPath, 'd_in', cfg.d_in);
   const dSae = positiveInt(cfgPath, 'd_sae', cfg.d_sae);
@@ -205,8 +211,7 @@ function loadSaeLens(dir: string, cfgPath: string, cfg: Record<string, unknown>)
       throw invalid(cfgPath, `activation_fn ${JSON.stringify(activation)} is not supported (relu, or topk with activation_fn_kwargs.k)`);
     }
   }
-  const refused = Object.hasOwn(SAELENS_REFUSED, archName) ? SAELENS_REFUSED[archName] : undefined;
-  if (refused) throw invalid(cfgPath, `architecture ${JSON.stringify(archName)} is refused: ${refused}`);
+  refuseArchitecture(cfgPath, archName);
   const arch = Object.hasOwn(SAELENS_ARCHITECTURES, archName) ? SAELENS_ARCHITECTURES[archName] : undefined;
   if (!arch) throw invalid(cfgPath, `architecture ${JSON.stringify(archName)} is not supported (${Object.keys(SAELENS_ARCHITECTURES).join(', ')})`);
   const architecture = arch.architecture;
