@@ -277,7 +277,7 @@ def near_tie_row(rng: np.random.Generator, variant: Variant, ref: Any, features:
         lo, hi = lo * 2, hi * 2
     else:
         return None
-    for _ in range(80):
+    for _ in range(56):  # the bracket shrinks to 2^-56 of its width: far below the smallest gap placed
         mid = (lo + hi) / 2
         if f(mid) < 0:
             lo = mid

@@ -1,5 +1,8 @@
 // Reads an SAE folder (SAELens or sparsify layout) into an SaeSpec: the encode configuration plus where each
 // tensor lives in the weights file. No weights are read here; the engine reads them in its workers.
+// Every variant is read exactly as the pinned library's encode() computes it (SAELens 6.54.12, sparsify 1.3.3;
+// docs/packs.md cites the functions), or refused with the name of the field or tensor: a misread SAE would
+// give wrong rewards with no error.
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 
@@ -112,7 +115,6 @@ function requireTensor(file: string, tensors: ReadonlyMap<string, TensorEntry>, 
 function optionalTensor(file: string, tensors: ReadonlyMap<string, TensorEntry>, name: string, shape: number[]): TensorEntry | undefined {
   return tensors.has(name) ? requireTensor(file, tensors, name, shape) : undefined;
 }
-
 
 /** Refuses a tensor the encode and decode do not name: the library's strict load would refuse it too. */
 function checkNoOtherTensors(file: string, header: SafetensorsHeader, known: readonly string[], variant: string): void {
