@@ -29,6 +29,7 @@ import torch
 from sae_lens import SAE
 from sae_lens.saes import (
     AbsTopKSAE, AbsTopKSAEConfig, BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig, GatedSAE, GatedSAEConfig,
+    GatedTrainingSAE, GatedTrainingSAEConfig,
     JumpReLUSAE, JumpReLUSAEConfig, JumpReLUSkipTranscoder, JumpReLUSkipTranscoderConfig, JumpReLUTrainingSAE,
     JumpReLUTrainingSAEConfig, JumpReLUTranscoder, JumpReLUTranscoderConfig, MatchingPursuitSAE,
     MatchingPursuitSAEConfig, MatryoshkaBatchTopKTrainingSAE,
@@ -97,6 +98,8 @@ def _saelens_variants() -> list[Variant]:
     v.append(Variant("sl-train-topk-inference", "saelens", lambda: TopKTrainingSAE(TopKTrainingSAEConfig(d_in=D_IN, d_sae=D_SAE, k=K, metadata=m())), save="save_inference_model", topk=True, note="decoder norms folded into W_enc, b_enc"))
     v.append(Variant("sl-train-standard", "saelens", lambda: StandardTrainingSAE(StandardTrainingSAEConfig(d_in=D_IN, d_sae=D_SAE, metadata=m()))))
     v.append(Variant("sl-train-jumprelu", "saelens", lambda: JumpReLUTrainingSAE(JumpReLUTrainingSAEConfig(d_in=D_IN, d_sae=D_SAE, metadata=m())), save="save_inference_model"))
+    v.append(Variant("sl-train-jumprelu-save", "saelens", lambda: JumpReLUTrainingSAE(JumpReLUTrainingSAEConfig(d_in=D_IN, d_sae=D_SAE, metadata=m())), note="JumpReLUTrainingSAE.save_model"))
+    v.append(Variant("sl-train-gated-save", "saelens", lambda: GatedTrainingSAE(GatedTrainingSAEConfig(d_in=D_IN, d_sae=D_SAE, metadata=m())), note="GatedTrainingSAE.save_model"))
     v.append(Variant("sl-batchtopk-inference", "saelens", lambda: BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(d_in=D_IN, d_sae=D_SAE, k=K, metadata=m())), save="save_inference_model", note="saved as JumpReLU"))
     v.append(Variant("sl-matryoshka-inference", "saelens", lambda: MatryoshkaBatchTopKTrainingSAE(MatryoshkaBatchTopKTrainingSAEConfig(d_in=D_IN, d_sae=D_SAE, k=K, matryoshka_widths=[32, D_SAE], metadata=m())), save="save_inference_model", note="saved as JumpReLU"))
 
