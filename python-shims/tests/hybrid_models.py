@@ -349,13 +349,14 @@ REFUSED: dict[str, str] = {
 }
 
 
-def build(name: str, dtype: torch.dtype = torch.float32, seed: int = 0) -> torch.nn.Module:
-    """The family's tiny model, nudged, with unit-scale token embeddings (so the residual stream is O(1) to
-    O(10), not the 0.02 of the default init, and tolerances relative to it mean something)."""
+def build(name: str, dtype: torch.dtype = torch.float32, seed: int = 0, embedding_std: float = 1.0) -> torch.nn.Module:
+    """The family's tiny model, nudged, with token embeddings of std ``embedding_std``: 1 makes the residual
+    stream O(1) to O(10), not the 0.02 of the default init, so tolerances relative to it mean something. The
+    embeddings are tied to the LM head, so sampling wants less (GRPO tests use 0.1: non-degenerate groups)."""
     torch.manual_seed(seed)
     model = _nudge(FAMILIES[name].make(), seed)
     with torch.no_grad():
-        model.get_input_embeddings().weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(seed + 1))
+        model.get_input_embeddings().weight.normal_(0.0, embedding_std, generator=torch.Generator().manual_seed(seed + 1))
     return model.to(dtype).eval()
 
 
