@@ -20,8 +20,9 @@ case "$FLAVOUR" in
     # OpenRLHF is installed without its dependencies: it pins flash-attn, deepspeed and bitsandbytes, which
     # cannot install on a CPU machine. Its agent executor needs only these (constraints.txt pins them).
     NO_DEPS=(openrlhf==0.11.2)
-    MORE=(aiohttp pylatexenc)
-    CHECK="import torch, trl, openrlhf.utils.agent, mechreward_client._generated.reward_pb2_grpc"
+    # eai-sparsify (EleutherAI's SAE trainer; the PyPI "sparsify" is another project): pipelines/hybrid.
+    MORE=(aiohttp pylatexenc eai-sparsify)
+    CHECK="import torch, trl, openrlhf.utils.agent, sparsify, mechreward_client._generated.reward_pb2_grpc"
     ;;
   verl)
     VENV="${MECHREWARD_VERL_VENV:-$SHIMS/.venv-verl}"
