@@ -251,3 +251,50 @@ def pad_right(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Te
         ids[row, : len(seq)] = torch.as_tensor(list(seq), dtype=torch.long)
         mask[row, : len(seq)] = 1
     return ids, mask
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m mechreward_client.capture MODEL --layer N``: the padding check as a command, for the machine,
+    kernels and dtype a training run will use. Exit 0 when every padded row equals its unpadded forward."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m mechreward_client.capture", description=main.__doc__)
+    parser.add_argument("model", help="a local model folder (from_pretrained, local files only)")
+    parser.add_argument("--layer", type=int, action="append", required=True, help="decoder layer; repeat for more")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--device", default="cpu", help="e.g. cuda:0, to check the GPU kernels")
+    parser.add_argument("--attn-implementation", default=None, help="eager, sdpa, flash_attention_2, ...")
+    parser.add_argument("--tokens", type=int, default=24, help="real tokens of the short row")
+    parser.add_argument("--pads", type=int, default=100, help="pads the short row gets next to the long row")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    from transformers import AutoModelForCausalLM
+
+    extra = {"attn_implementation": args.attn_implementation} if args.attn_implementation else {}
+    model = AutoModelForCausalLM.from_pretrained(args.model, local_files_only=True, dtype=getattr(torch, args.dtype), **extra)
+    model = model.to(args.device).eval()
+    vocab = int(model.config.get_text_config().vocab_size)
+    g = torch.Generator().manual_seed(args.seed)
+    long_row = torch.randint(3, vocab, (args.tokens + args.pads,), generator=g).tolist()
+    short_row = torch.randint(3, vocab, (args.tokens,), generator=g).tolist()
+    pad_id = 0
+    right_ids, right_mask = pad_right([long_row, short_row], pad_id)
+    left_ids, left_mask = right_ids.clone(), right_mask.clone()
+    left_ids[1] = torch.cat([torch.full((args.pads,), pad_id), right_ids[1, : args.tokens]])
+    left_mask[1] = torch.cat([torch.zeros(args.pads, dtype=torch.long), torch.ones(args.tokens, dtype=torch.long)])
+    failed = False
+    for layer in args.layer:
+        for side, ids, mask in (("right", right_ids, right_mask), ("left", left_ids, left_mask)):
+            result = check_padding(model, ids, mask, layer)
+            assert result is not None
+            failed |= not result.ok
+            print(json.dumps({"layer": layer, "padding": side, "pads": result.pads, "max_abs_diff": result.max_abs_diff,
+                              "relative_diff": result.relative_diff, "tolerance": result.tolerance,
+                              "ok": result.ok, "dtype": args.dtype, "device": args.device}))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -270,3 +270,20 @@ def test_every_hybrid_family_in_transformers_is_tested_or_refused():
     covered = {n.split(":")[0] for n in FAMILIES} | set(REFUSED)
     missing = sorted(present - covered)
     assert not missing, f"hybrid-looking families neither tested nor refused: {missing}"
+
+
+def test_padding_check_command(tmp_path, capsys, models):
+    """`python -m mechreward_client.capture MODEL --layer N`: exit 0 on a sound model, 1 on a leak (RecurrentGemma
+    left padding), one JSON line per layer and side."""
+    import json
+
+    from mechreward_client.capture import main
+
+    models("qwen3_5").save_pretrained(tmp_path / "qwen3_5")
+    models("recurrent_gemma").save_pretrained(tmp_path / "recurrent_gemma")
+    assert main([str(tmp_path / "qwen3_5"), "--layer", "0", "--layer", "2", "--pads", "40"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["layer"], r["padding"], r["ok"]) for r in lines] == [(0, "right", True), (0, "left", True), (2, "right", True), (2, "left", True)]
+    assert main([str(tmp_path / "recurrent_gemma"), "--layer", "0", "--pads", "40"]) == 1
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["padding"], r["ok"]) for r in lines] == [("right", True), ("left", False)]
