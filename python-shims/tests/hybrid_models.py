@@ -91,6 +91,38 @@ def _qwen3_next():
         layer_types=["linear_attention", "full_attention", "linear_attention", "full_attention"])))
 
 
+def _qwen4_exp():
+    from transformers import Qwen4ExpForCausalLM
+    from transformers.models.qwen4_exp.configuration_qwen4_exp import Qwen4ExpTextConfig
+
+    # Gated DeltaNet + QSA-indexed attention, MoE, 4 hyper-connection residual streams, n-gram per-layer
+    # embeddings (PLE) on the linear-attention layers.
+    return Qwen4ExpForCausalLM(Qwen4ExpTextConfig(**_COMMON, **_gdn(
+        num_hidden_layers=4, moe_intermediate_size=32, shared_expert_intermediate_size=32, num_experts=4,
+        num_experts_per_tok=2, layer_types=["linear_attention", "full_attention", "linear_attention", "full_attention"],
+        hc_lowrank=8, ple_layer_ids=[1, 3], ngram_vocab_size_base=1000, heads_per_ngram=2, split_ngram_parts=1,
+        indexer_n_heads=2, indexer_kv_heads=1, indexer_head_dim=16, indexer_budget=8, indexer_compress_ratio=2)))
+
+
+def _glm5_next():
+    from transformers import Glm5NextConfig, Glm5NextForConditionalGeneration
+    from transformers.models.glm5_next.configuration_glm5_next import Glm5NextTextConfig, Glm5NextVisionConfig
+
+    # Linear attention + indexed MLA attention, dense and MoE MLP; only a multimodal class exists (text input).
+    text = Glm5NextTextConfig(
+        **_COMMON, intermediate_size=128, moe_intermediate_size=32, num_hidden_layers=4, num_attention_heads=4,
+        num_key_value_heads=4, n_shared_experts=1, n_routed_experts=4, num_experts_per_tok=2, kv_lora_rank=16,
+        q_lora_rank=16, qk_rope_head_dim=0, v_head_dim=16, qk_nope_head_dim=16, mlp_layer_types=["dense", "sparse", "dense", "sparse"],
+        layer_types=["linear_attention", "indexed_attention", "linear_attention", "indexed_attention"],
+        index_topk=8, index_head_dim=16, index_n_heads=2, linear_head_dim=16, linear_num_heads=4, index_kpool=2)
+    vision = Glm5NextVisionConfig(depth=1, hidden_size=32, num_heads=2, intermediate_size=64, out_hidden_size=HIDDEN,
+                                  projection_intermediate_size=64)
+    return Glm5NextForConditionalGeneration(Glm5NextConfig(
+        text_config=text.to_dict(), vision_config=vision.to_dict(), image_token_id=VOCAB_SIZE - 1,
+        video_token_id=VOCAB_SIZE - 2, image_start_token_id=VOCAB_SIZE - 3, image_end_token_id=VOCAB_SIZE - 4,
+        video_start_token_id=VOCAB_SIZE - 5, video_end_token_id=VOCAB_SIZE - 6, tie_word_embeddings=True))
+
+
 def gemma4_text_config():
     from transformers import Gemma4TextConfig
 
@@ -308,6 +340,10 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family("qwen3_5", "Gated DeltaNet + gated full attention", _qwen3_5),
     Family("qwen3_5_moe", "Gated DeltaNet + gated full attention, MoE MLP (shared expert)", _qwen3_5_moe, moe=True),
     Family("qwen3_next", "Gated DeltaNet + gated full attention, dense and MoE MLP", _qwen3_next, moe=True),
+    Family("qwen4_exp", "Gated DeltaNet + QSA-indexed attention, MoE, 4 hyper-connection streams, n-gram PLE",
+           _qwen4_exp, moe=True),
+    Family("glm5_next:vl", "linear attention + indexed MLA, dense and MoE MLP (multimodal class, text input)",
+           _glm5_next, moe=True, multimodal=True),
     Family("gemma4", "sliding + full attention, MoE block, KV-shared layers, per-layer inputs", _gemma4, moe=True),
     Family("nemotron_h", "Mamba-2 / MoE / attention / MLP blocks", _nemotron_h, moe=True),
     Family("falcon_h1", "attention and Mamba-2 in parallel in every layer", _falcon_h1),
@@ -337,9 +373,7 @@ REFUSED: dict[str, str] = {
     "mamba": _PURE_SSM,
     "mamba2": _PURE_SSM,
     "falcon_mamba": _PURE_SSM,
-    "glm5_next": _NO_TINY_CONFIG,
-    "qwen4_exp": _NO_TINY_CONFIG,
-    "step3p7": _NO_TINY_CONFIG,
+    "step3p7": "full and sliding attention with MoE: not a hybrid (the marker words are in its vision configuration)",
     "deepseek_v4": "compressed sparse attention, not a linear-attention or SSM hybrid; not yet given a tiny config here",
     "hrm_text": "hierarchical recurrent stacks of attention layers, not a per-layer hybrid; not yet given a tiny config here",
     "lfm3_vl": "multimodal wrapper of lfm3 (tested as a text model); the wrapper is not yet given a tiny config here",

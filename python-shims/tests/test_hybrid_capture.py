@@ -99,7 +99,8 @@ def test_every_layer_equals_hidden_states_and_rows_alone(name, models):
         for layer in range(len(layers)):
             captured = capture_residual(model, ids, mask, layer, padding_check="off")
             for row, seq in enumerate(SEQUENCES):
-                assert captured[row].shape == (len(seq), model.config.get_text_config().hidden_size)
+                # [T, hidden_size]; with hyper-connections every stream: Qwen4-Exp [T, 4 x 64], GLM-5-Next [T, 4, 64]
+                assert captured[row].shape == (len(seq), *batch[1].shape[2:])
                 if layer < len(layers) - 1:  # the last entry of hidden_states is after the final norm
                     assert torch.equal(captured[row], batch[layer + 1][row][mask[row].bool()]), f"{padding} L{layer} row {row}"
                 worst = max(worst, assert_close_to_alone(captured[row], alone[row][layer + 1][0] if layer < len(layers) - 1
