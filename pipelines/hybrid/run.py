@@ -117,8 +117,8 @@ def score_through_server(packs_dir: str, heldout: str, sae_dir: str, count: int)
 
     from mechreward_client import RewardClient
 
-    sys.path.insert(0, os.path.join(REPO, "python-shims", "tests"))
-    from support import start_sidecar  # the real `mechreward serve` on free ports, waited for readiness
+    sys.path.insert(0, os.path.join(REPO, "pipelines", "g2"))
+    from sidecar import Sidecar  # the real `mechreward serve` on free loopback ports, waited for readiness
 
     with open(os.path.join(packs_dir, PACK, "pack.json")) as f:
         features = [(f_["id"], f_["weight"]) for f_ in json.load(f)["features"]]
@@ -126,10 +126,11 @@ def score_through_server(packs_dir: str, heldout: str, sae_dir: str, count: int)
         acts = f.get_tensor("activations")
         responses = json.loads(f.metadata()["responses"])[:count]
     sae = SparseCoder.load_from_disk(sae_dir)
-    sidecar = start_sidecar(packs_dir, "--allow-unvalidated=false")
-    try:
+    worst = 0.0
+    # No --allow-unvalidated: serve refuses a pack without a passing G1 block.
+    with Sidecar(f"node {os.path.join(REPO, 'bin', 'mechreward.js')} serve --packs {packs_dir}", cwd=REPO) as sidecar:
         client = RewardClient(sidecar.target)
-        worst = 0.0
+        (info,) = [p for p in client.list_packs() if p.name == PACK]
         for r in responses:
             x = acts[r["offset"]:r["offset"] + r["num_tokens"]]
             served = client.score(PACK, [x.numpy()], score_from=r["score_from"])[0]
@@ -140,9 +141,9 @@ def score_through_server(packs_dir: str, heldout: str, sae_dir: str, count: int)
             token = sum(w * dense[:, i] for i, w in features)
             expected = float(token[r["score_from"]:].mean())
             worst = max(worst, abs(served.reward - expected) / max(1.0, abs(expected)))
-    finally:
-        assert sidecar.stop() == 0
-    return {"responses_scored": len(responses), "worst_relative_diff_vs_sparsify_encode": worst}
+        unvalidated = any("unvalidated" in line for line in sidecar.lines)
+    return {"responses_scored": len(responses), "worst_relative_diff_vs_sparsify_encode": worst,
+            "served_layer": info.layer, "served_d_sae": info.d_sae, "unvalidated_warning": unvalidated}
 
 
 def main() -> int:

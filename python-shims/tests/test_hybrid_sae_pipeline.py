@@ -28,5 +28,8 @@ def test_sparsify_sae_on_a_hybrid_to_a_served_pack(tmp_path):
     assert g1["verdict"] == "PASS" and g1["n"] == 200 and g1["rho"] >= 0.3
     assert report["server"]["responses_scored"] == 40
     assert report["server"]["worst_relative_diff_vs_sparsify_encode"] <= 1e-5
+    # Served as a validated pack (no --allow-unvalidated), on sparsify's SAE, at the pack's layer.
+    assert report["server"]["served_layer"] == 1 and report["server"]["served_d_sae"] == 256
+    assert report["server"]["unvalidated_warning"] is False
     print(f"\nG1 rho {g1['rho']:.3f} (n {g1['n']}); server vs sparsify encode "
           f"{report['server']['worst_relative_diff_vs_sparsify_encode']:.1e}; timings {report['timings']}")
