@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 # Attribute paths to the decoder layer list, tried in order from the model (and from each wrapper's inner
-# model): text LMs, multimodal wrappers (Qwen3.5/3.6, Gemma-3/4, Llava-style), GPT-2 / NeoX style.
+# model): text LMs, multimodal wrappers (Qwen3.5/3.6, Gemma-3/4, Llava-style), GPT-2 / NeoX style, pure SSMs.
 _LAYER_PATHS = (
     "model.layers",
     "model.language_model.layers",
@@ -26,6 +26,7 @@ _LAYER_PATHS = (
     "model.text_model.layers",
     "transformer.h",
     "gpt_neox.layers",
+    "backbone.layers",  # Mamba, Mamba-2, Falcon-Mamba
     "layers",
 )
 

@@ -31,6 +31,9 @@ class Family:
     make: Callable[[], torch.nn.Module]
     moe: bool = False
     multimodal: bool = False
+    # hidden_states[layer + offset] is decoder layer ``layer``'s output. 1 for almost every model (entry 0 is
+    # the embeddings); 0 for the Mamba families, whose hidden_states hold no embedding entry.
+    hidden_states_offset: int = 1
 
 
 _COMMON = dict(vocab_size=VOCAB_SIZE, hidden_size=HIDDEN, pad_token_id=PAD, eos_token_id=EOS, bos_token_id=EOS,
@@ -300,6 +303,27 @@ def _recurrent_gemma():
     ))
 
 
+def _mamba():
+    from transformers import MambaConfig, MambaForCausalLM
+
+    return MambaForCausalLM(MambaConfig(**_COMMON, state_size=8, num_hidden_layers=2, intermediate_size=128,
+                                        time_step_rank=8))
+
+
+def _mamba2():
+    from transformers import Mamba2Config, Mamba2ForCausalLM
+
+    return Mamba2ForCausalLM(Mamba2Config(**_COMMON, num_heads=4, head_dim=32, state_size=16, num_hidden_layers=2,
+                                          n_groups=1, chunk_size=8, expand=2))
+
+
+def _falcon_mamba():
+    from transformers import FalconMambaConfig, FalconMambaForCausalLM
+
+    return FalconMambaForCausalLM(FalconMambaConfig(**_COMMON, state_size=8, num_hidden_layers=2,
+                                                    intermediate_size=128, time_step_rank=8))
+
+
 def _tiny_vision(config_cls, **extra):
     return config_cls(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=HIDDEN,
                       patch_size=14, spatial_merge_size=2, temporal_patch_size=2, **extra)
@@ -360,6 +384,9 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family("zamba", "Mamba + shared attention block", _zamba),
     Family("zamba2", "Mamba-2 + shared attention blocks", _zamba2),
     Family("recurrent_gemma", "RG-LRU recurrent + local attention", _recurrent_gemma),
+    Family("mamba", "Mamba only (pure SSM, for comparison)", _mamba, hidden_states_offset=0),
+    Family("mamba2", "Mamba-2 only (pure SSM, for comparison)", _mamba2, hidden_states_offset=0),
+    Family("falcon_mamba", "Mamba only, RMS-normed B/C/dt (pure SSM, for comparison)", _falcon_mamba, hidden_states_offset=0),
     Family("qwen3_5:vl", "Qwen3.5 multimodal wrapper, text input", _qwen3_5_vl, multimodal=True),
     Family("qwen3_5_moe:vl", "Qwen3.5-MoE multimodal wrapper, text input", _qwen3_5_moe_vl, moe=True, multimodal=True),
     Family("gemma4:vl", "Gemma-4 multimodal wrapper, text input", _gemma4_vl, moe=True, multimodal=True),
@@ -367,12 +394,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
 
 _NO_TINY_CONFIG = ("its configuration has no defaults to shrink (composite config) and the pinned transformers "
                    "ships no reference checkpoint; not yet given a tiny config here")
-_PURE_SSM = ("a pure state-space model (no attention layer), not a hybrid; its layers sit at backbone.layers, which "
-             "find_decoder_layers does not search")
 REFUSED: dict[str, str] = {
-    "mamba": _PURE_SSM,
-    "mamba2": _PURE_SSM,
-    "falcon_mamba": _PURE_SSM,
     "step3p7": "full and sliding attention with MoE: not a hybrid (the marker words are in its vision configuration)",
     "deepseek_v4": "compressed sparse attention, not a linear-attention or SSM hybrid; not yet given a tiny config here",
     "hrm_text": "hierarchical recurrent stacks of attention layers, not a per-layer hybrid; not yet given a tiny config here",

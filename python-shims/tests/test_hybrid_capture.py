@@ -84,6 +84,7 @@ def assert_close_to_alone(captured, alone, what):
 def test_every_layer_equals_hidden_states_and_rows_alone(name, models):
     model = models(name)
     layers = find_decoder_layers(model)
+    offset = FAMILIES[name].hidden_states_offset
     alone = [hidden_alone(model, s) for s in SEQUENCES]
     worst = 0.0
     paddings = [("right", pad_right(SEQUENCES, 0))]
@@ -101,13 +102,14 @@ def test_every_layer_equals_hidden_states_and_rows_alone(name, models):
             for row, seq in enumerate(SEQUENCES):
                 # [T, hidden_size]; with hyper-connections every stream: Qwen4-Exp [T, 4 x 64], GLM-5-Next [T, 4, 64]
                 assert captured[row].shape == (len(seq), *batch[1].shape[2:])
-                if layer < len(layers) - 1:  # the last entry of hidden_states is after the final norm
-                    assert torch.equal(captured[row], batch[layer + 1][row][mask[row].bool()]), f"{padding} L{layer} row {row}"
-                worst = max(worst, assert_close_to_alone(captured[row], alone[row][layer + 1][0] if layer < len(layers) - 1
+                index = layer + offset
+                if index < len(layers):  # the last entry of hidden_states is after the final norm
+                    assert torch.equal(captured[row], batch[index][row][mask[row].bool()]), f"{padding} L{layer} row {row}"
+                worst = max(worst, assert_close_to_alone(captured[row], alone[row][index][0] if index < len(layers)
                                                           else capture_residual(model, torch.tensor([seq]), None, layer)[0],
                                                           f"{name} {padding}-padded layer {layer} row {row}"))
-        # The layer's input is hidden_states[L], a different thing (guards against an off-by-one).
-        assert not torch.allclose(captured[0], batch[len(layers) - 1][0][mask[0].bool()])
+        # The layer's input, one entry earlier, is a different thing (guards against an off-by-one).
+        assert not torch.allclose(captured[0], batch[len(layers) - 2 + offset][0][mask[0].bool()])
     print(f"\n{name}: {len(layers)} layers, worst |capture - row alone| / scale = {worst:.2e}")
 
 
@@ -172,14 +174,17 @@ def test_bf16_against_float32(name, models):
         full = reference(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False).hidden_states
         half = model(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False).hidden_states
     layers = len(find_decoder_layers(model))
+    offset = FAMILIES[name].hidden_states_offset
     captured = capture_residual(model, ids, mask, layers - 2, padding_check="off")
     worst_max = worst_rms = worst_alone = 0.0
     for row, seq in enumerate(SEQUENCES):
         keep = mask[row].bool()
-        assert captured[row].dtype == torch.bfloat16 and torch.equal(captured[row], half[layers - 1][row][keep])
+        # bf16, except the Mamba families, which keep the residual in float32 (residual_in_fp32).
+        expected_dtype = torch.float32 if getattr(model.config, "residual_in_fp32", False) else torch.bfloat16
+        assert captured[row].dtype == expected_dtype and torch.equal(captured[row], half[layers - 2 + offset][row][keep])
         with torch.no_grad():
             alone = model(input_ids=torch.tensor([seq]), output_hidden_states=True, use_cache=False).hidden_states
-        for layer in range(1, layers):  # hidden_states[layers] is after the final norm: not a capture point
+        for layer in range(offset, layers):  # hidden_states[layers] is after the final norm: not a capture point
             f32, b16 = full[layer][row][keep], half[layer][row][keep].float()
             err = b16 - f32
             worst_max = max(worst_max, float(err.abs().max() / f32.abs().max()))
