@@ -189,13 +189,18 @@ def _bamba():
     ))
 
 
-def _lfm2():
-    from transformers import Lfm2Config, Lfm2ForCausalLM
+def lfm2_config():
+    from transformers import Lfm2Config
 
-    return Lfm2ForCausalLM(Lfm2Config(
-        **_COMMON, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-        block_multiple_of=16, layer_types=["conv", "full_attention", "conv", "full_attention"],
-    ))
+    return Lfm2Config(**_COMMON, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                      num_key_value_heads=2, block_multiple_of=16,
+                      layer_types=["conv", "full_attention", "conv", "full_attention"])
+
+
+def _lfm2():
+    from transformers import Lfm2ForCausalLM
+
+    return Lfm2ForCausalLM(lfm2_config())
 
 
 def _lfm2_moe():
@@ -208,13 +213,18 @@ def _lfm2_moe():
     ))
 
 
-def _lfm3():
-    from transformers import Lfm3Config, Lfm3ForCausalLM
+def lfm3_config():
+    from transformers import Lfm3Config
 
-    return Lfm3ForCausalLM(Lfm3Config(
-        **_COMMON, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-        head_dim=16, sliding_window=4, layer_types=["conv", "full_attention", "conv", "sliding_attention"],
-    ))
+    return Lfm3Config(**_COMMON, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=16, sliding_window=4,
+                      layer_types=["conv", "full_attention", "conv", "sliding_attention"])
+
+
+def _lfm3():
+    from transformers import Lfm3ForCausalLM
+
+    return Lfm3ForCausalLM(lfm3_config())
 
 
 def _granitemoehybrid():
@@ -360,6 +370,25 @@ def _gemma4_vl():
     return Gemma4ForConditionalGeneration(config)
 
 
+def _lfm2_vl():
+    from transformers import Lfm2VlConfig, Lfm2VlForConditionalGeneration
+
+    vision = {"model_type": "siglip2_vision_model", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+              "num_attention_heads": 2, "patch_size": 16}
+    return Lfm2VlForConditionalGeneration(Lfm2VlConfig(text_config=lfm2_config().to_dict(), vision_config=vision,
+                                                       image_token_id=VOCAB_SIZE - 1, projector_hidden_size=32))
+
+
+def _lfm3_vl():
+    from transformers import Lfm3VlConfig, Lfm3VlForConditionalGeneration
+
+    vision = {"model_type": "lfm3_vl_vision", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+              "num_attention_heads": 2, "patch_size": 16}
+    return Lfm3VlForConditionalGeneration(Lfm3VlConfig(
+        text_config=lfm3_config().to_dict(), vision_config=vision, image_token_id=VOCAB_SIZE - 1,
+        video_token_id=VOCAB_SIZE - 2, vision_start_token_id=VOCAB_SIZE - 3, vision_end_token_id=VOCAB_SIZE - 4))
+
+
 FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family("qwen3_5", "Gated DeltaNet + gated full attention", _qwen3_5),
     Family("qwen3_5_moe", "Gated DeltaNet + gated full attention, MoE MLP (shared expert)", _qwen3_5_moe, moe=True),
@@ -389,6 +418,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family("falcon_mamba", "Mamba only, RMS-normed B/C/dt (pure SSM, for comparison)", _falcon_mamba, hidden_states_offset=0),
     Family("qwen3_5:vl", "Qwen3.5 multimodal wrapper, text input", _qwen3_5_vl, multimodal=True),
     Family("qwen3_5_moe:vl", "Qwen3.5-MoE multimodal wrapper, text input", _qwen3_5_moe_vl, moe=True, multimodal=True),
+    Family("lfm2_vl:vl", "LFM2 multimodal wrapper, text input", _lfm2_vl, multimodal=True),
+    Family("lfm3_vl:vl", "LFM3 multimodal wrapper, text input", _lfm3_vl, multimodal=True),
     Family("gemma4:vl", "Gemma-4 multimodal wrapper, text input", _gemma4_vl, moe=True, multimodal=True),
 ]}
 
@@ -398,7 +429,6 @@ REFUSED: dict[str, str] = {
     "step3p7": "full and sliding attention with MoE: not a hybrid (the marker words are in its vision configuration)",
     "deepseek_v4": "compressed sparse attention, not a linear-attention or SSM hybrid; not yet given a tiny config here",
     "hrm_text": "hierarchical recurrent stacks of attention layers, not a per-layer hybrid; not yet given a tiny config here",
-    "lfm3_vl": "multimodal wrapper of lfm3 (tested as a text model); the wrapper is not yet given a tiny config here",
     "minimax_m3_vl": "multimodal MiniMax-M3; not yet given a tiny config here",
     "nemotron3_5_transcribe": "speech-to-text model, not a causal LM the shims score",
     "llava_next_video": "not a hybrid: the marker words appear in its vision configuration only",
