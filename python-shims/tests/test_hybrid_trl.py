@@ -16,6 +16,7 @@ from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
 from mechreward_client import RewardClient
+from mechreward_client.capture import _checked_models
 from mechreward_client.trl import MechReward, MechRewardGRPOTrainer
 
 from hybrid_models import build
@@ -95,6 +96,8 @@ def test_grpo_with_mech_reward(family, tmp_path, hybrid_sidecar, hybrid_pack):
     trainer.train()
 
     assert trainer.state.global_step == 2 and len(records) == 2
+    # The padding guard ran inside the real reward path (MechReward's first padded batch) and found no leak.
+    assert model in _checked_models
     worst = 0.0
     for trl_rewards, rows in records:
         numpy_ref = torch.tensor([float(tokens[prompt_len:].mean()) for prompt_len, tokens, _ in rows], dtype=torch.float64)
