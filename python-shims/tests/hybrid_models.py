@@ -429,7 +429,8 @@ REFUSED: dict[str, str] = {
     "step3p7": "full and sliding attention with MoE: not a hybrid (the marker words are in its vision configuration)",
     "deepseek_v4": "compressed sparse attention, not a linear-attention or SSM hybrid; not yet given a tiny config here",
     "hrm_text": "hierarchical recurrent stacks of attention layers, not a per-layer hybrid; not yet given a tiny config here",
-    "minimax_m3_vl": "multimodal MiniMax-M3; not yet given a tiny config here",
+    "minimax_m3_vl": "full attention with block-indexed sparse attention and MoE (every default layer is full_attention): "
+                     "not a linear-attention or SSM hybrid",
     "nemotron3_5_transcribe": "speech-to-text model, not a causal LM the shims score",
     "llava_next_video": "not a hybrid: the marker words appear in its vision configuration only",
 }
