@@ -2,7 +2,7 @@
 
 For each family's tiny random model (float32, CPU paths; the fused GPU kernels cannot run here):
 - every layer's capture equals hidden_states[L + 1] of the same padded batch (bit for bit), right- and
-  left-padded, and each row run alone (relative 1e-5 of the row's scale);
+  left-padded, and each row run alone (relative 1e-5 of the row's scale); with sdpa and with eager attention;
 - the forward stops after the captured layer (no later layer, final norm or lm_head runs);
 - layers that return tuples (Falcon-H1, Bamba) and a layer made to return (hidden, router_logits) are read right;
 - a bf16 model stays within a stated tolerance of the float32 one, and its padded rows equal its rows alone;
@@ -111,6 +111,23 @@ def test_every_layer_equals_hidden_states_and_rows_alone(name, models):
         # The layer's input, one entry earlier, is a different thing (guards against an off-by-one).
         assert not torch.allclose(captured[0], batch[len(layers) - 2 + offset][0][mask[0].bool()])
     print(f"\n{name}: {len(layers)} layers, worst |capture - row alone| / scale = {worst:.2e}")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_eager_attention_too(name, models):
+    """The same checks with eager attention (the default above is sdpa where a family has it): the last layer's
+    capture equals each row alone, right- and left-padded, and equals the sdpa model's capture."""
+    sdpa = models(name)
+    model = copy.deepcopy(sdpa)
+    model.set_attn_implementation("eager")
+    last = len(find_decoder_layers(model)) - 1
+    paddings = [pad_right(SEQUENCES, 0)] + ([] if name in LEFT_PADDING_LEAKS else [left_pad(SEQUENCES)])
+    for ids, mask in paddings:
+        eager = capture_residual(model, ids, mask, last, padding_check="off")
+        reference = capture_residual(sdpa, ids, mask, last, padding_check="off")
+        for row, seq in enumerate(SEQUENCES):
+            assert_close_to_alone(eager[row], capture_residual(model, torch.tensor([seq]), None, last)[0], f"{name} eager row {row}")
+            assert_close_to_alone(eager[row], reference[row], f"{name} eager vs sdpa row {row}")
 
 
 @pytest.mark.parametrize("name", NAMES)
