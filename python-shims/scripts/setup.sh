@@ -21,9 +21,10 @@ case "$FLAVOUR" in
     # cannot install on a CPU machine. Its agent executor needs only these (constraints.txt pins them).
     NO_DEPS=(openrlhf==0.11.2)
     MORE=(aiohttp pylatexenc)
-    # The SAE libraries whose saved folders the sidecar must read exactly (tests/test_sae_libraries.py).
+    # The SAE libraries whose saved folders the sidecar must read exactly (tests/test_sae_libraries.py);
+    # eai-sparsify (EleutherAI's SAE trainer; the PyPI "sparsify" is another project) also trains pipelines/hybrid.
     MORE+=(sae-lens eai-sparsify)
-    CHECK="import torch, trl, openrlhf.utils.agent, mechreward_client._generated.reward_pb2_grpc; import importlib.metadata as m; m.version('sae-lens'); m.version('eai-sparsify')"
+    CHECK="import torch, trl, openrlhf.utils.agent, sparsify, mechreward_client._generated.reward_pb2_grpc; import importlib.metadata as m; m.version('sae-lens')"
     ;;
   verl)
     VENV="${MECHREWARD_VERL_VENV:-$SHIMS/.venv-verl}"
