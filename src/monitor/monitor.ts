@@ -7,7 +7,8 @@
 //
 // Bounds: at most maxRuns runs are kept; past that the runs idle longest (oldest last_seen) are evicted with
 // all their rows, in the same transaction that added the new ones. Per run, rewards (per pack), history and
-// flagged rollouts are capped (REWARD_WINDOW, HISTORY_CAP, FLAGGED_CAP).
+// flagged rollouts are capped (REWARD_WINDOW, HISTORY_CAP, FLAGGED_CAP; stored rows may exceed a cap by
+// TRIM_SLACK of it between trims, reads return at most the cap).
 import type { CanaryFlag, ScoredBatch, ScoredBatchSink, SequenceScore } from '../core/scorer.js';
 import { checkRunId } from '../core/run-id.js';
 import { MechRewardError } from '../errors.js';
@@ -21,6 +22,8 @@ import { wilson } from './wilson.js';
 export const REWARD_WINDOW = 1000;
 export const HISTORY_CAP = 2000;
 export const FLAGGED_CAP = 50;
+/** Rows a table may run past its cap before it is trimmed (a fraction of the cap). */
+export const TRIM_SLACK = 0.1;
 
 export interface RunSummary {
   run_id: string;
@@ -107,6 +110,15 @@ export class RunMonitor implements ScoredBatchSink {
    * it loaded plus those it scored since.
    */
   private readonly windows = new Map<string, number[]>();
+  /**
+   * Rows written per run (history, flagged) and per run and pack (rewards) since this process last trimmed
+   * them. Trimming every write costs three DELETEs per request; trimming once TRIM_SLACK of the cap has
+   * accumulated keeps each table within cap + slack (reads return at most the cap). A run this process has
+   * not written yet is trimmed at its first write, as its rows may have been written by another replica.
+   */
+  private readonly sinceTrim = new Map<string, number>();
+  /** Runs this process knows exist; a write that creates any other run checks the --max-runs bound. */
+  private readonly known = new Set<string>();
   private readonly now: () => number;
 
   constructor(
@@ -158,26 +170,48 @@ export class RunMonitor implements ScoredBatchSink {
   private async write(items: Observation[]): Promise<void> {
     const sorted = [...items].sort((a, b) => (a.batch.runId < b.batch.runId ? -1 : a.batch.runId > b.batch.runId ? 1 : 0));
     let evicted: string[] = [];
+    const due = new Map<string, number>();
+    const bump = (key: string, rows: number, cap: number): boolean => {
+      const n = (due.get(key) ?? this.sinceTrim.get(key) ?? Number.POSITIVE_INFINITY) + rows;
+      due.set(key, n);
+      return n >= Math.ceil(cap * TRIM_SLACK);
+    };
     await this.db.transaction(async (tx) => {
       const trimRewards = new Map<string, [string, string]>();
-      const trimRuns = new Set<string>();
+      const trimHistory = new Set<string>();
+      const trimFlagged = new Set<string>();
+      const written = new Set<string>();
       for (const o of sorted) {
+        const { runId, pack, results } = o.batch;
         await this.writeOne(tx, o);
-        trimRewards.set(`${o.batch.runId}\0${o.batch.pack.name}`, [o.batch.runId, o.batch.pack.name]);
-        trimRuns.add(o.batch.runId);
+        written.add(runId);
+        if (bump(`r\0${runId}\0${pack.name}`, results.length, REWARD_WINDOW)) trimRewards.set(`${runId}\0${pack.name}`, [runId, pack.name]);
+        if (bump(`h\0${runId}`, 1, HISTORY_CAP)) trimHistory.add(runId);
+        if (bump(`f\0${runId}`, results.filter((r) => r.flags.length > 0).length, FLAGGED_CAP)) trimFlagged.add(runId);
       }
       for (const [runId, pack] of trimRewards.values()) {
         await tx.run('DELETE FROM rewards WHERE run_id = ? AND pack = ? AND id <= (SELECT id FROM rewards WHERE run_id = ? AND pack = ? ORDER BY id DESC LIMIT 1 OFFSET ?)', [runId, pack, runId, pack, REWARD_WINDOW]);
+        due.set(`r\0${runId}\0${pack}`, 0);
       }
-      for (const runId of trimRuns) {
+      for (const runId of trimHistory) {
         await tx.run('DELETE FROM history WHERE run_id = ? AND id <= (SELECT id FROM history WHERE run_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)', [runId, runId, HISTORY_CAP]);
-        await tx.run('DELETE FROM flagged WHERE run_id = ? AND id <= (SELECT id FROM flagged WHERE run_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)', [runId, runId, FLAGGED_CAP]);
+        due.set(`h\0${runId}`, 0);
       }
-      evicted = await this.evict(tx, trimRuns);
+      for (const runId of trimFlagged) {
+        await tx.run('DELETE FROM flagged WHERE run_id = ? AND id <= (SELECT id FROM flagged WHERE run_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?)', [runId, runId, FLAGGED_CAP]);
+        due.set(`f\0${runId}`, 0);
+      }
+      if ([...written].some((id) => !this.known.has(id))) evicted = await this.evict(tx, written);
     });
+    // Committed: only now does this process's bookkeeping follow the database.
+    for (const [key, n] of due) this.sinceTrim.set(key, n);
+    if (this.known.size > 2 * this.options.maxRuns) this.known.clear(); // forgetting costs one COUNT later
+    for (const o of sorted) this.known.add(o.batch.runId);
     if (evicted.length > 0) {
       const gone = new Set(evicted);
       for (const key of [...this.windows.keys()]) if (gone.has(key.slice(0, key.indexOf('\0')))) this.windows.delete(key);
+      for (const key of [...this.sinceTrim.keys()]) if (gone.has(key.split('\0')[1]!)) this.sinceTrim.delete(key);
+      for (const id of gone) this.known.delete(id);
       this.options.onEvicted?.(evicted.length);
     }
   }
@@ -275,10 +309,10 @@ export class RunMonitor implements ScoredBatchSink {
     const [flags, verifier, historyRows, flaggedRows] = await Promise.all([
       this.db.all('SELECT run_id, name, count FROM run_flags WHERE run_id = ? ORDER BY name', [runId]),
       this.db.all('SELECT * FROM run_verifier WHERE run_id = ?', [runId]),
-      this.db.all('SELECT t_ms, sequences, flagged, reward_mean, reward_p10, reward_p50, reward_p90 FROM history WHERE run_id = ? ORDER BY id', [runId]),
-      this.db.all('SELECT * FROM flagged WHERE run_id = ? ORDER BY id DESC', [runId]),
+      this.db.all('SELECT t_ms, sequences, flagged, reward_mean, reward_p10, reward_p50, reward_p90 FROM history WHERE run_id = ? ORDER BY id DESC LIMIT ?', [runId, HISTORY_CAP]),
+      this.db.all('SELECT * FROM flagged WHERE run_id = ? ORDER BY id DESC LIMIT ?', [runId, FLAGGED_CAP]),
     ]);
-    const history = historyRows.map((h) => ({ t_ms: Number(h.t_ms), sequences: Number(h.sequences), flagged: Number(h.flagged), reward_mean: Number(h.reward_mean), reward_p10: Number(h.reward_p10), reward_p50: Number(h.reward_p50), reward_p90: Number(h.reward_p90) }));
+    const history = historyRows.reverse().map((h) => ({ t_ms: Number(h.t_ms), sequences: Number(h.sequences), flagged: Number(h.flagged), reward_mean: Number(h.reward_mean), reward_p10: Number(h.reward_p10), reward_p50: Number(h.reward_p50), reward_p90: Number(h.reward_p90) }));
     const recent = flaggedRows.map((f) => ({ t_ms: Number(f.t_ms), reward: Number(f.reward), flags: JSON.parse(String(f.flags)) as CanaryFlag[], tokens: JSON.parse(String(f.tokens)) as string[], token_rewards: JSON.parse(String(f.token_rewards)) as number[], text: String(f.text) }));
     return { ...this.summary(row, flags, verifier[0]), history, recent_flagged: recent };
   }

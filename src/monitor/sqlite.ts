@@ -9,6 +9,7 @@
 // killed mid-write are removed.
 import { closeSync, existsSync, openSync, readdirSync, readSync, renameSync, statSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
+import { Worker } from 'node:worker_threads';
 
 import Database from 'better-sqlite3';
 
@@ -87,22 +88,32 @@ export function openSqliteRuns(file: string | undefined, options: SqliteOpenOpti
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = NORMAL');
     db.exec(SQLITE_SCHEMA);
+    // Checkpoints (and their fsync) happen on a worker thread, not inside a commit (sqlite-checkpointer.ts).
+    if (file) db.pragma('wal_autocheckpoint = 0');
   } catch (err) {
     throw new MechRewardError('MR_ERR_CONFIG_INVALID', `runs database ${file ?? ':memory:'} cannot be opened: ${err instanceof Error ? err.message : String(err)}`, err);
   }
   return new SqliteRuns(db, file);
 }
 
+const CHECKPOINTER_URL = new URL('./sqlite-checkpointer.js', import.meta.url);
+
 class SqliteRuns implements RunsDatabase, SqlTx {
   readonly kind = 'sqlite';
   readonly location: string;
   private readonly statements = new Map<string, Database.Statement>();
+  private readonly checkpointer: Worker | undefined;
 
   constructor(
     private readonly db: Database.Database,
     private readonly file: string | undefined,
   ) {
     this.location = file ?? ':memory:';
+    if (file) {
+      this.checkpointer = new Worker(CHECKPOINTER_URL, { workerData: { file, everyMs: 500 } });
+      this.checkpointer.unref();
+      this.checkpointer.on('error', () => undefined); // a failed checkpoint leaves a longer WAL, never lost data
+    }
   }
 
   private prepare(sql: string): Database.Statement {
@@ -151,7 +162,14 @@ class SqliteRuns implements RunsDatabase, SqlTx {
   }
 
   async close(): Promise<void> {
+    if (this.checkpointer) {
+      const stopped = new Promise((resolve) => this.checkpointer!.once('message', resolve).once('exit', resolve));
+      this.checkpointer.postMessage('stop');
+      await stopped;
+      await this.checkpointer.terminate();
+    }
     this.statements.clear();
+    // The last connection to close checkpoints the WAL into the file and removes it.
     this.db.close();
   }
 }
