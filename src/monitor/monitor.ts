@@ -86,6 +86,11 @@ function quantile(sorted: readonly number[], q: number): number {
   return sorted[lo]! + (sorted[hi]! - sorted[lo]!) * (pos - lo);
 }
 
+/** PostgreSQL's TEXT cannot hold NUL; one client's odd text must not fail the group it is written with. */
+function storableText(text: string): string {
+  return text.includes('\0') ? text.replace(/\0/g, '\uFFFD') : text;
+}
+
 export interface RunMonitorOptions {
   /** Runs kept; past it the runs idle longest are evicted. */
   readonly maxRuns: number;
@@ -249,7 +254,7 @@ export class RunMonitor implements ScoredBatchSink {
     const flagged = results.flatMap((r, i) => {
       if (r.flags.length === 0) return [];
       const seq = sequences[i]!;
-      return [[runId, t, r.reward, JSON.stringify(r.flags), JSON.stringify(seq.tokens ?? []), JSON.stringify(Array.from(r.tokenRewards)), seq.text ?? '']];
+      return [[runId, t, r.reward, JSON.stringify(r.flags), JSON.stringify(seq.tokens ?? []), JSON.stringify(Array.from(r.tokenRewards)), storableText(seq.text ?? '')]];
     });
     // Only the newest FLAGGED_CAP are kept.
     await tx.insertMany('flagged', ['run_id', 't_ms', 'reward', 'flags', 'tokens', 'token_rewards', 'text'], flagged.slice(-FLAGGED_CAP));

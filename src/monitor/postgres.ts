@@ -10,7 +10,7 @@ import { POSTGRES_SCHEMA, TABLES } from './schema.js';
 
 /** Any fixed key: replicas starting together create the tables one at a time. */
 const SCHEMA_LOCK = 0x6d726577;
-/** Rows per multi-row INSERT (PostgreSQL allows 65535 parameters per statement). */
+/** Rows per multi-row INSERT statement. */
 const ROWS_PER_INSERT = 1000;
 
 /** `?` placeholders → `$1, $2, …` (the monitor's SQL has no `?` inside literals). */
@@ -25,24 +25,63 @@ function toPg(sql: string): string {
   return out;
 }
 
+/** A value as an SQL literal (strings through the driver's escapeLiteral). */
+function literal(client: pg.PoolClient, v: SqlValue): string {
+  if (v === null) return 'NULL';
+  if (typeof v === 'number') return Number.isFinite(v) ? String(v) : `'${Number.isNaN(v) ? 'NaN' : v > 0 ? 'Infinity' : '-Infinity'}'::float8`;
+  return client.escapeLiteral(v);
+}
+
+/** Reads outside a transaction: one parameterised query each. */
+class PgReads {
+  constructor(private readonly pool: pg.Pool) {}
+
+  async all(sql: string, params: readonly SqlValue[] = []): Promise<Row[]> {
+    return (await this.pool.query(toPg(sql), params as SqlValue[])).rows as Row[];
+  }
+}
+
+/**
+ * A transaction's writes are buffered and sent together, as one multi-statement query with escaped literals,
+ * at the next read or at COMMIT: a flush costs one round trip to the server, not one per statement.
+ */
 class PgTx implements SqlTx {
-  constructor(private readonly client: pg.PoolClient | pg.Pool) {}
+  private buffered: string[] = ['BEGIN'];
+
+  constructor(private readonly client: pg.PoolClient) {}
+
+  private inline(sql: string, params: readonly SqlValue[]): string {
+    let i = 0;
+    return sql.replace(/\?/g, () => literal(this.client, params[i++]!));
+  }
 
   async run(sql: string, params: readonly SqlValue[] = []): Promise<void> {
-    await this.client.query(toPg(sql), params as SqlValue[]);
+    this.buffered.push(this.inline(sql, params));
   }
 
   async all(sql: string, params: readonly SqlValue[] = []): Promise<Row[]> {
+    await this.send();
     return (await this.client.query(toPg(sql), params as SqlValue[])).rows as Row[];
   }
 
   async insertMany(table: string, columns: readonly string[], rows: readonly (readonly SqlValue[])[]): Promise<void> {
     for (let start = 0; start < rows.length; start += ROWS_PER_INSERT) {
-      const part = rows.slice(start, start + ROWS_PER_INSERT);
-      let n = 0;
-      const values = part.map(() => `(${columns.map(() => `$${++n}`).join(', ')})`).join(', ');
-      await this.client.query(`INSERT INTO ${table} (${columns.join(', ')}) VALUES ${values}`, part.flat() as SqlValue[]);
+      const values = rows.slice(start, start + ROWS_PER_INSERT).map((row) => `(${row.map((v) => literal(this.client, v)).join(', ')})`);
+      this.buffered.push(`INSERT INTO ${table} (${columns.join(', ')}) VALUES ${values.join(', ')}`);
     }
+  }
+
+  /** Sends what is buffered (the simple query protocol runs several statements in one message). */
+  async send(): Promise<void> {
+    if (this.buffered.length === 0) return;
+    const text = this.buffered.join(';\n');
+    this.buffered = [];
+    await this.client.query(text);
+  }
+
+  async commit(): Promise<void> {
+    this.buffered.push('COMMIT');
+    await this.send();
   }
 }
 
@@ -70,13 +109,13 @@ export async function openPostgresRuns(url: string): Promise<RunsDatabase> {
 
 class PostgresRuns implements RunsDatabase {
   readonly kind = 'postgres';
-  private readonly reads: PgTx;
+  private readonly reads: PgReads;
 
   constructor(
     private readonly pool: pg.Pool,
     readonly location: string,
   ) {
-    this.reads = new PgTx(pool);
+    this.reads = new PgReads(pool);
   }
 
   all(sql: string, params: readonly SqlValue[] = []): Promise<Row[]> {
@@ -98,9 +137,9 @@ class PostgresRuns implements RunsDatabase {
   private async once(work: (tx: SqlTx) => Promise<void>): Promise<void> {
     const client = await this.pool.connect();
     try {
-      await client.query('BEGIN');
-      await work(new PgTx(client));
-      await client.query('COMMIT');
+      const tx = new PgTx(client);
+      await work(tx);
+      await tx.commit();
     } catch (err) {
       await client.query('ROLLBACK').catch(() => undefined);
       throw err;

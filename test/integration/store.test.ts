@@ -98,7 +98,9 @@ for (const backend of BACKENDS) {
       let client = grpcClient(server.grpcPort);
       try {
         assert.ok((await score(client, { pack: 'p', run_id: 'run-a', sequences: sequences(5) })).ok);
-        assert.ok((await score(client, { pack: 'p', run_id: 'run-a', sequences: sequences(3, 2, FLAGGED_TEXT) })).ok);
+        // A NUL in the text (PostgreSQL TEXT cannot hold one) is stored, not a failed write.
+        const nul = await score(client, { pack: 'p', run_id: 'run-a', sequences: sequences(3, 2, `${FLAGGED_TEXT}\0end`) });
+        assert.ok(nul.ok, nul.details);
         const body = { pack: 'p', run_id: 'run-b', sequences: sequences(2).map((s) => ({ ...s, activations: s.activations.toString('base64') })) };
         const res = await fetch(httpUrl(server, '/v1/score'), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
         assert.equal(res.status, 200, await res.clone().text());
