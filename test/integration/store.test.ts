@@ -244,6 +244,14 @@ test('two servers on one PostgreSQL: the stored counts are the sum of what each 
   assert.deepEqual(Object.fromEntries(rows.map((r) => [String(r.run_id), Number(r.sequences)])), Object.fromEntries([...acked].sort()));
 });
 
+test('an unreachable PostgreSQL stops start-up naming the URL without its password', async () => {
+  await assert.rejects(startTestServer(path.join(root, 'packs'), { runsDb: 'postgres://mr:hunter2@127.0.0.1:1/runs' }), (err: Error) => {
+    assert.match(err.message, /^runs database postgres:\/\/mr:\*\*\*@127\.0\.0\.1:1\/runs cannot be opened: /);
+    assert.ok(!err.message.includes('hunter2'));
+    return true;
+  });
+});
+
 describe('SQLite runs file: damage, stale temp files, files of earlier versions', () => {
   const packs = () => path.join(root, 'packs');
 

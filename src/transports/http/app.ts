@@ -95,7 +95,7 @@ export function buildHttpApp(service: Service, tls?: TlsMaterial): FastifyInstan
     keepAliveTimeout: c.httpKeepAliveTimeoutMs,
     http: timeouts,
     // Every accepted run_id (128) and pack name (128) fits a path parameter (fastify's default is 100).
-    maxParamLength: 512,
+    routerOptions: { maxParamLength: 512 },
     // Errors fastify raises before routing (a path with bad %-encoding) answer in the catalogue's shape too.
     frameworkErrors: (err: Error & { code?: string }, _req: FastifyRequest, reply: FastifyReply) => {
       const e = err.code === 'FST_ERR_BAD_URL' ? new MechRewardError('MR_ERR_INVALID_ARGUMENT', 'path: not a valid URL (bad %-encoding)') : new MechRewardError('MR_ERR_MALFORMED_BODY', 'request: could not be parsed');
