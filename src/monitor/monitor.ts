@@ -143,7 +143,12 @@ export class RunMonitor implements ScoredBatchSink {
   /** The scorer's hand-off: flags outliers, then resolves once the batch's counts are committed. */
   async accept(batch: ScoredBatch): Promise<void> {
     const key = `${batch.runId}\0${batch.pack.name}`;
-    const window = await this.window(key, batch.runId, batch.pack.name);
+    let window: number[];
+    try {
+      window = await this.window(key, batch.runId, batch.pack.name);
+    } catch (err) {
+      throw new MechRewardError('MR_ERR_STORE_UNAVAILABLE', `runs database ${this.db.location}: cannot read the run's recent rewards; nothing of this request was counted, retrying is safe`, err);
+    }
     this.addOutlierFlags(batch.pack, window, batch.results);
     try {
       await this.writes.submit({ batch, t: this.now() });
