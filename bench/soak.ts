@@ -5,7 +5,10 @@
 // status, latency percentiles, and the machine's load average (other processes share it).
 //   npm run bench:soak                      # ~10 minutes
 //   SOAK_SECONDS=60 npm run bench:soak      # a quick check
+// Every request carries a run_id (SOAK_RUNS runs, round robin) into an SQLite runs file, as training runs do.
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 
 import * as grpc from '@grpc/grpc-js';
 
@@ -19,6 +22,7 @@ const MEASURE_SECONDS = Number(process.env.SOAK_MEASURE_SECONDS ?? 30);
 const LOAD_FRACTION = Number(process.env.SOAK_LOAD_FRACTION ?? 0.7);
 const CONCURRENCY = Number(process.env.SOAK_CONCURRENCY ?? 8);
 const SAMPLE_EVERY_S = 10;
+const RUNS = Number(process.env.SOAK_RUNS ?? 16);
 const PACK = 'smollm2-arith';
 const D_MODEL = 576;
 /** A GRPO-like request: 4 sequences of 160 tokens (32 prompt + 128 response), bf16. */
@@ -42,7 +46,8 @@ function percentile(sorted: number[], p: number): number {
 }
 
 async function main(): Promise<void> {
-  const server = await spawnServe(['--grpc-port', '0', '--http-port', '0']);
+  const dbDir = mkdtempSync(path.join(os.tmpdir(), 'mechreward-soak-'));
+  const server = await spawnServe(['--grpc-port', '0', '--http-port', '0', '--runs-db', path.join(dbDir, 'runs.sqlite')]);
   const client = grpcClient(server.grpcPort);
   const metricsUrl = `http://127.0.0.1:${server.httpPort}/metrics`;
   const rss = async (): Promise<number> => Number(/^process_resident_memory_bytes (\S+)/m.exec(await (await fetch(metricsUrl)).text())?.[1]);
@@ -54,7 +59,7 @@ async function main(): Promise<void> {
     new Promise((resolve) => {
       sent++;
       const t0 = performance.now();
-      client.Score(requests[i % requests.length]!, { deadline: Date.now() + 30_000 }, (err) => {
+      client.Score({ ...requests[i % requests.length]!, run_id: `soak-${i % RUNS}` }, { deadline: Date.now() + 30_000 }, (err) => {
         const code = err ? grpc.status[err.code]! : 'OK';
         codes[code] = (codes[code] ?? 0) + 1;
         if (!err) latencies.push(performance.now() - t0);
@@ -109,7 +114,7 @@ async function main(): Promise<void> {
   const first = samples.filter((s) => s.t_s <= 60).map((s) => s.rss_mb);
   const last = samples.filter((s) => s.t_s >= elapsed - 60).map((s) => s.rss_mb);
   const report = {
-    conditions: { cpus: os.availableParallelism(), loadavg_start: loadStart, loadavg_end: os.loadavg(), pack: PACK, request: `${SEQS} x ${TOKENS} tokens bf16 (score_from ${PROMPT})` },
+    conditions: { runs: RUNS, runs_db: 'sqlite', runs_store_bytes: Number(/^mechreward_runs_store_bytes (\S+)/m.exec(await (await fetch(metricsUrl)).text())?.[1]), cpus: os.availableParallelism(), loadavg_start: loadStart, loadavg_end: os.loadavg(), pack: PACK, request: `${SEQS} x ${TOKENS} tokens bf16 (score_from ${PROMPT})` },
     sustainable: measured,
     soak: {
       target_rate: rate,
@@ -132,6 +137,7 @@ async function main(): Promise<void> {
   console.log(JSON.stringify(report, null, 2));
   client.close();
   await server.stop();
+  rmSync(dbDir, { recursive: true, force: true });
 }
 
 main().catch((err: unknown) => {
