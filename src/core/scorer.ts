@@ -15,6 +15,8 @@ export interface ScoreInput {
   readonly pack: string;
   readonly sequences: readonly SequenceInput[];
   readonly runId: string;
+  /** The trainer's global step, when the client sent one (kept with the run's history point). */
+  readonly step?: number;
 }
 
 export interface CanaryFlag {
@@ -39,7 +41,7 @@ export interface SequenceScore {
 
 /** Sees every scored request that names a run (the per-run canary monitor); may add flags. */
 export interface RunObserver {
-  observe(runId: string, pack: Pack, sequences: readonly SequenceInput[], results: SequenceScore[]): void;
+  observe(runId: string, pack: Pack, sequences: readonly SequenceInput[], results: SequenceScore[], step?: number): void;
 }
 
 export interface ScoreOutput {
@@ -209,7 +211,7 @@ export class Scorer {
       const verifierDisagreement = disagreements ? disagreementRate(disagreements[i]!) : undefined;
       return { tokenRewards: values, reward: pool(values, s.score_from, s.num_tokens, pack.spec.pooling), flags, fvu, verifierDisagreement, verifierFactor: factor, verifierTokens: disagreements?.[i] };
     });
-    if (input.runId && this.observer) this.observer.observe(input.runId, pack, input.sequences, results);
+    if (input.runId && this.observer) this.observer.observe(input.runId, pack, input.sequences, results, input.step);
     return { pack: pack.name, results, tokens: batch.totalRows, queueMs, inferenceMs };
   }
 }

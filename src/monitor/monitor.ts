@@ -52,6 +52,8 @@ export interface RunPoint {
   reward_p10: number;
   reward_p50: number;
   reward_p90: number;
+  /** The trainer's global step the call carried (ScoreRequest.step); absent when it sent none. */
+  step?: number;
 }
 
 export interface FlaggedRollout {
@@ -88,7 +90,7 @@ export class RunMonitor implements RunObserver {
     this.packs = packs;
   }
 
-  observe(runId: string, pack: Pack, sequences: readonly SequenceInput[], results: SequenceScore[]): void {
+  observe(runId: string, pack: Pack, sequences: readonly SequenceInput[], results: SequenceScore[], step?: number): void {
     this.addOutlierFlags(runId, pack, results);
     const t = this.now();
     const flaggedCount = results.filter((r) => r.flags.length > 0).length;
@@ -106,8 +108,8 @@ export class RunMonitor implements RunObserver {
         s.run('INSERT INTO run_flags (run_id, name, count) VALUES (?, ?, ?) ON CONFLICT(run_id, name) DO UPDATE SET count = count + excluded.count', [runId, name, count]);
       }
       const mean = rewards.reduce((a, b) => a + b, 0) / rewards.length;
-      s.run('INSERT INTO history (run_id, t_ms, sequences, flagged, reward_mean, reward_p10, reward_p50, reward_p90) VALUES (?, ?, ?, ?, ?, ?, ?, ?)', [
-        runId, t, results.length, flaggedCount, mean, quantile(rewards, 0.1), quantile(rewards, 0.5), quantile(rewards, 0.9),
+      s.run('INSERT INTO history (run_id, t_ms, sequences, flagged, reward_mean, reward_p10, reward_p50, reward_p90, step) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)', [
+        runId, t, results.length, flaggedCount, mean, quantile(rewards, 0.1), quantile(rewards, 0.5), quantile(rewards, 0.9), step ?? null,
       ]);
       for (const r of results) s.run('INSERT INTO rewards (run_id, pack, reward) VALUES (?, ?, ?)', [runId, pack.name, r.reward]);
       const checked = results.filter((r) => r.verifierTokens !== undefined);
@@ -162,8 +164,11 @@ export class RunMonitor implements RunObserver {
     const row = this.store.rows('SELECT * FROM runs WHERE run_id = ?', [runId])[0];
     if (!row) throw new MechRewardError('MR_ERR_RUN_NOT_FOUND', `run_id: ${JSON.stringify(runId)} has not been seen (runs are created by Score requests that carry a run_id)`);
     const history = this.store
-      .rows('SELECT t_ms, sequences, flagged, reward_mean, reward_p10, reward_p50, reward_p90 FROM history WHERE run_id = ? ORDER BY id', [runId])
-      .map((h) => ({ t_ms: Number(h.t_ms), sequences: Number(h.sequences), flagged: Number(h.flagged), reward_mean: Number(h.reward_mean), reward_p10: Number(h.reward_p10), reward_p50: Number(h.reward_p50), reward_p90: Number(h.reward_p90) }));
+      .rows('SELECT t_ms, sequences, flagged, reward_mean, reward_p10, reward_p50, reward_p90, step FROM history WHERE run_id = ? ORDER BY id', [runId])
+      .map((h) => ({
+        t_ms: Number(h.t_ms), sequences: Number(h.sequences), flagged: Number(h.flagged), reward_mean: Number(h.reward_mean), reward_p10: Number(h.reward_p10), reward_p50: Number(h.reward_p50), reward_p90: Number(h.reward_p90),
+        ...(h.step === null ? {} : { step: Number(h.step) }),
+      }));
     const recent = this.store
       .rows('SELECT * FROM flagged WHERE run_id = ? ORDER BY id DESC', [runId])
       .map((f) => ({ t_ms: Number(f.t_ms), reward: Number(f.reward), flags: JSON.parse(String(f.flags)) as CanaryFlag[], tokens: JSON.parse(String(f.tokens)) as string[], token_rewards: JSON.parse(String(f.token_rewards)) as number[], text: String(f.text) }));

@@ -15,7 +15,7 @@ CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, pack TEXT NOT NULL, se
 CREATE TABLE IF NOT EXISTS run_flags (run_id TEXT NOT NULL, name TEXT NOT NULL, count INTEGER NOT NULL,
   PRIMARY KEY (run_id, name));
 CREATE TABLE IF NOT EXISTS history (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, t_ms INTEGER NOT NULL,
-  sequences INTEGER NOT NULL, flagged INTEGER NOT NULL, reward_mean REAL, reward_p10 REAL, reward_p50 REAL, reward_p90 REAL);
+  sequences INTEGER NOT NULL, flagged INTEGER NOT NULL, reward_mean REAL, reward_p10 REAL, reward_p50 REAL, reward_p90 REAL, step INTEGER);
 CREATE INDEX IF NOT EXISTS history_run ON history (run_id, id);
 CREATE TABLE IF NOT EXISTS flagged (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, t_ms INTEGER NOT NULL,
   reward REAL NOT NULL, flags TEXT NOT NULL, tokens TEXT NOT NULL, token_rewards TEXT NOT NULL, text TEXT NOT NULL);
@@ -38,6 +38,9 @@ export class RunStore {
     const SQL = await initSqlJs({ locateFile: (name: string) => path.join(wasmDir, name) });
     const db = file && existsSync(file) ? new SQL.Database(readFileSync(file)) : new SQL.Database();
     db.exec(SCHEMA);
+    // Databases written before history had a step column (ScoreRequest.step): add it, NULL for old points.
+    const historyColumns = db.exec('PRAGMA table_info(history)')[0]?.values.map((row) => row[1]) ?? [];
+    if (!historyColumns.includes('step')) db.exec('ALTER TABLE history ADD COLUMN step INTEGER');
     return new RunStore(db, file);
   }
 
