@@ -185,6 +185,10 @@ test('the monitor page renders the run: summary, both charts, flagged rollouts w
   assert.ok(await page.isVisible('#alarm'), 'ALARM badge shown');
   assert.match((await page.textContent('#baseline'))!, /^0\.5 % \(/);
   assert.match((await page.textContent('#flags-by-name'))!, /text_repetition: 2/);
+  // Each flag the run has gets a line saying what it means (and only those flags).
+  const notes = await page.$$eval('#flag-notes li', (items) => items.map((i) => i.textContent ?? ''));
+  assert.equal(notes.length, 1);
+  assert.match(notes[0]!, /^text_repetition: a reasoning word repeated more than 15 times/);
   const options = await page.$$eval('#run-select option', (os) => os.map((o) => (o as HTMLOptionElement).value));
   assert.deepEqual(options, [ONE_CALL_RUN, RUN, VERIFIED_RUN, STEP_RUN, OLDER_RUN], 'run selector: most recently active first');
 
