@@ -70,7 +70,7 @@
 
   /**
    * The x of each history point: the trainer's step when every point carries one (ScoreRequest.step, which
-   * the TRL and verl shims fill), else the Score call's number in the run (1, 2, ...). A trainer thinks in
+   * the TRL shim's MechReward fills), else the Score call's number in the run (1, 2, ...). A trainer thinks in
    * steps; a client that sends none still gets an evenly spaced axis, not clock time.
    */
   function xOf(history) {
