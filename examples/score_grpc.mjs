@@ -65,5 +65,5 @@ console.log(`mean reward: right answers ${mean(right).toFixed(4)}, wrong answers
 const noise = new Float32Array(16 * info.d_model).map(() => (Math.random() - 0.5) * 4);
 const [random] = (await call('Score', { pack, sequences: [{ activations: Buffer.from(noise.buffer), dtype: 'DTYPE_F32', num_tokens: 16, score_from: 4 }] })).results;
 console.log(`random activations instead: reward ${random.reward}, flags: ${random.flags.map((f) => `${f.name} (${f.reason})`).join('; ') || 'none'}`);
-console.log(`the run on the monitor page: http://127.0.0.1:8080/monitor?run=${RUN_ID}`);
+console.log(`the run on the monitor page: http://127.0.0.1:8080/monitor?run=${RUN_ID} (8080: the default --http-port)`);
 client.close();

@@ -29,7 +29,6 @@
     charts: null,
     compareChart: null,
     timer: null,
-    xAxis: { byStep: false },
   };
   const $ = (id) => document.getElementById(id);
 
@@ -184,7 +183,8 @@
         tooltip: {
           filter: (item) => !item.dataset.label.startsWith('_'),
           callbacks: {
-            title: (items) => (items.length ? `${state.xAxis.byStep ? 'step' : 'call'} ${items[0].raw.x} · ${new Date(items[0].raw.t).toLocaleTimeString()}` : ''),
+            // Each chart's own axis (the comparison may fall back to calls while the run's charts use steps).
+            title: (items) => (items.length ? `${items[0].chart.options.scales.x.title.text === xTitle(true) ? 'step' : 'call'} ${items[0].raw.x} · ${new Date(items[0].raw.t).toLocaleTimeString()}` : ''),
           },
         },
       },
@@ -238,7 +238,6 @@
     if (!state.charts) state.charts = makeCharts();
     const history = run.history || [];
     const { byStep, xs } = xOf(history);
-    state.xAxis.byStep = byStep;
     // `t` kept for the tooltip's clock time.
     const pt = (i, y) => ({ x: xs[i], y, t: history[i].t_ms });
 
