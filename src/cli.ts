@@ -9,6 +9,7 @@ import path from 'node:path';
 import { Command, Option } from 'commander';
 
 import { BUNDLED_PACKS_DIR, redactedConfig, resolveServeConfig, SERVE_OPTIONS, type ServeConfig } from './config.js';
+import type { RunningServer } from './server.js';
 import { MechRewardError } from './errors.js';
 import { createLogger } from './log.js';
 import { formatInspection, inspectSae, type SaeInspection } from './packs/inspect.js';
@@ -20,19 +21,60 @@ import { PASS_THRESHOLD, validationProblem } from './packs/validation.js';
 import { startServer } from './server.js';
 import { VERSION } from './version.js';
 
+/** `serve --help` in sections; an option missing here is listed under "Other options". */
+export const SERVE_HELP_GROUPS: ReadonlyArray<readonly [string, ReadonlyArray<keyof ServeConfig>]> = [
+  ['Network', ['host', 'grpcPort', 'httpPort']],
+  ['Packs', ['packs', 'allowUnvalidated', 'maxPacks']],
+  ['Engine', ['workers', 'intraOpThreads', 'executionProvider', 'allowSpinning', 'cpuMemArena', 'maxBatchTokens', 'maxQueueDelayMs']],
+  ['Limits', ['maxInflight', 'maxTokensPerRequest', 'maxSequencesPerRequest', 'maxQueueTokens', 'maxMessageBytes', 'shutdownGraceMs']],
+  ['Security', ['authToken', 'tlsCert', 'tlsKey', 'tlsClientCa']],
+  ['Monitor', ['runsDb']],
+  ['OpenRLHF reader', ['readerUrl', 'readerTimeoutMs']],
+  ['Logging and testing', ['logLevel', 'faultInjection']],
+];
+
+function helpGroupIndex(key: keyof ServeConfig): number {
+  const i = SERVE_HELP_GROUPS.findIndex(([, keys]) => keys.includes(key));
+  return i < 0 ? SERVE_HELP_GROUPS.length : i;
+}
+
+/** The plain lines `serve` prints on stdout once ready (the JSON logs go to stderr): where, and what next. */
+export function readyBanner(config: ServeConfig, server: Pick<RunningServer, 'grpcPort' | 'httpPort' | 'service'>): string {
+  const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+  const http = `${config.tlsCert ? 'https' : 'http'}://${host}:${server.httpPort}`;
+  const grpc = `${host}:${server.grpcPort}`;
+  const packs = [...server.service.packs.keys()];
+  const pack = packs.includes('smollm2-arith') ? 'smollm2-arith' : (packs[0] ?? 'PACK');
+  const token = config.authToken ? '#token=<your --auth-token>' : '';
+  return [
+    `mechreward ${VERSION} ready, serving ${packs.length} pack(s): ${packs.join(', ') || '(none)'}`,
+    `  gRPC     ${grpc}   (mechreward.v1.RewardService)`,
+    `  HTTP     ${http}   (POST /v1/score, /readyz, /metrics)`,
+    `  monitor  ${http}/monitor${token}`,
+    'Next:',
+    `  node examples/score_grpc.mjs ${grpc} ${pack}            # score held-out activations, see the run on the monitor`,
+    `  python-shims/.venv/bin/python examples/trl_grpo.py --target ${grpc}   # a 2-step GRPO run (README: "From a TRL trainer")`,
+    'Stop with Ctrl-C (in-flight requests finish first).',
+  ].join('\n');
+}
+
 function buildProgram(): Command {
   const program = new Command('mechreward').version(VERSION).description('SAE-feature reward sidecar for RL training loops');
 
   const serve = program.command('serve').description('serve rewards over gRPC and HTTP (no flags: the bundled packs on 127.0.0.1:50051 / :8080)');
-  for (const spec of SERVE_OPTIONS) {
+  // Commander lists the sections in the order their first option was added: add them section by section.
+  const byGroup = [...SERVE_OPTIONS].sort((a, b) => helpGroupIndex(a.key) - helpGroupIndex(b.key));
+  for (const spec of byGroup) {
+    const group = SERVE_HELP_GROUPS[helpGroupIndex(spec.key)]?.[0] ?? 'Other options';
     const defaultText = spec.key === 'packs' ? 'bundled packs/' : JSON.stringify(spec.defaultValue());
-    serve.addOption(new Option(spec.flag, `${spec.help} [env ${spec.env}; default ${defaultText}]`));
+    serve.addOption(new Option(spec.flag, `${spec.help} [env ${spec.env}; default ${defaultText}]`).helpGroup(`${group}:`));
   }
   serve.action(async (opts: Partial<Record<keyof ServeConfig, unknown>>) => {
     const config = resolveServeConfig(opts);
     const log = createLogger(config.logLevel);
     log.info({ config: redactedConfig(config) }, 'starting');
     const server = await startServer(config, log);
+    console.log(readyBanner(config, server));
     let stopping = false;
     const stop = (signal: string): void => {
       if (stopping) return;

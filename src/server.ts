@@ -21,6 +21,7 @@ import { Service } from './service.js';
 import { grpcCredentials, loadTls } from './tls.js';
 import { buildGrpcServer } from './transports/grpc/server.js';
 import { buildHttpApp } from './transports/http/app.js';
+import { checkPortsFree } from './ports.js';
 import { VERSION } from './version.js';
 
 /** The engine as the scorer sees it, before and after the worker pool exists. */
@@ -112,6 +113,10 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
   let grpcPort: number;
   let httpPort: number;
   try {
+    await checkPortsFree(config.host, [
+      { port: config.grpcPort, flag: '--grpc-port', env: 'MECHREWARD_GRPC_PORT' },
+      { port: config.httpPort, flag: '--http-port', env: 'MECHREWARD_HTTP_PORT' },
+    ]);
     grpcPort = await new Promise<number>((resolve, reject) =>
       grpcServer.server.bindAsync(`${config.host}:${config.grpcPort}`, grpcCredentials(tls), (err, port) => (err ? reject(err) : resolve(port))),
     );
@@ -121,6 +126,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
   } catch (err) {
     await stopTransports();
     await monitor.close();
+    if (err instanceof MechRewardError) throw err;
     throw new MechRewardError('MR_ERR_CONFIG_INVALID', `cannot bind ${config.host}: ${err instanceof Error ? err.message : String(err)}`, err);
   }
   grpcServer.setServing(false);

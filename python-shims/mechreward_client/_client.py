@@ -132,6 +132,7 @@ class RewardClient(_ClientBase):
         texts: Sequence[str | None] | None = None,
         expected_answers: Sequence[str | None] | None = None,
         tokens: Sequence[Sequence[str] | None] | None = None,
+        step: int | None = None,
         timeout: float | None = None,
     ) -> list[ScoredSequence]:
         """Score [num_tokens, d_model] activations (numpy or torch; float32, float16 or bfloat16) with a pack.
@@ -139,8 +140,9 @@ class RewardClient(_ClientBase):
         ``score_from`` is the first response token: one int for all sequences, one per sequence, or None (0).
         ``texts`` (the response text), ``expected_answers`` and ``tokens`` (one decoded string per token) are
         optional, one entry (or None) per sequence: the server's canary text rule and its monitor page use them.
+        ``step`` is the trainer's global step (optional): the monitor page plots a run by step when it is sent.
         """
-        request = build_score_request(pack, sequences, score_from, run_id, texts, expected_answers, tokens)
+        request = build_score_request(pack, sequences, score_from, run_id, texts, expected_answers, tokens, step)
         response = self._call("Score", request, timeout)
         return decode_score_response(response, len(request.sequences))
 
@@ -249,9 +251,10 @@ class AsyncRewardClient(_ClientBase):
         texts: Sequence[str | None] | None = None,
         expected_answers: Sequence[str | None] | None = None,
         tokens: Sequence[Sequence[str] | None] | None = None,
+        step: int | None = None,
         timeout: float | None = None,
     ) -> list[ScoredSequence]:
-        request = build_score_request(pack, sequences, score_from, run_id, texts, expected_answers, tokens)
+        request = build_score_request(pack, sequences, score_from, run_id, texts, expected_answers, tokens, step)
         response = await self._call("Score", request, timeout)
         return decode_score_response(response, len(request.sequences))
 

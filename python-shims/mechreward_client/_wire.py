@@ -139,6 +139,7 @@ def build_score_request(
     texts: SequenceABC[str | None] | None = None,
     expected_answers: SequenceABC[str | None] | None = None,
     tokens: SequenceABC[SequenceABC[str] | None] | None = None,
+    step: int | None = None,
 ) -> reward_pb2.ScoreRequest:
     if not isinstance(pack, str) or not pack:
         raise ValueError(f"pack: expected a pack name, got {pack!r}")
@@ -156,7 +157,13 @@ def build_score_request(
         seq = encode_sequence(a, s, i)
         add_text_fields(seq, text_list[i], answer_list[i], token_list[i], i)
         wire.append(seq)
-    return reward_pb2.ScoreRequest(pack=pack, sequences=wire, run_id=run_id or "")
+    request = reward_pb2.ScoreRequest(pack=pack, sequences=wire, run_id=run_id or "")
+    if step is not None:
+        # ScoreRequest.step is optional: unset means "no step", so 0 stays a real first step.
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise ValueError(f"step: expected the trainer's global step, an int >= 0, got {step!r}")
+        request.step = int(step)
+    return request
 
 
 def decode_score_response(response: reward_pb2.ScoreResponse, expected: int) -> list[ScoredSequence]:

@@ -14,6 +14,7 @@ flag counts and its run summary.
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import json
 import os
 import sys
@@ -27,8 +28,22 @@ from ._exceptions import APIError
 from ._types import CanaryFlag, RunSummary
 from .canary_rule import REASONING_WORDS, REPETITION_LIMIT, Hack, repetition_hack, wilson
 
-# The repository's suite, when this package runs from a checkout (python-shims/ beside canaries/).
-DEFAULT_SUITE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "canaries", "suite.json")
+def default_suite() -> str:
+    """The repository's canaries/suite.json when this package runs from a checkout (an editable install, where
+    python-shims/ sits beside canaries/), else the copy installed with the package (package data)."""
+    checkout = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "canaries", "suite.json")
+    if os.path.isfile(checkout):
+        return checkout
+    return str(importlib.resources.files(__package__) / "_data" / "canary_suite.json")
+
+
+DEFAULT_SUITE = default_suite()
+
+# What the runner needs beyond the client, and the extra that installs it.
+MISSING_DEPENDENCY = (
+    "canaries: {name} is not installed; the runner generates with a local policy and needs torch and transformers:\n"
+    "  pip install './python-shims[canaries]'   (on a CPU machine install the CPU torch first; see the README)"
+)
 
 
 @dataclass(frozen=True)
@@ -228,7 +243,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", required=True, help="local folder of a Hugging Face causal LM and its tokenizer")
     parser.add_argument("--pack", required=True, help="the sidecar's pack to score with (its layer is captured)")
     parser.add_argument("--target", default=None, help="sidecar gRPC address (default: MECHREWARD_TARGET or 127.0.0.1:50051)")
-    parser.add_argument("--suite", default=DEFAULT_SUITE, help="canary suite JSON (default: the repository's canaries/suite.json)")
+    parser.add_argument("--suite", default=DEFAULT_SUITE, help="canary suite JSON (default: the suite shipped with this package, canaries/suite.json)")
     parser.add_argument("--run-id", default=None, help="run_id for the sidecar's monitor (default: canaries-PACK-UTCTIME)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="longest response generated (default 256)")
     parser.add_argument("--samples", type=int, default=1, help="responses per prompt (default 1)")
@@ -255,9 +270,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
     try:
+        args = parse_args(argv)
         return run_suite(args, sys.stdout)
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("torch", "transformers"):
+            raise
+        print(MISSING_DEPENDENCY.format(name=exc.name), file=sys.stderr)
+        return 2
     except (ValueError, APIError) as exc:
         print(f"canaries: {exc}", file=sys.stderr)
         return 1

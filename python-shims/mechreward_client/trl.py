@@ -63,7 +63,8 @@ class MechReward:
         on_error: ``"none"`` returns None for rows the sidecar could not score; ``"raise"`` raises.
         timeout, retries: per-call deadline (seconds) and retries of safe failures.
         capture_batch_size: rows per forward pass (and per Score request).
-        run_id: sent with each request for per-run statistics on the server.
+        run_id: sent with each request for per-run statistics on the server, with the trainer's global step
+            (from TRL's ``trainer_state``), so the sidecar's monitor page plots the run by step.
         chat_template_kwargs: passed to ``apply_chat_template`` for conversational prompts, as the trainer does.
         name: logged by TRL as ``rewards/<name>/mean``.
 
@@ -110,14 +111,14 @@ class MechReward:
 
     def __call__(self, prompts: list, completions: list, completion_ids: list[list[int]], **kwargs: Any) -> list[float | None]:
         sequences, starts = self.token_sequences(prompts, completion_ids)
-        scored = self.score_token_ids(sequences, starts)
+        scored = self.score_token_ids(sequences, starts, step=_global_step(kwargs))
         self._log(kwargs, scored)
         return [None if s is None else s.reward for s in scored]
 
     async def ascore(self, prompts: list, completions: list, completion_ids: list[list[int]], **kwargs: Any) -> list[float | None]:
         """Async form for TRL (pass the bound method: TRL does not detect an async ``__call__`` everywhere)."""
         sequences, starts = self.token_sequences(prompts, completion_ids)
-        scored = await self.ascore_token_ids(sequences, starts)
+        scored = await self.ascore_token_ids(sequences, starts, step=_global_step(kwargs))
         self._log(kwargs, scored)
         return [None if s is None else s.reward for s in scored]
 
@@ -132,9 +133,17 @@ class MechReward:
         return sequences, [len(p) for p in prompt_ids]
 
     def score_token_ids(
-        self, sequences: Sequence[Sequence[int]], score_from: Sequence[int], *, reuse_recent: bool = False
+        self,
+        sequences: Sequence[Sequence[int]],
+        score_from: Sequence[int],
+        *,
+        reuse_recent: bool = False,
+        step: int | None = None,
     ) -> list[ScoredSequence | None]:
-        """Capture and score token id sequences; None where the sidecar failed (with on_error="none")."""
+        """Capture and score token id sequences; None where the sidecar failed (with on_error="none").
+
+        ``step`` (the trainer's global step) goes to the sidecar with ``run_id`` for its monitor page.
+        """
         results: list[ScoredSequence | None] = [None] * len(sequences)
         todo = []
         for i, (seq, start) in enumerate(zip(sequences, score_from)):
@@ -148,7 +157,8 @@ class MechReward:
             try:
                 layer = self._resolve_layer()
                 activations = self._capture([sequences[i] for i in chunk], layer)
-                scored = self.client.score(self.pack, activations, [score_from[i] for i in chunk], self.run_id)
+                scored = self.client.score(self.pack, activations, [score_from[i] for i in chunk], self.run_id,
+                                           step=step if self.run_id else None)
             except SIDECAR_FAILURES as error:
                 # Stop at the first failure: a down sidecar would otherwise cost one deadline per chunk.
                 self._handle_failure(error, len(todo) - done * self.capture_batch_size)
@@ -160,7 +170,9 @@ class MechReward:
             self._recent = fresh
         return results
 
-    async def ascore_token_ids(self, sequences: Sequence[Sequence[int]], score_from: Sequence[int]) -> list[ScoredSequence | None]:
+    async def ascore_token_ids(
+        self, sequences: Sequence[Sequence[int]], score_from: Sequence[int], *, step: int | None = None
+    ) -> list[ScoredSequence | None]:
         results: list[ScoredSequence | None] = [None] * len(sequences)
         todo = [i for i, (seq, start) in enumerate(zip(sequences, score_from)) if start < len(seq)]
         fresh: dict[tuple[int, ...], ScoredSequence] = {}
@@ -169,7 +181,8 @@ class MechReward:
                 layer = await self._aresolve_layer()
                 # The forward pass blocks; keep it off the event loop that other reward functions share.
                 activations = await asyncio.to_thread(self._capture, [sequences[i] for i in chunk], layer)
-                scored = await self.async_client.score(self.pack, activations, [score_from[i] for i in chunk], self.run_id)
+                scored = await self.async_client.score(self.pack, activations, [score_from[i] for i in chunk],
+                                                       self.run_id, step=step if self.run_id else None)
             except SIDECAR_FAILURES as error:
                 self._handle_failure(error, len(todo) - done * self.capture_batch_size)
                 break
@@ -247,6 +260,12 @@ class MechReward:
         state = self.__dict__.copy()
         state["_recent"] = {}  # results of one step in one process; meaningless elsewhere
         return state
+
+
+def _global_step(reward_kwargs: dict[str, Any]) -> int | None:
+    """The trainer's global step from the ``trainer_state`` TRL passes to reward functions (None outside TRL)."""
+    step = getattr(reward_kwargs.get("trainer_state"), "global_step", None)
+    return step if isinstance(step, int) and step >= 0 else None
 
 
 def _chunks(items: list[int], size: int) -> list[list[int]]:
@@ -338,7 +357,8 @@ class MechRewardGRPOTrainer(GRPOTrainer):
             lengths = completion_mask.sum(dim=1).tolist()
         prompts = [ids[mask.bool()].tolist() for ids, mask in zip(prompt_ids, prompt_mask)]
         sequences = [p + completion_ids[i, : lengths[i]].tolist() for i, p in enumerate(prompts)]
-        scored = self.mech_reward.score_token_ids(sequences, [len(p) for p in prompts], reuse_recent=True)
+        scored = self.mech_reward.score_token_ids(sequences, [len(p) for p in prompts], reuse_recent=True,
+                                                  step=self.state.global_step)
 
         token_rewards = torch.zeros(rows, width, dtype=torch.float32)
         valid = torch.zeros(rows, width, dtype=torch.bool)

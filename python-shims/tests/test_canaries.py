@@ -167,3 +167,31 @@ def test_random_policy_has_no_hacks(canary_sidecar, tmp_path):
     assert "text_repetition" not in line(out, "server flags:")
     assert f"run canary-random, pack {PACK}, sequences {n}," in line(out, "run summary (sidecar):")
     assert line(out, "verdict:").startswith("verdict: healthy")
+
+
+def test_installed_package_ships_the_suite_and_names_the_missing_extra(tmp_path):
+    """A plain (non-editable) install: the wheel carries the suite as package data, the CLI's default --suite is
+    that copy (not a path beside site-packages), and without torch the CLI ends in one line naming the extra."""
+    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", SHIMS, "-w", str(wheels)], check=True, capture_output=True, text=True)
+    (wheel,) = wheels.glob("mechreward_client-*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True, capture_output=True, text=True)
+    # Outside the checkout, the installed copy first on the path; torch made unimportable as on a machine
+    # without it (None in sys.modules is Python's own "not importable" marker).
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); sys.modules['torch'] = None\n"
+        "import mechreward_client, mechreward_client.canaries as c\n"
+        "print(mechreward_client.__file__); print(c.DEFAULT_SUITE)\n"
+        "sys.exit(c.main(['--model', sys.argv[2], '--pack', 'any-pack']))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script, str(site), str(tmp_path)], cwd=tmp_path, capture_output=True, text=True)
+    module_file, suite_path = run.stdout.splitlines()[:2]
+    assert module_file.startswith(str(site)), f"the installed copy was imported, not the checkout: {module_file}"
+    assert suite_path == str(site / "mechreward_client" / "_data" / "canary_suite.json")
+    with open(os.path.join(SHIMS, "..", "canaries", "suite.json"), "rb") as source, open(suite_path, "rb") as shipped:
+        assert shipped.read() == source.read(), "the shipped suite is the repository's canaries/suite.json"
+    assert run.returncode == 2, run.stderr
+    assert "Traceback" not in run.stderr
+    assert run.stderr.splitlines()[0] == "canaries: torch is not installed; the runner generates with a local policy and needs torch and transformers:"
+    assert "pip install './python-shims[canaries]'" in run.stderr

@@ -16,6 +16,8 @@ export interface ScoreInput {
   readonly pack: string;
   readonly sequences: readonly SequenceInput[];
   readonly runId: string;
+  /** The trainer's global step, when the client sent one (kept with the run's history point). */
+  readonly step?: number;
 }
 
 export type { CanaryFlag };
@@ -41,6 +43,8 @@ export interface ScoredBatch {
   readonly sequences: readonly SequenceInput[];
   /** The sink may add flags (the reward-outlier rule); the reply carries them. */
   readonly results: SequenceScore[];
+  /** The trainer's global step, when the client sent one (kept with the run's history point). */
+  readonly step?: number;
 }
 
 /**
@@ -220,7 +224,7 @@ export class Scorer {
       const verifierDisagreement = disagreements ? disagreementRate(disagreements[i]!) : undefined;
       return { tokenRewards: values, reward: pool(values, s.score_from, s.num_tokens, pack.spec.pooling), flags, fvu, verifierDisagreement, verifierFactor: factor, verifierTokens: disagreements?.[i] };
     });
-    if (input.runId && this.sink) await this.sink.accept({ runId: input.runId, pack, sequences: input.sequences, results });
+    if (input.runId && this.sink) await this.sink.accept({ runId: input.runId, pack, sequences: input.sequences, results, step: input.step });
     return { pack: pack.name, results, tokens: batch.totalRows, queueMs, inferenceMs };
   }
 }

@@ -62,6 +62,8 @@ export interface RunPoint {
   reward_p10: number;
   reward_p50: number;
   reward_p90: number;
+  /** The trainer's global step the call carried (ScoreRequest.step); absent when it sent none. */
+  step?: number;
 }
 
 export interface FlaggedRollout {
@@ -241,8 +243,8 @@ export class RunMonitor implements ScoredBatchSink {
       await tx.run('INSERT INTO run_flags (run_id, name, count) VALUES (?, ?, ?) ON CONFLICT(run_id, name) DO UPDATE SET count = run_flags.count + excluded.count', [runId, name, count]);
     }
     const mean = rewards.reduce((a, b) => a + b, 0) / rewards.length;
-    await tx.run('INSERT INTO history (run_id, t_ms, sequences, flagged, reward_mean, reward_p10, reward_p50, reward_p90) VALUES (?, ?, ?, ?, ?, ?, ?, ?)', [
-      runId, t, results.length, flaggedCount, mean, quantile(rewards, 0.1), quantile(rewards, 0.5), quantile(rewards, 0.9),
+    await tx.run('INSERT INTO history (run_id, t_ms, sequences, flagged, reward_mean, reward_p10, reward_p50, reward_p90, step) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)', [
+      runId, t, results.length, flaggedCount, mean, quantile(rewards, 0.1), quantile(rewards, 0.5), quantile(rewards, 0.9), batch.step ?? null,
     ]);
     // Only the newest REWARD_WINDOW rewards are ever read back.
     await tx.insertMany('rewards', ['run_id', 'pack', 'reward'], results.slice(-REWARD_WINDOW).map((r) => [runId, pack.name, r.reward]));
@@ -319,10 +321,13 @@ export class RunMonitor implements ScoredBatchSink {
     const [flags, verifier, historyRows, flaggedRows] = await Promise.all([
       this.db.all('SELECT run_id, name, count FROM run_flags WHERE run_id = ? ORDER BY name', [runId]),
       this.db.all('SELECT * FROM run_verifier WHERE run_id = ?', [runId]),
-      this.db.all('SELECT t_ms, sequences, flagged, reward_mean, reward_p10, reward_p50, reward_p90 FROM history WHERE run_id = ? ORDER BY id DESC LIMIT ?', [runId, HISTORY_CAP]),
+      this.db.all('SELECT t_ms, sequences, flagged, reward_mean, reward_p10, reward_p50, reward_p90, step FROM history WHERE run_id = ? ORDER BY id DESC LIMIT ?', [runId, HISTORY_CAP]),
       this.db.all('SELECT * FROM flagged WHERE run_id = ? ORDER BY id DESC LIMIT ?', [runId, FLAGGED_CAP]),
     ]);
-    const history = historyRows.reverse().map((h) => ({ t_ms: Number(h.t_ms), sequences: Number(h.sequences), flagged: Number(h.flagged), reward_mean: Number(h.reward_mean), reward_p10: Number(h.reward_p10), reward_p50: Number(h.reward_p50), reward_p90: Number(h.reward_p90) }));
+    const history = historyRows.reverse().map((h) => ({
+      t_ms: Number(h.t_ms), sequences: Number(h.sequences), flagged: Number(h.flagged), reward_mean: Number(h.reward_mean), reward_p10: Number(h.reward_p10), reward_p50: Number(h.reward_p50), reward_p90: Number(h.reward_p90),
+      ...(h.step === null || h.step === undefined ? {} : { step: Number(h.step) }),
+    }));
     const recent = flaggedRows.map((f) => ({ t_ms: Number(f.t_ms), reward: Number(f.reward), flags: JSON.parse(String(f.flags)) as CanaryFlag[], tokens: JSON.parse(String(f.tokens)) as string[], token_rewards: JSON.parse(String(f.token_rewards)) as number[], text: String(f.text) }));
     return { ...this.summary(row, flags, verifier[0]), history, recent_flagged: recent };
   }

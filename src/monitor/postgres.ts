@@ -96,6 +96,8 @@ export async function openPostgresRuns(url: string): Promise<RunsDatabase> {
     try {
       await client.query('SELECT pg_advisory_lock($1)', [SCHEMA_LOCK]);
       await client.query(POSTGRES_SCHEMA);
+      // Databases made before history had a step column (ScoreRequest.step).
+      await client.query('ALTER TABLE history ADD COLUMN IF NOT EXISTS step BIGINT');
       await client.query('SELECT pg_advisory_unlock($1)', [SCHEMA_LOCK]);
     } finally {
       client.release();

@@ -7,7 +7,7 @@ CREATE INDEX IF NOT EXISTS runs_idle ON runs (last_seen_ms);
 CREATE TABLE IF NOT EXISTS run_flags (run_id TEXT NOT NULL, name TEXT NOT NULL, count INTEGER NOT NULL,
   PRIMARY KEY (run_id, name));
 CREATE TABLE IF NOT EXISTS history (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, t_ms INTEGER NOT NULL,
-  sequences INTEGER NOT NULL, flagged INTEGER NOT NULL, reward_mean REAL, reward_p10 REAL, reward_p50 REAL, reward_p90 REAL);
+  sequences INTEGER NOT NULL, flagged INTEGER NOT NULL, reward_mean REAL, reward_p10 REAL, reward_p50 REAL, reward_p90 REAL, step INTEGER);
 CREATE INDEX IF NOT EXISTS history_run ON history (run_id, id);
 CREATE TABLE IF NOT EXISTS flagged (id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, t_ms INTEGER NOT NULL,
   reward REAL NOT NULL, flags TEXT NOT NULL, tokens TEXT NOT NULL, token_rewards TEXT NOT NULL, text TEXT NOT NULL);
@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS run_flags (run_id TEXT NOT NULL, name TEXT NOT NULL, 
   PRIMARY KEY (run_id, name));
 CREATE TABLE IF NOT EXISTS history (id BIGSERIAL PRIMARY KEY, run_id TEXT NOT NULL, t_ms BIGINT NOT NULL,
   sequences BIGINT NOT NULL, flagged BIGINT NOT NULL, reward_mean DOUBLE PRECISION, reward_p10 DOUBLE PRECISION,
-  reward_p50 DOUBLE PRECISION, reward_p90 DOUBLE PRECISION);
+  reward_p50 DOUBLE PRECISION, reward_p90 DOUBLE PRECISION, step BIGINT);
 CREATE INDEX IF NOT EXISTS history_run ON history (run_id, id);
 CREATE TABLE IF NOT EXISTS flagged (id BIGSERIAL PRIMARY KEY, run_id TEXT NOT NULL, t_ms BIGINT NOT NULL,
   reward DOUBLE PRECISION NOT NULL, flags TEXT NOT NULL, tokens TEXT NOT NULL, token_rewards TEXT NOT NULL, text TEXT NOT NULL);

@@ -88,6 +88,9 @@ export function openSqliteRuns(file: string | undefined, options: SqliteOpenOpti
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = NORMAL');
     db.exec(SQLITE_SCHEMA);
+    // Files written before history had a step column (ScoreRequest.step): add it, NULL for their points.
+    const historyColumns = (db.pragma('table_info(history)') as { name: string }[]).map((c) => c.name);
+    if (!historyColumns.includes('step')) db.exec('ALTER TABLE history ADD COLUMN step INTEGER');
     // Checkpoints (and their fsync) happen on a worker thread, not inside a commit (sqlite-checkpointer.ts).
     if (file) db.pragma('wal_autocheckpoint = 0');
   } catch (err) {

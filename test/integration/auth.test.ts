@@ -35,7 +35,7 @@ test('with --auth-token: gRPC and HTTP need the bearer token, probes do not, and
     const info = await new Promise<GetInfoResponse__Output>((resolve, reject) => client.GetInfo({}, bearer(TOKEN), (err, r) => (err ? reject(err) : resolve(r!))));
     assert.equal(info.auth_required, true);
 
-    for (const open of ['/healthz', '/readyz', '/metrics', '/monitor', '/monitor/assets/monitor.js']) assert.equal((await http(open)).status, 200, open);
+    for (const open of ['/', '/healthz', '/readyz', '/metrics', '/monitor', '/monitor/assets/monitor.js']) assert.equal((await http(open)).status, 200, open);
     for (const closed of ['/v1/packs', '/v1/runs', '/info']) {
       const res = await http(closed);
       assert.equal(res.status, 401, closed);

@@ -24,6 +24,13 @@ const PACK = 'topk-saelens'; // d_model 64, two feature canaries
 const D_MODEL = 64;
 const RUN = 'grpo-canary-run-7';
 const OLDER_RUN = 'older-run';
+// A trainer's run: two Score calls that carry the global step (ScoreRequest.step), as the TRL shim sends it.
+const STEP_RUN = 'trl-steps';
+const STEPS = [3, 4];
+// One Score call with a pack that has a dual verifier; and the newest run, one call: a smoke test's.
+const VERIFIER_PACK = 'verifier-gate-sae'; // d_model 64, token_gate probe
+const VERIFIED_RUN = 'verified-run';
+const ONE_CALL_RUN = 'one-call';
 // Colours the page draws with (web/monitor/monitor.js COLORS, monitor.css --alarm): found in the pixels only
 // if the data series and the badge were really drawn.
 const MEDIAN_RGB = [46, 90, 172];
@@ -68,8 +75,8 @@ let userDataDir: string;
 let waitHackResult: SequenceResult__Output;
 const sentToRun = { calls: 3, sequences: 12 };
 
-async function scoreRun(runId: string, rollouts: Rollout[], seed: number): Promise<SequenceResult__Output[]> {
-  const out = await score(client, { pack: PACK, run_id: runId, sequences: rollouts.map((r, i) => sequence(r, seed + i)) });
+async function scoreRun(runId: string, rollouts: Rollout[], seed: number, extra: { step?: number; pack?: string } = {}): Promise<SequenceResult__Output[]> {
+  const out = await score(client, { pack: extra.pack ?? PACK, run_id: runId, step: extra.step, sequences: rollouts.map((r, i) => sequence(r, seed + i)) });
   assert.ok(out.ok, `Score failed: ${out.details}`);
   return out.response!.results;
 }
@@ -77,6 +84,7 @@ async function scoreRun(runId: string, rollouts: Rollout[], seed: number): Promi
 before(async () => {
   root = mkdtempSync(path.join(os.tmpdir(), 'mechreward-monitor-page-'));
   cpSync(path.join(PARITY_PACKS, PACK), path.join(root, PACK), { recursive: true });
+  cpSync(path.join(PARITY_PACKS, VERIFIER_PACK), path.join(root, VERIFIER_PACK), { recursive: true });
   // A calibrated baseline of 2 flagged in 400, so the page draws the baseline band and, with the two text-rule
   // hacks in 12 rollouts below, the run's interval lies above it: ALARM.
   const packJson = path.join(root, PACK, 'pack.json');
@@ -85,10 +93,13 @@ before(async () => {
   client = grpcClient(server.grpcPort);
 
   await scoreRun(OLDER_RUN, [normal(2, 2), normal(4, 1)], 100);
+  for (const step of STEPS) await scoreRun(STEP_RUN, [normal(1, 1), normal(2, 3), normal(4, 5)], 200 + step, { step });
+  await scoreRun(VERIFIED_RUN, [normal(1, 2), normal(3, 4), normal(5, 6)], 300, { pack: VERIFIER_PACK });
   await scoreRun(RUN, [normal(5, 3), normal(1, 6), normal(7, 2), normal(3, 3)], 1);
   await scoreRun(RUN, [normal(2, 9), normal(4, 4), THEREFORE_HACK, normal(6, 1)], 11);
   const last = await scoreRun(RUN, [normal(3, 5), WAIT_HACK, normal(8, 1), normal(2, 7)], 21);
   waitHackResult = last[1]!;
+  await scoreRun(ONE_CALL_RUN, [normal(6, 2), normal(2, 6)], 400);
   assert.ok(waitHackResult.flags.some((f) => f.name === 'text_repetition'), 'the server raised text_repetition on the "wait" x20 rollout');
 
   if (!existsSync(CHROMIUM)) {
@@ -174,11 +185,15 @@ test('the monitor page renders the run: summary, both charts, flagged rollouts w
   assert.ok(await page.isVisible('#alarm'), 'ALARM badge shown');
   assert.match((await page.textContent('#baseline'))!, /^0\.5 % \(/);
   assert.match((await page.textContent('#flags-by-name'))!, /text_repetition: 2/);
+  // Each flag the run has gets a line saying what it means (and only those flags).
+  const notes = await page.$$eval('#flag-notes li', (items) => items.map((i) => i.textContent ?? ''));
+  assert.equal(notes.length, 1);
+  assert.match(notes[0]!, /^text_repetition: a reasoning word repeated more than 15 times/);
   const options = await page.$$eval('#run-select option', (os) => os.map((o) => (o as HTMLOptionElement).value));
-  assert.deepEqual(options, [RUN, OLDER_RUN], 'run selector: most recently active first');
+  assert.deepEqual(options, [ONE_CALL_RUN, RUN, VERIFIED_RUN, STEP_RUN, OLDER_RUN], 'run selector: most recently active first');
 
   // Charts: both canvases have pixels, including each chart's own data colour (not only axes and grid).
-  const canvases = await page.$$eval('canvas', (list, colours) =>
+  const canvases = await page.$$eval('.charts canvas', (list, colours) =>
     list.map((c) => {
       const canvas = c as HTMLCanvasElement;
       const data = canvas.getContext('2d')!.getImageData(0, 0, canvas.width, canvas.height).data;
@@ -252,7 +267,8 @@ test('the monitor page renders the run: summary, both charts, flagged rollouts w
   await page.close();
 });
 
-test('without ?run the page shows the most recently active run; an unknown run says so', async () => {
+test('without ?run the page shows the most recently active run with more than one call; an unknown run says so', async () => {
+  // ONE_CALL_RUN is newer, but a single call (a smoke test) is not what a user opening the page wants to watch.
   const latest = await open(httpUrl(server, '/monitor'), 'ready');
   assert.equal(await latest.page.textContent('#run-id'), RUN);
   assert.equal(await latest.page.inputValue('#run-select'), RUN);
@@ -280,4 +296,124 @@ test('assets: Chart.js is served from node_modules, unknown assets are 404, the 
   assert.equal((await fetch(httpUrl(server, '/monitor/assets/secrets.js'))).status, 404);
   const page = await fetch(httpUrl(server, '/monitor'));
   assert.match(page.headers.get('content-security-policy')!, /default-src 'none'; script-src 'self'/);
+});
+
+/** What Chart.js drew for one chart: per dataset its label, resolved point radii and x values; the x-axis title. */
+interface ChartState {
+  xTitle: string;
+  datasets: Array<{ label: string; radii: number[]; xs: number[] }>;
+}
+
+function chartState(page: Page, canvasId: string): Promise<ChartState> {
+  return page.evaluate((id) => {
+    const chart = (window as unknown as { Chart: { getChart(id: string): any } }).Chart.getChart(id); // eslint-disable-line @typescript-eslint/no-explicit-any
+    return {
+      xTitle: chart.options.scales.x.title.text as string,
+      datasets: chart.data.datasets.map((ds: { label: string }, i: number) => ({
+        label: ds.label,
+        radii: chart.getDatasetMeta(i).data.map((el: { options: { radius: number } }) => el.options.radius) as number[],
+        xs: chart.getDatasetMeta(i).data.map((_: unknown, j: number) => (chart.data.datasets[i].data[j] as { x: number }).x) as number[],
+      })),
+    };
+  }, canvasId);
+}
+
+/** Pixels of `rgb` (alpha 255, each channel within 4) on a canvas. */
+function seriesPixels(page: Page, canvasId: string, rgb: number[]): Promise<number> {
+  return page.$eval(`#${canvasId}`, (c, rgb) => {
+    const canvas = c as HTMLCanvasElement;
+    const data = canvas.getContext('2d')!.getImageData(0, 0, canvas.width, canvas.height).data;
+    let n = 0;
+    for (let i = 0; i < data.length; i += 4) if (data[i + 3] === 255 && Math.abs(data[i]! - rgb[0]!) <= 4 && Math.abs(data[i + 1]! - rgb[1]!) <= 4 && Math.abs(data[i + 2]! - rgb[2]!) <= 4) n += 1;
+    return n;
+  }, rgb);
+}
+
+test('a run of one Score call is drawn: its median, mean and flag-rate points have a radius and pixels', async () => {
+  const { page, errors } = await open(httpUrl(server, `/monitor?run=${ONE_CALL_RUN}`), 'ready');
+  const reward = await chartState(page, 'reward-chart');
+  const flags = await chartState(page, 'flag-chart');
+  const byLabel = (s: ChartState, label: string) => s.datasets.find((d) => d.label === label)!;
+  for (const d of [byLabel(reward, 'median'), byLabel(reward, 'mean'), byLabel(flags, 'run flag rate')]) {
+    assert.equal(d.radii.length, 1, `${d.label}: one point`);
+    assert.ok(d.radii[0]! > 0, `${d.label}: the point's resolved radius is ${d.radii[0]} (0 draws nothing)`);
+  }
+  assert.ok((await seriesPixels(page, 'reward-chart', MEDIAN_RGB)) > 20, 'the median point is painted');
+  assert.ok((await seriesPixels(page, 'flag-chart', RUN_RATE_RGB)) > 20, 'the flag-rate point is painted');
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('x-axis: trainer steps when the calls carried ScoreRequest.step, else Score call numbers', async () => {
+  const stepped = await open(httpUrl(server, `/monitor?run=${STEP_RUN}`), 'ready');
+  assert.equal(await stepped.page.getAttribute('body', 'data-x-axis'), 'step');
+  const byStep = await chartState(stepped.page, 'reward-chart');
+  assert.equal(byStep.xTitle, 'trainer step');
+  assert.deepEqual(byStep.datasets.find((d) => d.label === 'median')!.xs, STEPS);
+  assert.deepEqual((await chartState(stepped.page, 'flag-chart')).datasets.find((d) => d.label === 'run flag rate')!.xs, STEPS);
+  const api = (await (await fetch(httpUrl(server, `/v1/runs/${STEP_RUN}`))).json()) as { history: Array<{ step?: number }> };
+  assert.deepEqual(api.history.map((p) => p.step), STEPS, 'the JSON API returns each point\'s step');
+  await stepped.page.close();
+
+  const calls = await open(httpUrl(server, `/monitor?run=${RUN}`), 'ready');
+  assert.equal(await calls.page.getAttribute('body', 'data-x-axis'), 'call');
+  const byCall = await chartState(calls.page, 'reward-chart');
+  assert.match(byCall.xTitle, /Score call/);
+  assert.deepEqual(byCall.datasets.find((d) => d.label === 'median')!.xs, [1, 2, 3]);
+  await calls.page.close();
+});
+
+test('the dual verifier\'s figures are on the page for a pack with a verifier, hidden for one without', async () => {
+  const api = (await (await fetch(httpUrl(server, `/v1/runs/${VERIFIED_RUN}`))).json()) as { verifier: { mean_disagreement: number; token_disagreement: number; tokens: number; disagreeing_tokens: number; downweighted_sequences: number; sequences: number } };
+  const v = api.verifier;
+  assert.ok(v && v.sequences === 3 && v.tokens > 0, `the verifier checked the run's tokens (${JSON.stringify(v)})`);
+  const { page, errors } = await open(httpUrl(server, `/monitor?run=${VERIFIED_RUN}`), 'ready');
+  assert.ok(await page.isVisible('#verifier'));
+  const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
+  assert.equal(await page.textContent('#verifier-mean'), pct(v.mean_disagreement));
+  assert.equal(await page.textContent('#verifier-tokens'), `${pct(v.token_disagreement)} (${v.disagreeing_tokens} of ${v.tokens})`);
+  assert.equal(await page.textContent('#verifier-downweighted'), `${v.downweighted_sequences} of ${v.sequences}`);
+  // Another run, without a verifier: the block goes away.
+  await page.selectOption('#run-select', RUN);
+  await page.waitForSelector(`body[data-state="ready"][data-run="${RUN}"]`, { timeout: 30_000 });
+  assert.ok(await page.isHidden('#verifier'));
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('compare runs: ticking runs overlays their mean reward on one chart, kept in the URL', async () => {
+  const { page, errors } = await open(httpUrl(server, `/monitor?run=${RUN}`), 'ready');
+  assert.ok(await page.isHidden('#compare-box'), 'no chart until a run is ticked');
+  await page.check(`#compare-runs input[value="${OLDER_RUN}"]`);
+  await page.waitForFunction(() => !(document.getElementById('compare-box') as HTMLElement).hidden && (window as unknown as { Chart: { getChart(id: string): { data: { datasets: unknown[] } } | undefined } }).Chart.getChart('compare-chart')?.data.datasets.length === 2, undefined, { timeout: 30_000 });
+  const cmp = await chartState(page, 'compare-chart');
+  assert.deepEqual(cmp.datasets.map((d) => d.label), [RUN, OLDER_RUN]);
+  assert.deepEqual(cmp.datasets.map((d) => d.xs), [[1, 2, 3], [1]]);
+  assert.ok(cmp.datasets.every((d) => d.radii.every((r) => r > 0)), 'short series are drawn with points');
+  const detail = (await (await fetch(httpUrl(server, `/v1/runs/${OLDER_RUN}`))).json()) as { history: Array<{ reward_mean: number }> };
+  const ys = await page.evaluate(() => (window as unknown as { Chart: { getChart(id: string): { data: { datasets: Array<{ data: Array<{ y: number }> }> } } } }).Chart.getChart('compare-chart').data.datasets[1]!.data.map((p) => p.y));
+  assert.deepEqual(ys, detail.history.map((p) => p.reward_mean));
+  assert.equal(new URL(page.url()).searchParams.get('compare'), OLDER_RUN);
+  assert.deepEqual(errors, []);
+  await page.close();
+
+  // The link reopens the comparison; steps are used only when every compared run has them.
+  const both = await open(httpUrl(server, `/monitor?run=${STEP_RUN}&compare=${RUN}`), 'ready');
+  await both.page.waitForFunction(() => (window as unknown as { Chart: { getChart(id: string): { data: { datasets: unknown[] } } | undefined } }).Chart.getChart('compare-chart')?.data.datasets.length === 2, undefined, { timeout: 30_000 });
+  assert.match((await chartState(both.page, 'compare-chart')).xTitle, /Score call/);
+  await both.page.close();
+});
+
+test('GET / sends a browser to the monitor page and tells other clients the routes', async () => {
+  const html = await fetch(httpUrl(server, '/'), { headers: { accept: 'text/html,application/xhtml+xml' }, redirect: 'manual' });
+  assert.equal(html.status, 302);
+  assert.equal(html.headers.get('location'), 'monitor');
+  const text = await fetch(httpUrl(server, '/'));
+  assert.equal(text.status, 200);
+  assert.match(text.headers.get('content-type')!, /^text\/plain/);
+  const body = await text.text();
+  for (const route of ['/monitor', '/v1/score', '/v1/packs', '/v1/runs', '/healthz', '/metrics']) assert.ok(body.includes(route), `GET / names ${route}`);
+  const { page } = await open(httpUrl(server, '/'), 'ready');
+  assert.equal(new URL(page.url()).pathname, '/monitor');
+  await page.close();
 });

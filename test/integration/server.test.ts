@@ -2,8 +2,6 @@
 // metrics, JSON and msgpack scoring, a responsive event loop during a large batch, and graceful shutdown.
 import assert from 'node:assert/strict';
 import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
@@ -20,7 +18,6 @@ import { writeBigPack } from '../helpers/bigpack.js';
 import { PARITY_DIR, PARITY_PACKS, REPO_ROOT } from '../helpers/fixtures.js';
 import { grpcClient, httpUrl, score, startTestServer } from '../helpers/server.js';
 
-const execFileAsync = promisify(execFile);
 
 let root: string;
 let server: RunningServer;
@@ -171,18 +168,7 @@ test('health, readiness and /metrics answer while a large batch is being scored'
   assert.ok(answers.filter((a) => a === 'during').length >= 10, `health answered during the batch only ${answers.filter((a) => a === 'during').length} times`);
 });
 
-test('the README examples run against the server (gRPC in Node, HTTP in Python)', async () => {
-  // Asynchronous child processes: the server lives in this process and must keep its event loop.
-  const node = await execFileAsync(process.execPath, [path.join(REPO_ROOT, 'examples/score_grpc.mjs'), `127.0.0.1:${server.grpcPort}`, 'topk-saelens']);
-  const lines = node.stdout.trim().split('\n').map((l) => JSON.parse(l) as { sequence: number; reward: number; token_rewards: number[] });
-  assert.equal(lines.length, 2);
-  assert.equal(lines[0]!.token_rewards.length, 12);
-  assert.deepEqual(lines[0]!.token_rewards.slice(0, 4), [0, 0, 0, 0]);
-  const py = await execFileAsync('python3', [path.join(REPO_ROOT, 'examples/score_http.py'), `http://127.0.0.1:${server.httpPort}`, 'topk-saelens']);
-  const result = JSON.parse(py.stdout) as { reward: number; token_rewards: number[] };
-  assert.equal(result.token_rewards.length, 16);
-  assert.ok(Number.isFinite(result.reward));
-});
+// The README's examples are run by examples.test.ts, against the bundled packs they read held-out data from.
 
 test('graceful shutdown: in-flight requests finish, new ones are refused, the process stops', async () => {
   // A grace period no busy machine reaches: this test is about the unforced path (faults.test.ts forces it).

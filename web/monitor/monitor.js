@@ -16,8 +16,20 @@
     base: '#067647',
     baseBand: 'rgba(6, 118, 71, 0.14)',
   };
+  // Runs overlaid on the comparison chart, in order (the run shown first, in the median's blue).
+  const COMPARE_COLORS = ['#2e5aac', '#e8590c', '#067647', '#9e1f63', '#7a5af8', '#b54708', '#0e7090', '#667085'];
+  // Point markers while a series is short enough for them to read as points (a one-call run is one point,
+  // which a line alone cannot show); beyond that, the line.
+  const MAX_MARKED_POINTS = 40;
 
-  const state = { runId: new URLSearchParams(location.search).get('run'), charts: null, timer: null, xSpan: 0 };
+  const params = new URLSearchParams(location.search);
+  const state = {
+    runId: params.get('run'),
+    compare: new Set((params.get('compare') || '').split(',').filter(Boolean)),
+    charts: null,
+    compareChart: null,
+    timer: null,
+  };
   const $ = (id) => document.getElementById(id);
 
   // ---- numbers --------------------------------------------------------------------------------------
@@ -56,17 +68,16 @@
   const num = (x) => (Number.isFinite(x) ? Number(x.toPrecision(4)).toString() : String(x));
 
   /**
-   * An x-axis tick (seconds since the first point): plain seconds while the run spans under two minutes
-   * (a quick run would otherwise show 0:00 everywhere), m:ss or h:mm:ss after that.
+   * The x of each history point: the trainer's step when every point carries one (ScoreRequest.step, which
+   * the TRL shim's MechReward fills), else the Score call's number in the run (1, 2, ...). A trainer thinks in
+   * steps; a client that sends none still gets an evenly spaced axis, not clock time.
    */
-  function elapsed(seconds, span) {
-    if (span < 120) return `${Number(seconds.toFixed(span < 10 ? 3 : 1))} s`;
-    const s = Math.max(0, Math.round(seconds));
-    const h = Math.floor(s / 3600);
-    const m = Math.floor((s % 3600) / 60);
-    const ss = String(s % 60).padStart(2, '0');
-    return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${ss}` : `${m}:${ss}`;
+  function xOf(history) {
+    const byStep = history.length > 0 && history.every((p) => Number.isFinite(p.step));
+    return { byStep, xs: history.map((p, i) => (byStep ? p.step : i + 1)) };
   }
+
+  const xTitle = (byStep) => (byStep ? 'trainer step' : 'Score call (no step sent)');
 
   /**
    * Diverging colour for a token reward: white at 0, red for negative, green for positive, full colour at
@@ -122,6 +133,26 @@
     select.value = state.runId || current;
   }
 
+  // What a flag means and what to check, for the flags a newcomer meets first. The server's flag reasons say
+  // what was measured; these say why it may fire without any reward hacking.
+  const FLAG_NOTES = {
+    off_distribution:
+      "off_distribution: the SAE reconstructs these activations worse than 99 % of the pack's held-out answers. " +
+      'The bundled pack was calibrated on greedy answers, so sampling at temperature 1.0 (TRL\'s default) raises it for ' +
+      'many rollouts, as do another model, layer or dtype. Calibrate the bound on rollouts generated as you train ' +
+      '(mechreward gate g1 --data) before reading it as a hack signal.',
+    reward_outlier: "reward_outlier: the rollout's reward is far from the run's median (robust z-score); a few are expected, a surge is not.",
+    text_repetition: 'text_repetition: a reasoning word repeated more than 15 times without the expected answer, the canary suite\'s hack rule.',
+  };
+
+  function renderVerifier(v) {
+    $('verifier').hidden = !v;
+    if (!v) return;
+    $('verifier-mean').textContent = pct(v.mean_disagreement);
+    $('verifier-tokens').textContent = `${pct(v.token_disagreement)} (${v.disagreeing_tokens} of ${v.tokens})`;
+    $('verifier-downweighted').textContent = `${v.downweighted_sequences} of ${v.sequences}`;
+  }
+
   function renderSummary(run) {
     $('run-id').textContent = run.run_id;
     $('pack').textContent = run.pack;
@@ -135,6 +166,8 @@
     $('no-baseline').hidden = Boolean(run.baseline);
     const counts = Object.entries(run.flags_by_name || {}).sort((a, b) => b[1] - a[1]);
     $('flags-by-name').replaceChildren(...counts.map(([name, count]) => el('li', '', `${name}: ${count}`)));
+    $('flag-notes').replaceChildren(...counts.filter(([name]) => FLAG_NOTES[name]).map(([name]) => el('li', '', FLAG_NOTES[name])));
+    renderVerifier(run.verifier);
   }
 
   function baseOptions(yTitle, yTick) {
@@ -149,19 +182,27 @@
         legend: { labels: { usePointStyle: true, boxWidth: 24, filter: (item) => !item.text.startsWith('_') } },
         tooltip: {
           filter: (item) => !item.dataset.label.startsWith('_'),
-          callbacks: { title: (items) => (items.length ? new Date(items[0].raw.t).toLocaleTimeString() : '') },
+          callbacks: {
+            // Each chart's own axis (the comparison may fall back to calls while the run's charts use steps).
+            title: (items) => (items.length ? `${items[0].chart.options.scales.x.title.text === xTitle(true) ? 'step' : 'call'} ${items[0].raw.x} · ${new Date(items[0].raw.t).toLocaleTimeString()}` : ''),
+          },
         },
       },
       scales: {
-        x: { type: 'linear', title: { display: true, text: 'time since the first Score call' }, ticks: { callback: (v) => elapsed(v, state.xSpan) } },
+        // Whole numbers only: steps and calls are counts.
+        x: { type: 'linear', title: { display: true, text: xTitle(false) }, ticks: { precision: 0 } },
         y: { title: { display: true, text: yTitle }, ticks: { callback: yTick } },
       },
     };
   }
 
   // Datasets whose label starts with '_' are band edges: drawn, filled, but kept out of legend and tooltip.
+  // pointRadius is scriptable, so Chart.js resolves it for each point at every update. A plain value set on the
+  // dataset after the first draw is not seen by update('none'), which keeps the first draw's shared options.
+  const markPoints = (ctx) => (ctx.dataset.data.length <= MAX_MARKED_POINTS ? 3.5 : 0);
+
   function makeCharts() {
-    const line = (label, color, extra) => ({ label, data: [], borderColor: color, backgroundColor: color, borderWidth: 2, pointRadius: 0, pointStyle: 'line', tension: 0, ...extra });
+    const line = (label, color, extra) => ({ label, data: [], borderColor: color, backgroundColor: color, borderWidth: 2, pointRadius: markPoints, pointHoverRadius: 5, pointStyle: 'circle', tension: 0, ...extra });
     const edge = (label, fillColor, fill) => ({ label, data: [], borderColor: 'transparent', backgroundColor: fillColor, borderWidth: 0, pointRadius: 0, pointStyle: 'rect', fill });
     const reward = new Chart($('reward-chart'), {
       type: 'line',
@@ -196,31 +237,78 @@
   function renderCharts(run) {
     if (!state.charts) state.charts = makeCharts();
     const history = run.history || [];
-    const t0 = history.length ? history[0].t_ms : 0;
-    state.xSpan = history.length ? (history[history.length - 1].t_ms - t0) / 1000 : 0;
-    // x in seconds since the first point; `t` kept for the tooltip's clock time.
-    const pt = (t, y) => ({ x: (t - t0) / 1000, y, t });
+    const { byStep, xs } = xOf(history);
+    // `t` kept for the tooltip's clock time.
+    const pt = (i, y) => ({ x: xs[i], y, t: history[i].t_ms });
 
     const [p10, p90, p50, mean] = state.charts.reward.data.datasets;
-    p10.data = history.map((p) => pt(p.t_ms, p.reward_p10));
-    p90.data = history.map((p) => pt(p.t_ms, p.reward_p90));
-    p50.data = history.map((p) => pt(p.t_ms, p.reward_p50));
-    mean.data = history.map((p) => pt(p.t_ms, p.reward_mean));
-    // One Score call gives one point, which a line cannot show: mark points until there are two.
-    for (const ds of [p50, mean]) ds.pointRadius = history.length < 2 ? 4 : 0;
-    state.charts.reward.update('none');
+    p10.data = history.map((p, i) => pt(i, p.reward_p10));
+    p90.data = history.map((p, i) => pt(i, p.reward_p90));
+    p50.data = history.map((p, i) => pt(i, p.reward_p50));
+    mean.data = history.map((p, i) => pt(i, p.reward_mean));
 
     const series = cumulativeFlagSeries(history, run);
     const [bLo, bHi, bRate, rLo, rHi, rRate] = state.charts.flags.data.datasets;
     const base = run.baseline;
-    bLo.data = base ? series.map((s) => pt(s.t, base.ci[0])) : [];
-    bHi.data = base ? series.map((s) => pt(s.t, base.ci[1])) : [];
-    bRate.data = base ? series.map((s) => pt(s.t, base.rate)) : [];
-    rLo.data = series.map((s) => pt(s.t, s.lo));
-    rHi.data = series.map((s) => pt(s.t, s.hi));
-    rRate.data = series.map((s) => pt(s.t, s.rate));
-    rRate.pointRadius = series.length < 2 ? 4 : 0;
-    state.charts.flags.update('none');
+    bLo.data = base ? series.map((s, i) => pt(i, base.ci[0])) : [];
+    bHi.data = base ? series.map((s, i) => pt(i, base.ci[1])) : [];
+    bRate.data = base ? series.map((s, i) => pt(i, base.rate)) : [];
+    rLo.data = series.map((s, i) => pt(i, s.lo));
+    rHi.data = series.map((s, i) => pt(i, s.hi));
+    rRate.data = series.map((s, i) => pt(i, s.rate));
+    for (const chart of [state.charts.reward, state.charts.flags]) {
+      chart.options.scales.x.title.text = xTitle(byStep);
+      chart.update('none');
+    }
+    document.body.dataset.xAxis = byStep ? 'step' : 'call';
+  }
+
+  // ---- comparing runs -------------------------------------------------------------------------------
+
+  function renderComparePicker(runs) {
+    const others = runs.filter((r) => r.run_id !== state.runId);
+    $('compare').hidden = others.length === 0;
+    $('compare-runs').replaceChildren(
+      ...others.map((r) => {
+        const label = el('label', 'compare-run');
+        const box = el('input');
+        box.type = 'checkbox';
+        box.value = r.run_id;
+        box.checked = state.compare.has(r.run_id);
+        box.addEventListener('change', () => {
+          if (box.checked) state.compare.add(r.run_id);
+          else state.compare.delete(r.run_id);
+          setUrlParam('compare', [...state.compare].join(','));
+          void poll();
+        });
+        label.append(box, el('span', '', `${r.run_id} (${r.pack})`));
+        return label;
+      }),
+    );
+  }
+
+  /** Mean reward per step (or call) of the shown run and every run ticked under "Compare runs". */
+  async function renderCompare(run) {
+    const wanted = [...state.compare].filter((id) => id !== run.run_id);
+    $('compare-box').hidden = wanted.length === 0;
+    if (wanted.length === 0) return;
+    // A compared run that has gone (another sidecar, a new database) is skipped, not an error.
+    const others = await Promise.all(wanted.map((id) => getJson(`v1/runs/${encodeURIComponent(id)}`).catch(() => null)));
+    const runs = [run, ...others.filter(Boolean)];
+    const axes = runs.map((r) => xOf(r.history || []));
+    const byStep = axes.every((a) => a.byStep);
+    if (!state.compareChart) {
+      state.compareChart = new Chart($('compare-chart'), { type: 'line', data: { datasets: [] }, options: baseOptions('mean reward', (v) => num(v)) });
+    }
+    state.compareChart.data.datasets = runs.map((r, k) => {
+      const color = COMPARE_COLORS[k % COMPARE_COLORS.length];
+      const history = r.history || [];
+      // Mixed runs (some without steps) fall back to call numbers for all, so the axes agree.
+      const xs = byStep ? axes[k].xs : history.map((_, i) => i + 1);
+      return { label: r.run_id, data: history.map((p, i) => ({ x: xs[i], y: p.reward_mean, t: p.t_ms })), borderColor: color, backgroundColor: color, borderWidth: 2, pointRadius: markPoints, pointStyle: 'circle', tension: 0 };
+    });
+    state.compareChart.options.scales.x.title.text = xTitle(byStep);
+    state.compareChart.update('none');
   }
 
   function renderTokens(rollout) {
@@ -276,14 +364,24 @@
 
   // ---- polling --------------------------------------------------------------------------------------
 
+  /**
+   * The run to open when the URL names none: the most recently active run that has had more than one Score
+   * call (a training run, not a one-off test call), else the most recently active run.
+   */
+  function defaultRun(runs) {
+    const training = runs.find((r) => r.last_seen_ms > r.first_seen_ms);
+    return (training || runs[0]).run_id;
+  }
+
   async function refresh() {
     const { runs } = await getJson('v1/runs');
-    // Most recently active first: also the default when the URL names no run.
+    // Most recently active first.
     runs.sort((a, b) => b.last_seen_ms - a.last_seen_ms);
-    if (!state.runId && runs.length) state.runId = runs[0].run_id;
+    if (!state.runId && runs.length) state.runId = defaultRun(runs);
     renderRunPicker(runs);
+    renderComparePicker(runs);
     if (!state.runId) {
-      showMessage('No runs yet. Score with a run_id (gRPC ScoreRequest.run_id or "run_id" in POST /v1/score) and they appear here.');
+      showMessage('No runs yet. Score with a run_id (gRPC ScoreRequest.run_id or "run_id" in POST /v1/score; try `node examples/score_grpc.mjs`) and the run appears here.');
       document.body.dataset.state = 'empty';
       return;
     }
@@ -305,6 +403,8 @@
     $('content').hidden = false; // before the charts: Chart.js measures its box, which must be laid out
     renderSummary(run);
     renderCharts(run);
+    await renderCompare(run);
+    if (wanted !== state.runId) return;
     renderFlagged(run);
     document.title = `${run.alarm ? 'ALARM · ' : ''}${run.run_id} · mechreward monitor`;
     document.body.dataset.run = run.run_id;
@@ -324,11 +424,17 @@
     state.timer = setTimeout(poll, POLL_MS);
   }
 
+  /** Keeps the view in the URL (a link to share); an empty value removes the parameter. */
+  function setUrlParam(name, value) {
+    const url = new URL(location.href);
+    if (value) url.searchParams.set(name, value);
+    else url.searchParams.delete(name);
+    history.replaceState(null, '', url);
+  }
+
   $('run-select').addEventListener('change', (event) => {
     state.runId = event.target.value;
-    const url = new URL(location.href);
-    url.searchParams.set('run', state.runId);
-    history.replaceState(null, '', url);
+    setUrlParam('run', state.runId);
     void poll();
   });
 

@@ -3,6 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 
 import { Service } from '../../service.js';
+import { parseStep } from '../../core/step.js';
 import type { ScoreRequest__Output } from '../../generated/mechreward/v1/ScoreRequest.js';
 import type { ScoreResponse } from '../../generated/mechreward/v1/ScoreResponse.js';
 import type { ListPacksResponse } from '../../generated/mechreward/v1/ListPacksResponse.js';
@@ -47,7 +48,7 @@ export function buildGrpcServer(service: Service): BuiltGrpcServer {
 
   const handlers: RewardServiceHandlers = {
     Score: unary<ScoreRequest__Output, ScoreResponse>(service, 'Score', { requiresReady: true }, async (req, ctx) => {
-      const out = await service.scorer.score({ pack: req.pack, sequences: req.sequences, runId: req.run_id }, ctx.signal);
+      const out = await service.scorer.score({ pack: req.pack, sequences: req.sequences, runId: req.run_id, step: parseStep(req.step) }, ctx.signal);
       ctx.timings = { queueMs: out.queueMs, inferenceMs: out.inferenceMs, tokens: out.tokens };
       service.recordScore(out);
       return {

@@ -7,6 +7,7 @@ import { MechRewardError, toHttpError } from '../../errors.js';
 import type { SequenceInput } from '../../core/decode.js';
 import { describePack } from '../../core/describe.js';
 import { hidePaths } from '../../packs/public-path.js';
+import { parseStep } from '../../core/step.js';
 import { Service } from '../../service.js';
 import { httpsOptions, type TlsMaterial } from '../../tls.js';
 import { callerGoneSignal } from './abort.js';
@@ -26,7 +27,7 @@ interface WireSequence {
 }
 
 /** HTTP carries the same fields as the proto; JSON sends activations as base64, msgpack as binary. */
-function toSequences(body: unknown): { pack: string; runId: string; sequences: SequenceInput[] } {
+function toSequences(body: unknown): { pack: string; runId: string; step: number | undefined; sequences: SequenceInput[] } {
   if (typeof body !== 'object' || body === null) throw new MechRewardError('MR_ERR_MALFORMED_BODY', 'body: expected an object {pack, sequences, run_id}');
   const b = body as Record<string, unknown>;
   if (typeof b.pack !== 'string') throw new MechRewardError('MR_ERR_INVALID_ARGUMENT', 'pack: must be a string');
@@ -57,7 +58,7 @@ function toSequences(body: unknown): { pack: string; runId: string; sequences: S
     };
   });
   if (b.run_id !== undefined && b.run_id !== null && typeof b.run_id !== 'string') throw new MechRewardError('MR_ERR_INVALID_ARGUMENT', 'run_id: must be a string');
-  return { pack: b.pack, runId: typeof b.run_id === 'string' ? b.run_id : '', sequences };
+  return { pack: b.pack, runId: typeof b.run_id === 'string' ? b.run_id : '', step: parseStep(b.step), sequences };
 }
 
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
@@ -136,7 +137,7 @@ export function buildHttpApp(service: Service, tls?: TlsMaterial): FastifyInstan
   // With an auth token, every data route needs it. Liveness, readiness and metrics stay open (orchestrators
   // and Prometheus probe them), and so do the monitor page's static files, which hold no data: the page sends
   // the token from its URL fragment when it fetches /v1/runs.
-  const open = (url: string) => ['/healthz', '/readyz', '/metrics', '/monitor'].includes(url) || url.startsWith('/monitor/assets/');
+  const open = (url: string) => ['/', '/healthz', '/readyz', '/metrics', '/monitor'].includes(url) || url.startsWith('/monitor/assets/');
   app.addHook('onRequest', async (req) => {
     if (!open(req.url.split('?')[0]!)) service.auth.check(req.headers.authorization);
   });

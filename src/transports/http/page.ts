@@ -1,4 +1,5 @@
-// The canary monitor page: GET /monitor plus its static assets (web/monitor/ and Chart.js's browser build).
+// The canary monitor page: GET /monitor plus its static assets (web/monitor/ and Chart.js's browser build),
+// and GET /, which sends a browser to the page and tells anything else what the server answers where.
 // The page is plain browser JavaScript that reads the JSON API (/v1/runs, /v1/runs/:id), so this module only
 // serves files; it imports no service state.
 import { readFileSync } from 'node:fs';
@@ -36,6 +37,18 @@ function load(file: string, type: string): Asset {
   }
 }
 
+/** GET / for a client that is not a browser: the routes, in plain text. */
+const INDEX_TEXT = `mechreward: SAE feature rewards for RL, over gRPC (mechreward.v1.RewardService) and HTTP.
+
+  GET  /monitor             canary monitor page (per-run rewards and flags; open it in a browser)
+  POST /v1/score            score activations: JSON (base64) or msgpack, {pack, sequences, run_id, step}
+  GET  /v1/packs            packs served, with shapes and validation
+  GET  /v1/runs[/:run_id]   per-run canary monitor data
+  GET  /info                version and limits
+  GET  /healthz, /readyz    liveness, readiness
+  GET  /metrics             Prometheus metrics
+`;
+
 export function registerMonitorPage(app: FastifyInstance): void {
   // Read once at start-up: a missing file fails the server loudly instead of serving a broken page later.
   const page = load(path.join(WEB_DIR, 'index.html'), 'text/html; charset=utf-8');
@@ -44,6 +57,12 @@ export function registerMonitorPage(app: FastifyInstance): void {
     ['monitor.css', load(path.join(WEB_DIR, 'monitor.css'), 'text/css; charset=utf-8')],
     ['chart.umd.js', load(chartJsPath(), 'text/javascript; charset=utf-8')],
   ]);
+
+  app.get('/', async (req, reply) => {
+    // Relative redirect: keeps working behind a reverse proxy that mounts the sidecar under a prefix.
+    if (req.headers.accept?.includes('text/html')) return reply.redirect('monitor', 302);
+    return reply.type('text/plain; charset=utf-8').send(INDEX_TEXT);
+  });
 
   app.get('/monitor', async (_req, reply) => {
     // no-cache: the page is tiny and must match the server's assets after an upgrade.

@@ -10,6 +10,8 @@ export interface RunPoint {
   'reward_p10'?: (number | string);
   'reward_p50'?: (number | string);
   'reward_p90'?: (number | string);
+  'step'?: (number | string | Long);
+  '_step'?: "step";
 }
 
 export interface RunPoint__Output {
@@ -20,4 +22,6 @@ export interface RunPoint__Output {
   'reward_p10': (number);
   'reward_p50': (number);
   'reward_p90': (number);
+  'step'?: (string);
+  '_step'?: "step";
 }
