@@ -225,7 +225,8 @@ def test_legacy_manager_output_carries_per_token_rm_scores(cluster, reader_fixtu
                                      reward_loop_worker_handles=rewards.reward_loop_worker_handles)
         # The legacy trainer repeats each prompt rollout.n times (interleaved) before generate_sequences.
         prompts = DataProto.from_dict(non_tensors=prompts_batch(3, seed=31), meta_info={"global_steps": 1})
-        out = manager.generate_sequences(prompts.repeat(repeat_times=2, interleave=True))
+        prompts = prompts.repeat(repeat_times=2, interleave=True)
+        out = manager.generate_sequences(prompts)
 
         reward_tensor, extra = extract_reward(out)  # what ray_trainer.fit does when rm_scores is in the batch
         assert set(extra) == {"mechreward_reward", "mechreward_flagged", "mechreward_unscored"}
@@ -243,7 +244,7 @@ def test_legacy_manager_output_carries_per_token_rm_scores(cluster, reader_fixtu
 
         out.batch["token_level_scores"] = reward_tensor
         out.batch["token_level_rewards"] = reward_tensor
-        out.non_tensor_batch["uid"] = out.non_tensor_batch["uid"].astype(object)
+        out.non_tensor_batch["uid"] = prompts.non_tensor_batch["uid"]  # the trainer unions the prompts' fields in
         algo = OmegaConf.create({"mechreward_token_coef": 0.3, "gamma": 1.0})
         adv = compute_advantage(out, adv_estimator="mechreward_dense", config=algo).batch["advantages"]
         mask = out.batch["response_mask"].double().numpy()
