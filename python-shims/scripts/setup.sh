@@ -85,6 +85,6 @@ quietly "${PIP[@]}" install -c "$CONSTRAINTS" torch==2.13.0
 quietly "${PIP[@]}" install -c "$CONSTRAINTS" setuptools grpcio-tools
 if [[ ${#NO_DEPS[@]} -gt 0 ]]; then quietly "${PIP[@]}" install -c "$CONSTRAINTS" --no-deps "${NO_DEPS[@]}"; fi
 quietly "${PIP[@]}" install -c "$CONSTRAINTS" --no-build-isolation -e "$SHIMS[$EXTRAS]" "${MORE[@]}"
-"$VENV/bin/python" -c "$CHECK"
+quietly "$VENV/bin/python" -c "$CHECK"
 echo "$STAMP" >"$STAMP_FILE"
 echo "python-shims setup: done"
