@@ -6,7 +6,8 @@ module in every verl process (driver and each RewardLoopWorker), which registers
 - reward manager ``mechreward`` (``reward.reward_manager.name=mechreward``): ``run_single`` takes the prompt
   and response token ids from the DataProto, captures the residual stream after the pack's layer with a
   frozen reader copy of the base model, scores it through the sidecar and returns the pooled score, with the
-  response's per-token rewards in ``reward_extra_info["mechreward_token_rewards"]``;
+  response's per-token rewards in ``reward_extra_info["mechreward_token_rewards"]`` (a string: see
+  ``encode_token_rewards``);
 - advantage estimator ``mechreward_dense`` (``algorithm.adv_estimator=mechreward_dense``), which consumes
   per-token rewards (``token_level_rewards``).
 
@@ -17,11 +18,15 @@ Settings (manager: ``+reward.mechreward.<key>=...``; compute_score: ``reward.cus
 both fall back to ``MECHREWARD_*`` variables): ``pack``, ``reader_model`` (default: the actor's
 ``actor_rollout_ref.model.path``), ``reader_tokenizer`` (default: the model folder), ``target``, ``layer``, ``timeout``, ``retries``, ``on_error``
 (``raise``, default: the failure reaches verl; ``flag``: the score is ``fallback_reward`` and
-``mechreward_unscored`` is 1), ``fallback_reward``, ``run_id``. Tested with verl 0.9.1 (tests/verl/).
+``mechreward_unscored`` is 1), ``fallback_reward``, ``run_id``. Tested with verl 0.9.1 (tests_verl/).
+
+verl keeps the single ``reward_score`` on the last token. To train on the per-token rewards, select the agent-loop
+manager of ``mechreward_client.verl_dense``, which writes them into ``rm_scores`` (docs/integrations.md).
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 from collections.abc import Mapping
@@ -42,22 +47,57 @@ from . import _constants as C
 from ._adapter import SIDECAR_FAILURES, AdapterSettings, PackScorer
 from ._types import ScoredSequence
 
-__all__ = ["MechRewardManager", "compute_score", "compute_mechreward_dense_advantage", "EXTRA_KEYS"]
+__all__ = ["MechRewardManager", "compute_score", "compute_mechreward_dense_advantage", "EXTRA_KEYS",
+           "TOKEN_REWARDS_KEY", "encode_token_rewards", "decode_token_rewards"]
 
 log = logging.getLogger("mechreward_client.verl")
 
 # reward_extra_info keys, identical for every sample (verl takes the key set from the first sample).
-EXTRA_KEYS = ("mechreward_reward", "mechreward_token_rewards", "mechreward_flagged", "mechreward_unscored")
+TOKEN_REWARDS_KEY = "mechreward_token_rewards"
+EXTRA_KEYS = ("mechreward_reward", TOKEN_REWARDS_KEY, "mechreward_flagged", "mechreward_unscored")
+
+_TOKEN_REWARDS_TAG = "f32le:"
 
 
-def _extra_info(scored: ScoredSequence | None, n_response: int) -> dict[str, Any]:
+def encode_token_rewards(values: Any) -> str:
+    """One response's per-token rewards as a string: ``"f32le:"`` + base64 of little-endian float32.
+
+    verl turns each ``reward_extra_info`` key into ``np.array([...])`` across samples (agent_loop.py,
+    reward_loop.py, ray_trainer.py). Lists of different lengths make numpy raise (inhomogeneous shape), lists of
+    one length silently become a 2-D float array, and the validation metrics take ``np.mean`` of every
+    non-string value. A string passes all three unchanged (validation skips strings), is exact (the sidecar's
+    rewards are float32) and takes 4/3 bytes per token instead of a Python float list.
+    """
+    array = np.ascontiguousarray(np.asarray(values, dtype="<f4").reshape(-1))
+    return _TOKEN_REWARDS_TAG + base64.b64encode(array.tobytes()).decode("ascii")
+
+
+def decode_token_rewards(encoded: Any) -> np.ndarray:
+    """The float32 array ``encode_token_rewards`` wrote (numpy's ``str_`` is accepted as well)."""
+    text = str(encoded)
+    if not text.startswith(_TOKEN_REWARDS_TAG):
+        raise ValueError(f"{TOKEN_REWARDS_KEY}: not an encoded token-reward string (starts {text[:16]!r})")
+    return np.frombuffer(base64.b64decode(text[len(_TOKEN_REWARDS_TAG):]), dtype="<f4").astype(np.float32)
+
+
+def unscored_token_rewards(n_response: int, fallback_reward: float) -> np.ndarray:
+    """The per-token rewards of an unscored response: ``fallback_reward`` on its last token, as verl places a scalar."""
+    values = np.zeros(n_response, dtype=np.float32)
+    if n_response:
+        values[-1] = fallback_reward
+    return values
+
+
+def _extra_info(scored: ScoredSequence | None, n_response: int, fallback_reward: float) -> dict[str, Any]:
     if scored is None:
-        return {"mechreward_reward": float("nan"), "mechreward_token_rewards": [0.0] * n_response,
+        return {"mechreward_reward": float("nan"),
+                TOKEN_REWARDS_KEY: encode_token_rewards(unscored_token_rewards(n_response, fallback_reward)),
                 "mechreward_flagged": 0.0, "mechreward_unscored": 1.0}
+    # Only the response's tokens: the same length and order as the DataProto's valid response ids.
+    tokens = scored.token_rewards[-n_response:] if n_response else []
     return {
         "mechreward_reward": float(scored.reward),
-        # Only the response's tokens: the same length and order as the DataProto's valid response ids.
-        "mechreward_token_rewards": [float(v) for v in scored.token_rewards[-n_response:]] if n_response else [],
+        TOKEN_REWARDS_KEY: encode_token_rewards(tokens),
         "mechreward_flagged": float(bool(scored.flags)),
         "mechreward_unscored": 0.0,
     }
@@ -118,7 +158,7 @@ class MechRewardManager(RewardManagerBase):
                 raise
             log.warning("mechreward: trajectory unscored, reward %s with mechreward_unscored=1: %s", settings.fallback_reward, error)
         reward = settings.fallback_reward if scored is None else float(scored.reward)
-        return {"reward_score": reward, "reward_extra_info": _extra_info(scored, len(response_ids))}
+        return {"reward_score": reward, "reward_extra_info": _extra_info(scored, len(response_ids), settings.fallback_reward)}
 
 
 def _valid_ids(item: Any) -> tuple[list[int], list[int]]:

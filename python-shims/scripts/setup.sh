@@ -7,6 +7,8 @@
 #                                               #   (override the folder: MECHREWARD_PY_VENV)
 #   bash python-shims/scripts/setup.sh verl     # verl 0.9: python-shims/.venv-verl, constraints-verl.txt
 #                                               #   (its own venv: verl pins transformers < 5.11; MECHREWARD_VERL_VENV)
+#   bash python-shims/scripts/setup.sh skyrl    # SkyRL 0.3: python-shims/.venv-skyrl, constraints-skyrl.txt
+#                                               #   (its own venv: skyrl pins transformers <= 5.8; MECHREWARD_SKYRL_VENV)
 set -euo pipefail
 
 SHIMS="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,10 +33,21 @@ case "$FLAVOUR" in
     CONSTRAINTS="$SHIMS/constraints-verl.txt"
     EXTRAS="verl"
     NO_DEPS=()
-    MORE=(verl pytest pytest-timeout)
-    CHECK="import verl, mechreward_client.verl, mechreward_client._generated.reward_pb2_grpc"
+    # The V1 trainer's agent loop (verl.trainer.ppo.v1) imports these, which verl's wheel does not require.
+    MORE=(verl transferqueue cachetools fastapi uvicorn pytest pytest-timeout)
+    CHECK="import verl, mechreward_client.verl_dense, mechreward_client._generated.reward_pb2_grpc"
     ;;
-  *) echo "python-shims setup: unknown environment '$FLAVOUR' (trl or verl)" >&2; exit 2 ;;
+  skyrl)
+    VENV="${MECHREWARD_SKYRL_VENV:-$SHIMS/.venv-skyrl}"
+    CONSTRAINTS="$SHIMS/constraints-skyrl.txt"
+    EXTRAS="skyrl"
+    # skyrl without its dependencies (peft, hf_transfer; flash-attn and vLLM in its training extra): the CPU
+    # steps need only what MORE lists (constraints-skyrl.txt pins them).
+    NO_DEPS=(skyrl==0.3.0)
+    MORE=(skyrl-gym loguru jaxtyping ray torchdata tensordict omegaconf hydra-core datasets aiohttp pytest pytest-timeout)
+    CHECK="import mechreward_client.skyrl, mechreward_client._generated.reward_pb2_grpc"
+    ;;
+  *) echo "python-shims setup: unknown environment '$FLAVOUR' (trl, verl or skyrl)" >&2; exit 2 ;;
 esac
 PYTHON="${PYTHON:-python3}"
 LOG="$(mktemp -t mechreward-py-setup.XXXXXX)"
@@ -75,6 +88,6 @@ quietly "${PIP[@]}" install -c "$CONSTRAINTS" torch==2.13.0
 quietly "${PIP[@]}" install -c "$CONSTRAINTS" setuptools grpcio-tools
 if [[ ${#NO_DEPS[@]} -gt 0 ]]; then quietly "${PIP[@]}" install -c "$CONSTRAINTS" --no-deps "${NO_DEPS[@]}"; fi
 quietly "${PIP[@]}" install -c "$CONSTRAINTS" --no-build-isolation -e "$SHIMS[$EXTRAS]" "${MORE[@]}"
-"$VENV/bin/python" -c "$CHECK"
+quietly "$VENV/bin/python" -c "$CHECK"
 echo "$STAMP" >"$STAMP_FILE"
 echo "python-shims setup: done"

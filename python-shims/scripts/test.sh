@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Set up the Python environments (if needed) and run every python-shims test against the real sidecar:
-# tests/ in .venv (TRL, OpenRLHF), then tests_verl/ in .venv-verl (verl 0.9 pins an older transformers).
+# tests/ in .venv (TRL, OpenRLHF), tests_verl/ in .venv-verl (verl 0.9 pins an older transformers), then
+# tests_skyrl/ in .venv-skyrl (skyrl 0.3 pins another).
 # Exits non-zero on any failure, and also when pytest collected no tests (its exit code 5).
 #
 #   bash python-shims/scripts/test.sh [pytest args...]     # args go to the tests/ run
-#   MECHREWARD_SKIP_VERL=1 bash python-shims/scripts/test.sh   # tests/ only (the summary says so)
+#   MECHREWARD_SKIP_VERL=1 bash python-shims/scripts/test.sh   # without tests_verl/ (the summary says so)
+#   MECHREWARD_SKIP_SKYRL=1 bash python-shims/scripts/test.sh  # without tests_skyrl/ (likewise)
 set -uo pipefail
 
 SHIMS="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${MECHREWARD_PY_VENV:-$SHIMS/.venv}"
 VERL_VENV="${MECHREWARD_VERL_VENV:-$SHIMS/.venv-verl}"
+SKYRL_VENV="${MECHREWARD_SKYRL_VENV:-$SHIMS/.venv-skyrl}"
 
 run_pytest() {  # python, then pytest args; pytest's "no tests ran" (5) counts as a failure
   "$@"
@@ -28,10 +31,19 @@ status=$?
 
 if [[ "${MECHREWARD_SKIP_VERL:-}" == "1" ]]; then
   echo "python-shims: tests_verl/ NOT run (MECHREWARD_SKIP_VERL=1)" >&2
-  exit $status
+else
+  bash "$SHIMS/scripts/setup.sh" verl || exit 1
+  run_pytest "$VERL_VENV/bin/python" -m pytest tests_verl
+  verl_status=$?
+  [[ $status -eq 0 ]] && status=$verl_status
 fi
-bash "$SHIMS/scripts/setup.sh" verl || exit 1
-run_pytest "$VERL_VENV/bin/python" -m pytest tests_verl
-verl_status=$?
-[[ $status -ne 0 ]] && exit $status
-exit $verl_status
+
+if [[ "${MECHREWARD_SKIP_SKYRL:-}" == "1" ]]; then
+  echo "python-shims: tests_skyrl/ NOT run (MECHREWARD_SKIP_SKYRL=1)" >&2
+else
+  bash "$SHIMS/scripts/setup.sh" skyrl || exit 1
+  run_pytest "$SKYRL_VENV/bin/python" -m pytest tests_skyrl
+  skyrl_status=$?
+  [[ $status -eq 0 ]] && status=$skyrl_status
+fi
+exit $status

@@ -29,7 +29,7 @@ from verl.trainer.ppo.core_algos import get_adv_estimator_fn
 from verl.trainer.ppo.reward import get_custom_reward_fn, load_reward_manager
 
 from mechreward_client import APIConnectionError, APITimeoutError
-from mechreward_client.verl import EXTRA_KEYS, MechRewardManager
+from mechreward_client.verl import EXTRA_KEYS, TOKEN_REWARDS_KEY, MechRewardManager, decode_token_rewards
 
 from support import reference_rewards_for_ids, start_sidecar, word_prompts
 
@@ -112,10 +112,30 @@ def test_run_single_returns_the_sidecars_scores(reader_fixture, sidecar):
         info = out["reward_extra_info"]
         assert set(info) == set(EXTRA_KEYS)
         assert info["mechreward_unscored"] == 0.0
-        np.testing.assert_allclose(info["mechreward_token_rewards"], ref[start:], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(decode_token_rewards(info[TOKEN_REWARDS_KEY]), ref[start:], rtol=1e-4, atol=1e-4)
         assert out["reward_score"] == pytest.approx(ref[start:].mean(), rel=1e-4, abs=1e-4)
         assert out["reward_score"] == info["mechreward_reward"]
         assert abs(out["reward_score"]) > 1e-3  # the features fire: not a vacuous comparison of zeros
+
+
+def test_ragged_token_rewards_pass_verls_numpy_conversions_and_validation_metrics(reader_fixture, sidecar):
+    """verl makes one np.array per reward_extra_info key across samples and averages every non-string value in
+    validation; responses of different lengths must survive both, and decode to the same float32 values."""
+    from verl.trainer.ppo.metric_utils import process_validation_metrics
+
+    tok = AutoTokenizer.from_pretrained(reader_fixture.tokenizer_dir)
+    batch = make_batch(tok, ["w1 w2", "w3 w4"], ["w5", "w6 w7 w8 w9"])  # 2 and 5 valid response tokens
+    manager = MechRewardManager(make_config(reader_fixture, sidecar.target), tok, None)
+    infos = [run(manager, batch[i : i + 1])["reward_extra_info"] for i in range(len(batch))]
+    lists = [decode_token_rewards(info[TOKEN_REWARDS_KEY]).tolist() for info in infos]
+    assert [len(v) for v in lists] == [2, 5]
+    with pytest.raises(ValueError):  # what a plain ragged list does in agent_loop.py's np.array(...)
+        np.array(lists)
+    column = np.array([info[TOKEN_REWARDS_KEY] for info in infos])  # the same call, on what the manager returns
+    assert [decode_token_rewards(v).tolist() for v in column] == lists
+    metrics = process_validation_metrics(["words", "words"], ["u0", "u1"], {key: [info[key] for info in infos] for key in EXTRA_KEYS})
+    assert "mechreward_reward" in metrics["words"]  # data source -> variable -> metric
+    assert TOKEN_REWARDS_KEY not in metrics["words"]  # skipped as a string, not averaged
 
 
 def test_compute_score_through_verls_naive_manager(reader_fixture, sidecar):
@@ -160,8 +180,8 @@ def test_estimator_turns_the_sidecars_token_rewards_into_advantages(reader_fixtu
     token_rewards = torch.zeros(len(batch), RESPONSE_LEN)
     mask = batch.batch["attention_mask"][:, PROMPT_LEN:].float()
     for i in range(len(batch)):
-        tr = run(manager, batch[i : i + 1])["reward_extra_info"]["mechreward_token_rewards"]
-        token_rewards[i, : len(tr)] = torch.tensor(tr)
+        tr = decode_token_rewards(run(manager, batch[i : i + 1])["reward_extra_info"][TOKEN_REWARDS_KEY])
+        token_rewards[i, : len(tr)] = torch.from_numpy(tr)
     index = batch.non_tensor_batch["uid"]
     fn = get_adv_estimator_fn("mechreward_dense")
     adv, ret = fn(token_level_rewards=token_rewards, response_mask=mask, config=OmegaConf.create({"mechreward_token_coef": 0.3}), index=index)
