@@ -199,6 +199,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
       }
       await httpDrained;
       await engine.pool?.close();
+      service.shm.close();
       monitor.close();
       return { forced };
     },
