@@ -138,10 +138,9 @@ class _ClientBase:
     def _register_request(segment: Segment) -> reward_pb2.RegisterSharedMemoryRequest:
         return reward_pb2.RegisterSharedMemoryRequest(name=segment.region, key=segment.key, byte_size=segment.capacity, nonce=segment.nonce)
 
-    def _registration_failed(self, segment: Segment, error: APIError) -> list[Segment]:
-        """After a failed RegisterSharedMemory: the segments to retire. Shared memory is switched off for
+    def _registration_failed(self, error: APIError) -> list[Segment]:
+        """After a failed RegisterSharedMemory: the free segments to retire. Shared memory is switched off for
         this client when the server said it cannot use it, or has no such RPC."""
-        segment.close()
         if isinstance(error, SharedMemoryUnavailableError) or error.status == grpc.StatusCode.UNIMPLEMENTED:
             log.info("shared memory not usable with %s (%s); sending activations as bytes", self.target, error)
             return self._pool.disable(str(error))
@@ -247,7 +246,8 @@ class RewardClient(_ClientBase):
             segment.registered = True
             return True
         except APIError as error:
-            self._retire(self._registration_failed(segment, error))
+            segment.close()
+            self._retire(self._registration_failed(error))
             return False
         finally:
             segment.unlink()  # registered or not: the name goes now, the mappings keep the memory
@@ -359,8 +359,6 @@ class AsyncRewardClient(_ClientBase):
         self._channel: grpc.aio.Channel | None = None
         self._stub: reward_pb2_grpc.RewardServiceStub | None = None
         self._owner: tuple[int, asyncio.AbstractEventLoop] | None = None
-        # The registration of a new segment under way (one at a time), started by submit().
-        self._registering: asyncio.Task | None = None
 
     def submit(
         self,
@@ -384,28 +382,29 @@ class AsyncRewardClient(_ClientBase):
 
     def _submit_batch(self, batch: PreparedBatch, timeout: float | None) -> asyncio.Task[list[ScoredSequence]]:
         segment: Segment | None = None
+        refs: list[ShmRef] = []
         if self._wants_shm(batch):
-            need = segment_bytes_for(batch)
-            segment, retire = self._pool.take(need, create=False)
+            # A free registered segment, or a new one that the task registers before sending.
+            segment, retire = self._pool.take(segment_bytes_for(batch))
             self._retire_soon(retire)
-            if segment is None:
-                # None free: this batch goes as bytes while a segment is registered for the next ones.
-                self._register_soon(need)
         if segment is not None:
             refs = segment.fill(batch)
             payload = encode_score_request(batch, refs)
         else:
-            refs, payload = [], self._bytes_payload(batch)
+            payload = self._bytes_payload(batch)
         return asyncio.ensure_future(self._send(batch, payload, segment, refs, timeout))
 
     async def _send(self, batch: PreparedBatch, payload: bytes, segment: Segment | None, refs: list[ShmRef], timeout: float | None) -> list[ScoredSequence]:
-        keep = True
+        keep = segment is not None
         try:
+            if segment is not None and not segment.registered and not await self._register(segment):
+                # The server cannot see the segment: the same bytes, from the segment, on the wire.
+                keep, payload = False, self._from_segment(batch, segment, refs)
             try:
                 response = await self._call("Score", payload, timeout)
-                self.transport_counts["shm" if segment is not None else "bytes"] += 1
+                self.transport_counts["shm" if keep else "bytes"] += 1
             except NotFoundError as error:
-                if not self._lost_region(error, segment):
+                if not (keep and self._lost_region(error, segment)):
                     raise
                 keep = False
                 response = await self._call("Score", self._from_segment(batch, segment, refs), timeout)
@@ -418,21 +417,14 @@ class AsyncRewardClient(_ClientBase):
                 else:
                     segment.close()
 
-    def _register_soon(self, need: int) -> None:
-        if self._registering is None or self._registering.done():
-            self._registering = asyncio.ensure_future(self._register_new(need))
-
-    async def _register_new(self, need: int) -> None:
-        segment, retire = self._pool.take(need)
-        self._retire_soon(retire)
-        if segment is None:
-            return
+    async def _register(self, segment: Segment) -> bool:
         try:
             await self._call("RegisterSharedMemory", self._register_request(segment), None)
             segment.registered = True
-            self._pool.give_back(segment)
+            return True
         except APIError as error:
-            self._retire_soon(self._registration_failed(segment, error))
+            self._retire_soon(self._registration_failed(error))
+            return False
         finally:
             segment.unlink()  # registered or not: the name goes now, the mappings keep the memory
 
@@ -462,13 +454,8 @@ class AsyncRewardClient(_ClientBase):
         tokens: Sequence[Sequence[str] | None] | None = None,
         timeout: float | None = None,
     ) -> list[ScoredSequence]:
-        """Score, as RewardClient.score. With shared memory wanted and no segment registered yet, registers
-        one first, so even the first call sends descriptors; submit() never waits for that."""
-        batch = prepare_batch(pack, sequences, score_from, run_id, texts, expected_answers, tokens)
-        if self._wants_shm(batch) and not self._pool.has_free(segment_bytes_for(batch)):
-            self._register_soon(segment_bytes_for(batch))
-            await asyncio.shield(self._registering)
-        return await self._submit_batch(batch, timeout)
+        """Score, as RewardClient.score (submit() and await the task)."""
+        return await self.submit(pack, sequences, score_from, run_id, texts=texts, expected_answers=expected_answers, tokens=tokens, timeout=timeout)
 
     async def list_packs(self, *, timeout: float | None = None) -> list[PackInfo]:
         response = await self._call("ListPacks", reward_pb2.ListPacksRequest(), timeout)
@@ -529,7 +516,7 @@ class AsyncRewardClient(_ClientBase):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("_channel", "_stub", "_owner", "_pool", "_registering"):
+        for key in ("_channel", "_stub", "_owner", "_pool"):
             state.pop(key, None)
         return state
 
@@ -537,4 +524,3 @@ class AsyncRewardClient(_ClientBase):
         self.__dict__.update(state)
         self._channel = self._stub = self._owner = None
         self._pool = SegmentPool()
-        self._registering = None

@@ -106,11 +106,6 @@ class SegmentPool:
             self._check_process()
             return self.client_id
 
-    def has_free(self, need: int) -> bool:
-        with self._lock:
-            self._check_process()
-            return any(segment.capacity >= need for segment in self._free)
-
     def take(self, need: int, *, create: bool = True) -> tuple[Segment | None, list[Segment]]:
         """A free registered segment of at least ``need`` bytes, else a new unregistered one (or None when
         ``create`` is false or shared memory is off). Also returns too-small free segments to retire."""
