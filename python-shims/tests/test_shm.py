@@ -211,6 +211,14 @@ time.sleep(120)
 """
 
 
+@pytest.fixture(scope="module")
+def one_pack(parity_dir, tmp_path_factory) -> str:
+    """A packs directory with topk-saelens alone: sidecars started and killed here come up in seconds."""
+    out = tmp_path_factory.mktemp("one-pack")
+    shutil.copytree(os.path.join(parity_dir, "packs", "topk-saelens"), out / "topk-saelens")
+    return str(out)
+
+
 def shm_regions(sidecar) -> float:
     import urllib.request
 
@@ -224,8 +232,8 @@ def held_by(pid: int, key: str) -> bool:
     return any(key in os.readlink(os.path.join(fd_dir, fd)) for fd in os.listdir(fd_dir) if os.path.exists(os.path.join(fd_dir, fd)))
 
 
-def test_sigkill_of_the_client_or_the_server_leaves_nothing_in_dev_shm(parity_dir):
-    packs = os.path.join(parity_dir, "packs")
+def test_sigkill_of_the_client_or_the_server_leaves_nothing_in_dev_shm(one_pack):
+    packs = one_pack
     port = free_port()
     sidecar = start_sidecar(packs, grpc_port=port)
     try:
@@ -268,12 +276,12 @@ def _own_mount_namespace() -> tuple[str, ...]:
     return ("unshare", "-m", "sh", "-c", 'mount -t tmpfs tmpfs /dev/shm && exec "$@"', "sh")
 
 
-def test_not_co_located_falls_back_to_bytes(parity_dir, parity_sidecar):
+def test_not_co_located_falls_back_to_bytes(one_pack, parity_sidecar):
     """The server cannot see the client's segment: in its own mount namespace when this machine allows
     one, otherwise through --shm-dir pointing at an empty directory (the same ENOENT the server meets)."""
     prefix = _own_mount_namespace()
     extra = () if prefix else ("--shm-dir", tempfile.mkdtemp(prefix="not-dev-shm-"))
-    sidecar = start_sidecar(os.path.join(parity_dir, "packs"), *extra, prefix=prefix)
+    sidecar = start_sidecar(one_pack, *extra, prefix=prefix)
     try:
         rng = np.random.default_rng(7)
         x = [activations(rng, 20, "bf16")]
