@@ -11,6 +11,7 @@ call at a time, so concurrent calls (threads, overlapped async batches) never sh
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import threading
@@ -18,6 +19,8 @@ from multiprocessing import shared_memory
 
 from . import _constants as C
 from ._wire import PreparedBatch, ShmRef, copy_into
+
+log = logging.getLogger("mechreward_client")
 
 
 def _aligned(n: int) -> int:
@@ -35,11 +38,19 @@ class Segment:
     def __init__(self, capacity: int) -> None:
         self.shm = shared_memory.SharedMemory(name=C.SHM_KEY_PREFIX + secrets.token_hex(12), create=True, size=capacity)
         self.key = self.shm.name.lstrip("/")
+        self._unlinked = False
+        try:
+            # Reserve the pages now: on a full tmpfs (Docker's 64 MB /dev/shm) writing into a sparse segment
+            # would kill this process with SIGBUS; fallocate fails cleanly with ENOSPC instead.
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(self.shm._fd, 0, capacity)
+        except OSError:
+            self.close()
+            raise
         self.capacity = capacity
         self.nonce = secrets.token_bytes(C.SHM_NONCE_BYTES)
         self.shm.buf[: len(self.nonce)] = self.nonce
         self.registered = False
-        self._unlinked = False
 
     @property
     def region(self) -> str:
@@ -121,7 +132,11 @@ class SegmentPool:
             return None, retire
         capacity = max(need, C.SHM_MIN_SEGMENT_BYTES)
         capacity = 1 << (capacity - 1).bit_length()
-        return Segment(capacity), retire
+        try:
+            return Segment(capacity), retire
+        except OSError as error:  # no room in /dev/shm (see --shm-size), or no POSIX shared memory here
+            log.info("no shared-memory segment of %d bytes (%s); this call sends bytes", capacity, error)
+            return None, retire
 
     def give_back(self, segment: Segment) -> None:
         with self._lock:

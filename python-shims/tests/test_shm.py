@@ -300,3 +300,28 @@ def test_not_co_located_falls_back_to_bytes(one_pack, parity_sidecar):
         assert counts == {"shm": 0, "bytes": 1}
     finally:
         sidecar.stop()
+
+
+FULL_TMPFS_CHILD = r"""
+import json, sys, numpy as np
+from mechreward_client import RewardClient
+x = [np.full((16384, 64), 0.5, np.float32)]  # 4 MiB: more than this /dev/shm holds
+client = RewardClient(sys.argv[1], shared_memory=True)
+r = client.score("topk-saelens", x)
+print(json.dumps({"counts": client.transport_counts, "reward": r[0].reward}), flush=True)
+"""
+
+
+def test_a_full_dev_shm_sends_bytes_instead_of_crashing(parity_sidecar):
+    """A client whose /dev/shm is a 1 MiB tmpfs (Docker's default is 64 MB): the segment cannot be reserved,
+    so that call goes as bytes; the process is not killed by SIGBUS writing into a sparse segment."""
+    prefix = _own_mount_namespace()
+    assert prefix, "this test needs `unshare -m` (root, as in CI) to give the client a small /dev/shm"
+    script = 'mount -t tmpfs -o size=1m tmpfs /dev/shm && exec "$@"'
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", sys.executable, "-c", FULL_TMPFS_CHILD, parity_sidecar.target],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["counts"] == {"shm": 0, "bytes": 1}
+    expected = RewardClient(parity_sidecar.target, shared_memory=False).score("topk-saelens", [np.full((16384, 64), 0.5, np.float32)])
+    assert report["reward"] == expected[0].reward
