@@ -106,6 +106,9 @@ def test_shared_memory_is_bit_identical_to_bytes(parity_sidecar, dtype):
         assert shm.transport_counts["bytes"] == 0 and shm.transport_counts["shm"] >= 5
         assert wire.transport_counts["shm"] == 0
         assert not os.path.exists(f"/dev/shm/{segment_of(shm).key}"), "the name is unlinked right after registration"
+        held = shm_regions(parity_sidecar)
+        shm.close()  # unregisters: the server closes its descriptor at once
+        assert shm_regions(parity_sidecar) == held - 1
     finally:
         shm.close()
         wire.close()
