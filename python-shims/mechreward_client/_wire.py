@@ -193,6 +193,8 @@ class PreparedBatch:
     expected_answers: tuple[str, ...]
     tokens: tuple[tuple[str, ...] | None, ...]
     run_id: str
+    # ScoreRequest.step (field 20, optional int64; the monitor page's x axis), None when unset.
+    step: int | None = None
 
     @property
     def nbytes(self) -> int:
@@ -247,6 +249,7 @@ def prepare_batch(
     texts: SequenceABC[str | None] | None = None,
     expected_answers: SequenceABC[str | None] | None = None,
     tokens: SequenceABC[SequenceABC[str] | None] | None = None,
+    step: int | None = None,
 ) -> PreparedBatch:
     """Every argument checked (the same rules and messages as build_score_request), nothing copied yet."""
     if not isinstance(pack, str) or not pack:
@@ -269,7 +272,16 @@ def prepare_batch(
         expected_answers=tuple(_optional_str(t, f"sequences[{i}].expected_answer") for i, t in enumerate(answer_list)),
         tokens=tuple(_checked_tokens(t, a.num_tokens, f"sequences[{i}]") for i, (t, a) in enumerate(zip(token_list, arrays))),
         run_id=run_id or "",
+        step=_checked_step(step),
     )
+
+
+def _checked_step(step: Any) -> int | None:
+    if step is None:
+        return None
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise ValueError(f"step: expected the trainer's global step, an int >= 0, got {step!r}")
+    return int(step)
 
 
 def host_bytes(array: WireArray) -> memoryview:
@@ -379,6 +391,8 @@ def encode_score_request(batch: PreparedBatch, payloads: SequenceABC[Any]) -> by
         parts.append(_key(2, 2) + _varint(size))
         parts += body
     _string_field(3, batch.run_id, parts)
+    if batch.step is not None:  # proto3 `optional`: written when set, 0 included
+        parts.append(_key(20, 0) + _varint(batch.step))
     return b"".join(parts)
 
 
