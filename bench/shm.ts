@@ -5,7 +5,9 @@
 //   - the same from the Python RewardClient (bench/shm_client.py, python-shims/.venv);
 //   - the in-process ceiling: the server's own Scorer (copy + widen + the same graph on the engine worker),
 //     no transport, in this process.
-// Prints ratios and writes bench-results/shm.md and shm.json. BENCH_SECONDS (default 5) per measurement.
+// Prints ratios and writes bench-results/shm.md and shm.json. BENCH_SECONDS (default 5) per measurement;
+// BENCH_ROUNDS (default 3) rounds, each measuring every cell once in turn, and each cell's median is printed,
+// so drift in the machine's load spreads over all paths instead of landing on one.
 import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -26,6 +28,7 @@ const execFileAsync = promisify(execFile);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const PYTHON = path.join(ROOT, 'python-shims/.venv/bin/python');
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 5);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const D_MODEL = 2560;
 const TOKENS = 512;
 const PACK = 'direction-2560';
@@ -69,7 +72,7 @@ async function pythonClient(target: string, mode: 'bytes' | 'shm', concurrency: 
 }
 
 /** The server's Scorer with its engine pool, in this process: bytes already in memory, no transport. */
-async function inProcess(packsDir: string): Promise<Record<number, number>> {
+async function inProcess(packsDir: string): Promise<{ measure: (concurrency: number) => Promise<number>; close: () => Promise<void> }> {
   const catalogue = loadPackDirectory(packsDir);
   const pool = await EnginePool.start(planEngine(catalogue.packs.values()), {
     workers: 1,
@@ -83,9 +86,8 @@ async function inProcess(packsDir: string): Promise<Record<number, number>> {
     for (let i = 0; i < u32.length; i++) b.writeUInt16LE(u32[i]! >>> 16, 2 * i);
     return b;
   });
-  const result: Record<number, number> = {};
-  try {
-    for (const concurrency of CONCURRENCY) {
+  return {
+    async measure(concurrency) {
       let ok = 0;
       let next = 0;
       const start = performance.now();
@@ -96,38 +98,45 @@ async function inProcess(packsDir: string): Promise<Record<number, number>> {
           ok++;
         }
       }));
-      result[concurrency] = (ok * TOKENS) / ((performance.now() - start) / 1000);
-    }
-  } finally {
-    await pool.close();
-  }
-  return result;
+      return (ok * TOKENS) / ((performance.now() - start) / 1000);
+    },
+    close: () => pool.close(),
+  };
 }
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'bench-shm-'));
   writeDirectionPack(dir);
-  log(`# bench:shm — ${new Date().toISOString()}, ${os.availableParallelism()} cores, Node ${process.version}, ${SECONDS} s per cell`);
+  log(`# bench:shm — ${new Date().toISOString()}, ${os.availableParallelism()} cores, Node ${process.version}, ${SECONDS} s per cell, median of ${ROUNDS} interleaved rounds`);
   log(`direction pack, d_model ${D_MODEL}, one ${TOKENS}-token bf16 sequence (${(TOKENS * D_MODEL * 2 / 1e6).toFixed(2)} MB) per request; tokens/s`);
   log();
-  const rows: Record<string, Record<number, number>> = {};
+  const samples: Record<string, Record<number, number[]>> = {};
   const server = await spawnServe(['--packs', dir, '--grpc-port', '0', '--http-port', '0', '--allow-unvalidated']);
   const target = `127.0.0.1:${server.grpcPort}`;
+  // Idle between its own cells, so it costs the server's cells nothing.
+  const local = await inProcess(dir);
   try {
-    for (const [name, run] of [
+    const paths = [
       ['Node, gRPC bytes', (c: number) => nodeClient(target, 'bytes', c)],
       ['Node, shared memory', (c: number) => nodeClient(target, 'shm', c)],
       ['Python, gRPC bytes', (c: number) => pythonClient(target, 'bytes', c)],
       ['Python, shared memory', (c: number) => pythonClient(target, 'shm', c)],
-    ] as const) {
-      rows[name] = {};
-      for (const c of CONCURRENCY) rows[name]![c] = await run(c);
+      ['in-process ceiling (Scorer, no transport)', (c: number) => local.measure(c)],
+    ] as const;
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const [name, run] of paths) {
+        for (const c of CONCURRENCY) ((samples[name] ??= {})[c] ??= []).push(await run(c));
+      }
     }
   } finally {
+    await local.close();
     await server.stop();
   }
-  rows['in-process ceiling (Scorer, no transport)'] = await inProcess(dir);
   rmSync(dir, { recursive: true, force: true });
+  const rows: Record<string, Record<number, number>> = {};
+  for (const [name, byC] of Object.entries(samples)) rows[name] = Object.fromEntries(Object.entries(byC).map(([c, xs]) => [c, median(xs)]));
 
   const ceiling = rows['in-process ceiling (Scorer, no transport)']!;
   log('| path | c=1 | c=8 | vs gRPC bytes (same client) c=1 / c=8 | vs in-process ceiling c=1 / c=8 |');
@@ -141,7 +150,7 @@ async function main(): Promise<void> {
   log('Targets (issue 13): shared memory >= 200,000 tokens/s and >= 0.5x the in-process ceiling.');
   mkdirSync(path.join(ROOT, 'bench-results'), { recursive: true });
   writeFileSync(path.join(ROOT, 'bench-results/shm.md'), out.join('\n') + '\n');
-  writeFileSync(path.join(ROOT, 'bench-results/shm.json'), JSON.stringify({ date: new Date().toISOString(), cores: os.availableParallelism(), seconds: SECONDS, rows }, null, 2));
+  writeFileSync(path.join(ROOT, 'bench-results/shm.json'), JSON.stringify({ date: new Date().toISOString(), cores: os.availableParallelism(), seconds: SECONDS, rounds: ROUNDS, rows, samples }, null, 2));
 }
 
 main().catch((err: unknown) => {
