@@ -49,6 +49,9 @@ export interface ServeConfig {
   readerUrl: string;
   readerTimeoutMs: number;
   faultInjection: boolean;
+  shm: boolean;
+  shmDir: string;
+  shmLeaseMs: number;
 }
 
 interface OptionSpec {
@@ -101,6 +104,9 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'readerUrl', flag: '--reader-url <url>', env: 'MECHREWARD_READER_URL', kind: 'string', help: "base URL of a reader process (python -m mechreward_client.reader) that turns text into activations for POST /v1/openrlhf/{pack} ('' = that route answers 501)", defaultValue: () => '' },
   { key: 'readerTimeoutMs', flag: '--reader-timeout-ms <n>', env: 'MECHREWARD_READER_TIMEOUT_MS', kind: 'int', help: "deadline of one reader call; past it the OpenRLHF route answers the fallback reward with extra_logs.mechreward_unscored = 1", defaultValue: () => 60000 },
   { key: 'faultInjection', flag: '--fault-injection [bool]', env: 'MECHREWARD_FAULT_INJECTION', kind: 'bool', help: 'TESTS ONLY: let the test suite make an engine worker exit (process.exit inside the worker thread) to prove recovery; never set in production', defaultValue: () => false },
+  { key: 'shm', flag: '--shm [bool]', env: 'MECHREWARD_SHM', kind: 'bool', help: "accept shared-memory descriptors from co-located clients of the same user (docs/shared-memory.md); a client elsewhere is refused by the nonce check and sends bytes", defaultValue: () => true },
+  { key: 'shmDir', flag: '--shm-dir <dir>', env: 'MECHREWARD_SHM_DIR', kind: 'string', help: 'where registered segment keys are opened (the POSIX shared-memory mount)', defaultValue: () => '/dev/shm' },
+  { key: 'shmLeaseMs', flag: '--shm-lease-ms <n>', env: 'MECHREWARD_SHM_LEASE_MS', kind: 'int', help: 'a shared-memory registration unused for this long is closed; its next descriptor gets NOT_FOUND and the client registers again', defaultValue: () => 600000 },
   { key: 'logLevel', flag: '--log-level <level>', env: 'MECHREWARD_LOG_LEVEL', kind: 'string', help: 'pino log level', defaultValue: () => 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
 ];
 
@@ -166,6 +172,8 @@ export function resolveServeConfig(explicit: Partial<Record<keyof ServeConfig, u
   if (cfg.tlsClientCa && !cfg.tlsCert) throw invalid('--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS first)');
   if (cfg.readerUrl && !/^https?:\/\/[^/]/.test(cfg.readerUrl)) throw invalid(`--reader-url (MECHREWARD_READER_URL): ${JSON.stringify(cfg.readerUrl)} is not an http:// or https:// URL`);
   if (cfg.readerTimeoutMs < 1) throw invalid('readerTimeoutMs must be at least 1');
+  if (cfg.shmLeaseMs < 1000) throw invalid('--shm-lease-ms must be at least 1000');
+  cfg.shmDir = path.resolve(cfg.shmDir);
   cfg.packs = path.resolve(cfg.packs);
   if (cfg.runsDb && !/^postgres(ql)?:\/\//i.test(cfg.runsDb)) cfg.runsDb = path.resolve(cfg.runsDb);
   if (!cfg.authToken && !cfg.allowRemoteWithoutAuth && !isLoopbackHost(cfg.host)) {

@@ -8,7 +8,7 @@ export interface CatalogueEntry {
   readonly grpc: GrpcStatus;
   readonly http: number;
   /** Coarse class for clients and for the `reason` label of mechreward_request_failures_total. */
-  readonly errorType: 'validation' | 'not_found' | 'overloaded' | 'not_ready' | 'cancelled' | 'timeout' | 'internal' | 'config' | 'pack' | 'unauthenticated';
+  readonly errorType: 'validation' | 'not_found' | 'overloaded' | 'not_ready' | 'cancelled' | 'timeout' | 'internal' | 'config' | 'pack' | 'unauthenticated' | 'forbidden';
   /** Whether the same request may succeed if retried unchanged. */
   readonly retryable: boolean;
 }
@@ -36,6 +36,11 @@ export const ERROR_CATALOGUE = {
   // The reader (text -> activations) behind the OpenRLHF route: not configured, or it failed.
   MR_ERR_READER_NOT_CONFIGURED: { grpc: GrpcStatus.FAILED_PRECONDITION, http: 501, errorType: 'config', retryable: false },
   MR_ERR_READER_FAILED: { grpc: GrpcStatus.UNAVAILABLE, http: 502, errorType: 'not_ready', retryable: true },
+  // Shared memory (docs/shared-memory.md): a region this client never registered (or whose lease ran out), one
+  // registered by another client, and "not usable here" (not co-located, --shm off): the client sends bytes.
+  MR_ERR_SHM_NOT_FOUND: { grpc: GrpcStatus.NOT_FOUND, http: 404, errorType: 'not_found', retryable: false },
+  MR_ERR_SHM_FORBIDDEN: { grpc: GrpcStatus.PERMISSION_DENIED, http: 403, errorType: 'forbidden', retryable: false },
+  MR_ERR_SHM_UNAVAILABLE: { grpc: GrpcStatus.FAILED_PRECONDITION, http: 412, errorType: 'config', retryable: false },
   // Start-up errors: never sent over the wire, but catalogued so the CLI reports them the same way.
   MR_ERR_CONFIG_INVALID: { grpc: GrpcStatus.FAILED_PRECONDITION, http: 500, errorType: 'config', retryable: false },
   MR_ERR_PACK_INVALID: { grpc: GrpcStatus.FAILED_PRECONDITION, http: 500, errorType: 'pack', retryable: false },

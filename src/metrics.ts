@@ -40,6 +40,8 @@ export function createMetrics(info: { version: string; ortVersion: string }) {
     workerRestarts: new client.Counter({ name: 'mechreward_worker_restarts_total', help: 'Engine workers that exited unexpectedly and were replaced', registers: [registry] }),
     reloads: new client.Counter({ name: 'mechreward_pack_reloads_total', help: 'Pack directory reloads (SIGHUP or POST /admin/reload) by outcome: ok, rejected (some packs refused), failed', labelNames: ['outcome'], registers: [registry] }),
     reloadRejections: new client.Counter({ name: 'mechreward_pack_reload_rejections_total', help: 'Packs a reload refused (broken, not validated, over max_packs), by pack', labelNames: ['pack'], registers: [registry] }),
+    shmRegions: new client.Gauge({ name: 'mechreward_shm_regions', help: 'Shared-memory regions registered by co-located clients (each holds one file descriptor)', registers: [registry] }),
+    shmRegisteredBytes: new client.Gauge({ name: 'mechreward_shm_registered_bytes', help: 'Bytes of the shared-memory regions registered by co-located clients (their memory, not the server\'s)', registers: [registry] }),
     buildInfo: new client.Gauge({ name: 'mechreward_build_info', help: 'Build information (always 1)', labelNames: ['version', 'ort_version'], registers: [registry] }),
   };
   m.buildInfo.set({ version: info.version, ort_version: info.ortVersion }, 1);

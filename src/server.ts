@@ -208,6 +208,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
       }
       await httpDrained;
       await engine.pool?.close();
+      service.shm.close();
       await monitor.close();
       return { forced };
     },

@@ -11,6 +11,7 @@ import type { RunMonitor } from './monitor/monitor.js';
 import type { ReaderClient } from './reader/client.js';
 import type { Pack } from './packs/registry.js';
 import type { ReloadReport } from './reload.js';
+import { SharedMemoryRegistry } from './shm/registry.js';
 import { VERSION } from './version.js';
 
 export interface ServerInfo {
@@ -44,6 +45,8 @@ export interface WireResult {
 export class Service {
   private draining = false;
   readonly auth: TokenCheck;
+  /** Co-located clients' shared-memory regions (docs/shared-memory.md). */
+  readonly shm: SharedMemoryRegistry;
 
   constructor(
     readonly config: ServeConfig,
@@ -60,6 +63,10 @@ export class Service {
     readonly reader: ReaderClient | undefined = undefined,
   ) {
     this.auth = new TokenCheck(config.authToken);
+    this.shm = new SharedMemoryRegistry(
+      { enabled: config.shm, dir: config.shmDir, leaseMs: config.shmLeaseMs, maxRequestBytes: config.maxMessageBytes },
+      { set: (regions, bytes) => (metrics.shmRegions.set(regions), metrics.shmRegisteredBytes.set(bytes)) },
+    );
   }
 
   /** The packs served now (a hot reload swaps the whole map). */

@@ -21,6 +21,8 @@ from ._exceptions import (
     NotFoundError,
     OverloadedError,
     PayloadTooLargeError,
+    PermissionDeniedError,
+    SharedMemoryUnavailableError,
     UnavailableError,
 )
 from ._types import CanaryFlag, PackInfo, RunBaseline, RunSummary, ScoredSequence, ServerInfo, ValidationSummary
@@ -48,6 +50,8 @@ __all__ = [
     "OverloadedError",
     "InternalServerError",
     "UnavailableError",
+    "PermissionDeniedError",
+    "SharedMemoryUnavailableError",
     "APIConnectionError",
     "APITimeoutError",
     "capture_residual",

@@ -3,13 +3,21 @@
 Both keep only configuration until the first call: the channel opens lazily in the process (and, for the
 async client, the event loop) that uses it, and is left out of pickles. That lets reward objects holding a
 client be sent to spawned workers (TRL's AsyncGRPOTrainer, Ray actors) and reconnect there.
+
+Score requests are serialized by ``_wire.encode_score_request`` (activations joined into the message straight
+from the caller's memory) and sent through a pass-through serializer. With a co-located sidecar the
+activations go into a shared-memory segment instead (``_shm``, docs/shared-memory.md) and only descriptors
+travel; when the server cannot see the segment (another host or mount namespace, ``--shm false``, an older
+server) the client says so once in its log and sends bytes from then on.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+import logging
 import os
+import sys
 import threading
 import time
 import uuid
@@ -19,17 +27,26 @@ from typing import Any
 import grpc
 
 from . import _constants as C
-from ._exceptions import APIError, error_from_status
+from ._exceptions import APIError, NotFoundError, SharedMemoryUnavailableError, error_from_status
 from ._generated import reward_pb2, reward_pb2_grpc
 from ._retry import RetryPolicy
+from ._shm import Segment, SegmentPool, segment_bytes_for
 from ._types import PackInfo, RunSummary, ScoredSequence, ServerInfo
 from ._wire import (
-    build_score_request,
+    PreparedBatch,
+    ShmRef,
+    encode_score_request,
+    host_bytes,
+    prepare_batch,
     decode_pack_info,
     decode_run_summary,
     decode_score_response,
     decode_server_info,
 )
+
+log = logging.getLogger("mechreward_client")
+
+_SCORE_METHOD = "/mechreward.v1.RewardService/Score"
 
 _CHANNEL_OPTIONS = (
     ("grpc.max_receive_message_length", C.MAX_RECEIVE_MESSAGE_BYTES),
@@ -62,8 +79,15 @@ class _ClientBase:
         retries: int,
         token: str | None = None,
         tls: TlsFiles | None = None,
+        shared_memory: bool | None = None,
     ) -> None:
         self.target = target or os.environ.get(C.TARGET_ENV_VAR) or C.DEFAULT_TARGET
+        # None: shared memory for requests of at least SHM_AUTO_MIN_BYTES when the server can see the segment;
+        # True: for every request (still falling back to bytes when it cannot); False: never.
+        self.shared_memory = shared_memory
+        self._pool = SegmentPool()
+        # Score calls by path, for logs and tests: "shm" (descriptors) or "bytes" (activations on the wire).
+        self.transport_counts = {"shm": 0, "bytes": 0}
         # Paths, not loaded credentials: they pickle, and each process reads them when it opens its channel.
         self._tls = tls
         # Kept out of repr(); pickled with the client, so a spawned worker can authenticate too.
@@ -88,7 +112,48 @@ class _ClientBase:
 
     def _metadata(self, request_id: str) -> tuple[tuple[str, str], ...]:
         auth = (("authorization", f"Bearer {self._token}"),) if self._token else ()
-        return ((C.REQUEST_ID_METADATA_KEY, request_id), *auth)
+        return ((C.REQUEST_ID_METADATA_KEY, request_id), (C.CLIENT_ID_METADATA_KEY, self._pool.identity()), *auth)
+
+    @staticmethod
+    def _stub_for(channel: Any) -> reward_pb2_grpc.RewardServiceStub:
+        stub = reward_pb2_grpc.RewardServiceStub(channel)
+        # Score takes the bytes encode_score_request wrote: a pass-through serializer, no protobuf objects.
+        stub.Score = channel.unary_unary(_SCORE_METHOD, request_serializer=None, response_deserializer=reward_pb2.ScoreResponse.FromString)
+        return stub
+
+    # -- the two paths of a Score request ----------------------------------------------------------------
+
+    def _wants_shm(self, batch: PreparedBatch) -> bool:
+        if self.shared_memory is False or sys.byteorder != "little":
+            return False
+        if self.shared_memory is None and batch.nbytes < C.SHM_AUTO_MIN_BYTES:
+            return False
+        return self._pool.enabled
+
+    @staticmethod
+    def _bytes_payload(batch: PreparedBatch) -> bytes:
+        return encode_score_request(batch, [host_bytes(a) for a in batch.arrays])
+
+    @staticmethod
+    def _register_request(segment: Segment) -> reward_pb2.RegisterSharedMemoryRequest:
+        return reward_pb2.RegisterSharedMemoryRequest(name=segment.region, key=segment.key, byte_size=segment.capacity, nonce=segment.nonce)
+
+    def _registration_failed(self, error: APIError) -> list[Segment]:
+        """After a failed RegisterSharedMemory: the free segments to retire. Shared memory is switched off for
+        this client when the server said it cannot use it, or has no such RPC."""
+        if isinstance(error, SharedMemoryUnavailableError) or error.status == grpc.StatusCode.UNIMPLEMENTED:
+            log.info("shared memory not usable with %s (%s); sending activations as bytes", self.target, error)
+            return self._pool.disable(str(error))
+        return []
+
+    @staticmethod
+    def _lost_region(error: NotFoundError, segment: Segment | None) -> bool:
+        """The server no longer holds the region (idle lease, restart): resend the same bytes on the wire."""
+        return segment is not None and error.code == "MR_ERR_SHM_NOT_FOUND"
+
+    @staticmethod
+    def _from_segment(batch: PreparedBatch, segment: Segment, refs: list[ShmRef]) -> bytes:
+        return encode_score_request(batch, [segment.view(r) for r in refs])
 
     def _deadline(self, timeout: float | None) -> float:
         return self.timeout if timeout is None else float(timeout)
@@ -113,8 +178,9 @@ class RewardClient(_ClientBase):
         retries: int = C.DEFAULT_RETRIES,
         token: str | None = None,
         tls: TlsFiles | None = None,
+        shared_memory: bool | None = None,
     ) -> None:
-        super().__init__(target, timeout, retries, token, tls)
+        super().__init__(target, timeout, retries, token, tls, shared_memory)
         self._lock = threading.Lock()
         self._channel: grpc.Channel | None = None
         self._stub: reward_pb2_grpc.RewardServiceStub | None = None
@@ -142,9 +208,60 @@ class RewardClient(_ClientBase):
         optional, one entry (or None) per sequence: the server's canary text rule and its monitor page use them.
         ``step`` is the trainer's global step (optional): the monitor page plots a run by step when it is sent.
         """
-        request = build_score_request(pack, sequences, score_from, run_id, texts, expected_answers, tokens, step)
-        response = self._call("Score", request, timeout)
-        return decode_score_response(response, len(request.sequences))
+        batch = prepare_batch(pack, sequences, score_from, run_id, texts, expected_answers, tokens, step)
+        if self._wants_shm(batch):
+            scored = self._score_shm(batch, timeout)
+            if scored is not None:
+                return scored
+        response = self._call("Score", self._bytes_payload(batch), timeout)
+        self.transport_counts["bytes"] += 1
+        return decode_score_response(response, len(batch.arrays))
+
+    def _score_shm(self, batch: PreparedBatch, timeout: float | None) -> list[ScoredSequence] | None:
+        """Score through a registered segment; None when shared memory cannot be used (send bytes)."""
+        segment, retire = self._pool.take(segment_bytes_for(batch))
+        self._retire(retire)
+        if segment is None or not (segment.registered or self._register(segment)):
+            return None
+        keep = True
+        try:
+            refs = segment.fill(batch)
+            try:
+                response = self._call("Score", encode_score_request(batch, refs), timeout)
+                self.transport_counts["shm"] += 1
+            except NotFoundError as error:
+                if not self._lost_region(error, segment):
+                    raise
+                keep = False
+                response = self._call("Score", self._from_segment(batch, segment, refs), timeout)
+                self.transport_counts["bytes"] += 1
+            return decode_score_response(response, len(batch.arrays))
+        finally:
+            if keep:
+                self._pool.give_back(segment)
+            else:
+                segment.close()
+
+    def _register(self, segment: Segment) -> bool:
+        try:
+            self._call("RegisterSharedMemory", self._register_request(segment), None)
+            segment.registered = True
+            return True
+        except APIError as error:
+            segment.close()
+            self._retire(self._registration_failed(error))
+            return False
+        finally:
+            segment.unlink()  # registered or not: the name goes now, the mappings keep the memory
+
+    def _retire(self, segments: list[Segment]) -> None:
+        for segment in segments:
+            if segment.registered:
+                try:
+                    self._call("UnregisterSharedMemory", reward_pb2.UnregisterSharedMemoryRequest(name=segment.region), None)
+                except APIError:
+                    pass  # the server closes it after its lease anyway
+            segment.close()
 
     def list_packs(self, *, timeout: float | None = None) -> list[PackInfo]:
         response = self._call("ListPacks", reward_pb2.ListPacksRequest(), timeout)
@@ -162,6 +279,8 @@ class RewardClient(_ClientBase):
         return decode_run_summary(self._call("GetRun", reward_pb2.GetRunRequest(run_id=run_id), timeout).summary)
 
     def close(self) -> None:
+        if self._stub is not None and self._pid == os.getpid():
+            self._retire(self._pool.drain())
         with self._lock:
             if self._channel is not None and self._pid == os.getpid():
                 self._channel.close()
@@ -186,7 +305,7 @@ class RewardClient(_ClientBase):
                     if creds
                     else grpc.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
                 )
-                self._stub = reward_pb2_grpc.RewardServiceStub(self._channel)
+                self._stub = self._stub_for(self._channel)
                 self._pid = pid
             return self._stub
 
@@ -210,7 +329,7 @@ class RewardClient(_ClientBase):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("_lock", "_channel", "_stub", "_pid"):
+        for key in ("_lock", "_channel", "_stub", "_pid", "_pool"):
             state.pop(key, None)
         return state
 
@@ -218,6 +337,7 @@ class RewardClient(_ClientBase):
         self.__dict__.update(state)
         self._lock = threading.Lock()
         self._channel = self._stub = self._pid = None
+        self._pool = SegmentPool()
 
 
 class AsyncRewardClient(_ClientBase):
@@ -235,11 +355,95 @@ class AsyncRewardClient(_ClientBase):
         retries: int = C.DEFAULT_RETRIES,
         token: str | None = None,
         tls: TlsFiles | None = None,
+        shared_memory: bool | None = None,
     ) -> None:
-        super().__init__(target, timeout, retries, token, tls)
+        super().__init__(target, timeout, retries, token, tls, shared_memory)
         self._channel: grpc.aio.Channel | None = None
         self._stub: reward_pb2_grpc.RewardServiceStub | None = None
         self._owner: tuple[int, asyncio.AbstractEventLoop] | None = None
+
+    def submit(
+        self,
+        pack: str,
+        sequences: Sequence[Any],
+        score_from: int | Sequence[int] | None = None,
+        run_id: str | None = None,
+        *,
+        texts: Sequence[str | None] | None = None,
+        expected_answers: Sequence[str | None] | None = None,
+        tokens: Sequence[Sequence[str] | None] | None = None,
+        step: int | None = None,
+        timeout: float | None = None,
+    ) -> asyncio.Task[list[ScoredSequence]]:
+        """Start scoring and return at once with a task; call it inside a running event loop.
+
+        The activations are copied before this returns (into a free registered segment, or into the message
+        bytes), so the caller may overwrite or free its tensors at once: capture the next batch while this
+        one is scored, then await the task. Arguments and errors are those of score().
+        """
+        return self._submit_batch(prepare_batch(pack, sequences, score_from, run_id, texts, expected_answers, tokens, step), timeout)
+
+    def _submit_batch(self, batch: PreparedBatch, timeout: float | None) -> asyncio.Task[list[ScoredSequence]]:
+        segment: Segment | None = None
+        refs: list[ShmRef] = []
+        if self._wants_shm(batch):
+            # A free registered segment, or a new one that the task registers before sending.
+            segment, retire = self._pool.take(segment_bytes_for(batch))
+            self._retire_soon(retire)
+        if segment is not None:
+            refs = segment.fill(batch)
+            payload = encode_score_request(batch, refs)
+        else:
+            payload = self._bytes_payload(batch)
+        return asyncio.ensure_future(self._send(batch, payload, segment, refs, timeout))
+
+    async def _send(self, batch: PreparedBatch, payload: bytes, segment: Segment | None, refs: list[ShmRef], timeout: float | None) -> list[ScoredSequence]:
+        keep = segment is not None
+        try:
+            if segment is not None and not segment.registered and not await self._register(segment):
+                # The server cannot see the segment: the same bytes, from the segment, on the wire.
+                keep, payload = False, self._from_segment(batch, segment, refs)
+            try:
+                response = await self._call("Score", payload, timeout)
+                self.transport_counts["shm" if keep else "bytes"] += 1
+            except NotFoundError as error:
+                if not (keep and self._lost_region(error, segment)):
+                    raise
+                keep = False
+                response = await self._call("Score", self._from_segment(batch, segment, refs), timeout)
+                self.transport_counts["bytes"] += 1
+            return decode_score_response(response, len(batch.arrays))
+        finally:
+            if segment is not None:
+                if keep:
+                    self._pool.give_back(segment)
+                else:
+                    segment.close()
+
+    async def _register(self, segment: Segment) -> bool:
+        try:
+            await self._call("RegisterSharedMemory", self._register_request(segment), None)
+            segment.registered = True
+            return True
+        except APIError as error:
+            self._retire_soon(self._registration_failed(error))
+            return False
+        finally:
+            segment.unlink()  # registered or not: the name goes now, the mappings keep the memory
+
+    def _retire_soon(self, segments: list[Segment]) -> None:
+        for segment in segments:
+            if segment.registered:
+                asyncio.ensure_future(self._unregister(segment))
+            else:
+                segment.close()
+
+    async def _unregister(self, segment: Segment) -> None:
+        try:
+            await self._call("UnregisterSharedMemory", reward_pb2.UnregisterSharedMemoryRequest(name=segment.region), None)
+        except APIError:
+            pass  # the server closes it after its lease anyway
+        segment.close()
 
     async def score(
         self,
@@ -254,9 +458,8 @@ class AsyncRewardClient(_ClientBase):
         step: int | None = None,
         timeout: float | None = None,
     ) -> list[ScoredSequence]:
-        request = build_score_request(pack, sequences, score_from, run_id, texts, expected_answers, tokens, step)
-        response = await self._call("Score", request, timeout)
-        return decode_score_response(response, len(request.sequences))
+        """Score, as RewardClient.score (submit() and await the task)."""
+        return await self.submit(pack, sequences, score_from, run_id, texts=texts, expected_answers=expected_answers, tokens=tokens, step=step, timeout=timeout)
 
     async def list_packs(self, *, timeout: float | None = None) -> list[PackInfo]:
         response = await self._call("ListPacks", reward_pb2.ListPacksRequest(), timeout)
@@ -275,6 +478,8 @@ class AsyncRewardClient(_ClientBase):
 
     async def close(self) -> None:
         if self._channel is not None and self._owner == (os.getpid(), asyncio.get_running_loop()):
+            for segment in self._pool.drain():
+                await self._unregister(segment)
             await self._channel.close()
         self._channel = self._stub = self._owner = None
 
@@ -293,7 +498,7 @@ class AsyncRewardClient(_ClientBase):
                 if creds
                 else grpc.aio.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
             )
-            self._stub = reward_pb2_grpc.RewardServiceStub(self._channel)
+            self._stub = self._stub_for(self._channel)
             self._owner = owner
         return self._stub
 
@@ -315,10 +520,11 @@ class AsyncRewardClient(_ClientBase):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for key in ("_channel", "_stub", "_owner"):
+        for key in ("_channel", "_stub", "_owner", "_pool"):
             state.pop(key, None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._channel = self._stub = self._owner = None
+        self._pool = SegmentPool()

@@ -35,3 +35,17 @@ G3_TOKEN_COEF_END = 0.05
 G3_TOKEN_COEF_STEPS = 1500
 # Added to a group's standard deviation before z-scoring per-token rewards.
 TOKEN_ZSCORE_EPS = 1e-4
+
+# Shared memory with a co-located sidecar (docs/shared-memory.md). Client id metadata: regions belong to it.
+CLIENT_ID_METADATA_KEY = "x-mechreward-client-id"
+# POSIX segment names start with this: the only names the server opens (/dev/shm/mechreward-...).
+SHM_KEY_PREFIX = "mechreward-"
+# Random bytes written at offset 0 of a segment; the server reads them back to prove it sees the same segment.
+SHM_NONCE_BYTES = 16
+# Sequences start at this offset and at multiples of SHM_ALIGN after it (cache-line aligned).
+SHM_DATA_OFFSET = 64
+SHM_ALIGN = 64
+# A new segment holds at least this much (rounded up to a power of two): one allocation serves many calls.
+SHM_MIN_SEGMENT_BYTES = 4 * 1024 * 1024
+# With shared_memory=None (automatic), requests smaller than this go as bytes: for them the wire costs little.
+SHM_AUTO_MIN_BYTES = 64 * 1024

@@ -5,9 +5,11 @@
         ├── APIStatusError        the server answered with an error status
         │   ├── BadRequestError       INVALID_ARGUMENT / 400
         │   ├── NotFoundError         NOT_FOUND / 404
+        │   ├── PermissionDeniedError PERMISSION_DENIED / 403 (another client's shared-memory region)
         │   ├── PayloadTooLargeError  RESOURCE_EXHAUSTED for size / 413
         │   ├── OverloadedError       RESOURCE_EXHAUSTED for load / 429   (retried)
         │   ├── InternalServerError   INTERNAL, FAILED_PRECONDITION / 500
+        │   │   └── SharedMemoryUnavailableError  FAILED_PRECONDITION from RegisterSharedMemory (falls back)
         │   └── UnavailableError      UNAVAILABLE from the server / 503   (retried)
         └── APIConnectionError    no answer: nothing listening, connection lost   (retried)
             └── APITimeoutError   the deadline passed                              (not retried)
@@ -75,6 +77,10 @@ class NotFoundError(APIStatusError):
     """NOT_FOUND: the pack is not loaded on this server."""
 
 
+class PermissionDeniedError(APIStatusError):
+    """PERMISSION_DENIED: e.g. a shared-memory region registered by another client."""
+
+
 class PayloadTooLargeError(APIStatusError):
     """RESOURCE_EXHAUSTED because of size: too many tokens or too many bytes. Send smaller batches."""
 
@@ -87,6 +93,11 @@ class OverloadedError(APIStatusError):
 
 class InternalServerError(APIStatusError):
     """INTERNAL (or another server-side failure): not the caller's fault, not fixed by retrying."""
+
+
+class SharedMemoryUnavailableError(InternalServerError):
+    """FAILED_PRECONDITION from RegisterSharedMemory: the server cannot use this segment (not co-located,
+    --shm off). The client falls back to bytes on the wire by itself."""
 
 
 class UnavailableError(APIStatusError):
@@ -128,6 +139,9 @@ CODE_TO_EXCEPTION: dict[str, type[APIError]] = {
     "MR_ERR_INTERNAL": InternalServerError,
     "MR_ERR_READER_NOT_CONFIGURED": InternalServerError,  # HTTP OpenRLHF route only: no --reader-url
     "MR_ERR_READER_FAILED": UnavailableError,  # HTTP OpenRLHF route only; answered there with a flagged fallback
+    "MR_ERR_SHM_NOT_FOUND": NotFoundError,  # a shared-memory region the server no longer holds (lease, restart)
+    "MR_ERR_SHM_FORBIDDEN": PermissionDeniedError,  # another client's shared-memory region
+    "MR_ERR_SHM_UNAVAILABLE": SharedMemoryUnavailableError,  # not co-located or --shm off: send bytes instead
     "MR_ERR_CONFIG_INVALID": InternalServerError,
     "MR_ERR_PACK_INVALID": InternalServerError,
 }
@@ -141,6 +155,7 @@ _STATUS_WITHOUT_CODE: dict[grpc.StatusCode, type[APIError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: BadRequestError,
     grpc.StatusCode.NOT_FOUND: NotFoundError,
     grpc.StatusCode.UNAUTHENTICATED: AuthenticationError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
     grpc.StatusCode.INTERNAL: InternalServerError,
     grpc.StatusCode.UNKNOWN: InternalServerError,
     grpc.StatusCode.FAILED_PRECONDITION: InternalServerError,

@@ -176,19 +176,37 @@ class MechReward:
         results: list[ScoredSequence | None] = [None] * len(sequences)
         todo = [i for i, (seq, start) in enumerate(zip(sequences, score_from)) if start < len(seq)]
         fresh: dict[tuple[int, ...], ScoredSequence] = {}
-        for done, chunk in enumerate(_chunks(todo, self.capture_batch_size)):
-            try:
-                layer = await self._aresolve_layer()
-                # The forward pass blocks; keep it off the event loop that other reward functions share.
-                activations = await asyncio.to_thread(self._capture, [sequences[i] for i in chunk], layer)
-                scored = await self.async_client.score(self.pack, activations, [score_from[i] for i in chunk],
-                                                       self.run_id, step=step if self.run_id else None)
-            except SIDECAR_FAILURES as error:
-                self._handle_failure(error, len(todo) - done * self.capture_batch_size)
-                break
-            for i, s in zip(chunk, scored):
-                results[i] = s
-                fresh[tuple(sequences[i])] = s
+        chunks = list(_chunks(todo, self.capture_batch_size))
+        # Chunk k is scored by the sidecar while chunk k + 1 is captured: submit() copies the activations
+        # (into shared memory when co-located) before it returns, and its task is awaited one chunk later.
+        pending: tuple[int, list[int], asyncio.Task] | None = None
+        for done, chunk in enumerate([*chunks, None]):
+            task = None
+            if chunk is not None:
+                try:
+                    layer = await self._aresolve_layer()
+                    # The forward pass blocks; keep it off the event loop that other reward functions share.
+                    activations = await asyncio.to_thread(self._capture, [sequences[i] for i in chunk], layer)
+                    task = self.async_client.submit(self.pack, activations, [score_from[i] for i in chunk], self.run_id,
+                                                    step=step if self.run_id else None)
+                except SIDECAR_FAILURES as error:
+                    if pending is not None:
+                        pending[2].cancel()
+                    self._handle_failure(error, len(todo) - (pending[0] if pending else done) * self.capture_batch_size)
+                    break
+            if pending is not None:
+                pending_done, pending_chunk, pending_task = pending
+                try:
+                    scored = await pending_task
+                except SIDECAR_FAILURES as error:
+                    if task is not None:
+                        task.cancel()
+                    self._handle_failure(error, len(todo) - pending_done * self.capture_batch_size)
+                    break
+                for i, s in zip(pending_chunk, scored):
+                    results[i] = s
+                    fresh[tuple(sequences[i])] = s
+            pending = (done, chunk, task) if chunk is not None else None
         self._recent = fresh
         return results
 

@@ -63,10 +63,12 @@ class Sidecar:
         return self.process.returncode
 
 
-def start_sidecar(packs_dir: str, *extra_args: str, grpc_port: int = 0, wait_ready: bool = True, env: dict[str, str] | None = None) -> Sidecar:
-    """Start the real sidecar and wait for its `mechreward ready` log line (JSON on stderr)."""
+def start_sidecar(packs_dir: str, *extra_args: str, grpc_port: int = 0, wait_ready: bool = True, env: dict[str, str] | None = None,
+                  prefix: tuple[str, ...] = ()) -> Sidecar:
+    """Start the real sidecar and wait for its `mechreward ready` log line (JSON on stderr). ``prefix`` runs
+    it under another command (e.g. ``unshare -m`` for a mount namespace of its own)."""
     ensure_sidecar_built()
-    command = [
+    command = [*prefix,
         "node", SIDECAR_BIN, "serve", "--packs", packs_dir,
         "--grpc-port", str(grpc_port), "--http-port", "0", "--host", "127.0.0.1",
         # Test packs are synthetic, with no stage-gate-1 validation block.

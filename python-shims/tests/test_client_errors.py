@@ -29,7 +29,10 @@ from mechreward_client import (
     RewardClient,
     TlsFiles,
 )
-from mechreward_client._exceptions import CODE_TO_EXCEPTION, OverloadedError, PayloadTooLargeError, UnavailableError, error_from_status
+from mechreward_client._exceptions import (
+    CODE_TO_EXCEPTION, OverloadedError, PayloadTooLargeError, PermissionDeniedError, SharedMemoryUnavailableError,
+    UnavailableError, error_from_status,
+)
 
 from support import REPO, free_port, start_sidecar
 
@@ -86,6 +89,7 @@ STATUS_CLASS = {
     "INVALID_ARGUMENT": BadRequestError, "NOT_FOUND": NotFoundError, "UNAVAILABLE": UnavailableError,
     "INTERNAL": InternalServerError, "FAILED_PRECONDITION": InternalServerError,
     "CANCELLED": APIStatusError, "DEADLINE_EXCEEDED": APITimeoutError, "UNAUTHENTICATED": AuthenticationError,
+    "PERMISSION_DENIED": PermissionDeniedError,
 }
 
 
@@ -100,6 +104,8 @@ def test_catalogue_maps_every_code_and_retries_only_safe_failures():
         cls = CODE_TO_EXCEPTION[code]
         if status == "RESOURCE_EXHAUSTED":
             assert cls in (OverloadedError, PayloadTooLargeError), code
+        elif code == "MR_ERR_SHM_UNAVAILABLE":  # a FAILED_PRECONDITION the client acts on: falls back to bytes
+            assert cls is SharedMemoryUnavailableError and issubclass(cls, STATUS_CLASS[status]), code
         else:
             assert cls is STATUS_CLASS[status], code
         if code != "MR_ERR_DEADLINE":

@@ -13,6 +13,8 @@ import type { ListPacksResponse as _mechreward_v1_ListPacksResponse, ListPacksRe
 import type { ListRunsRequest as _mechreward_v1_ListRunsRequest, ListRunsRequest__Output as _mechreward_v1_ListRunsRequest__Output } from './mechreward/v1/ListRunsRequest.js';
 import type { ListRunsResponse as _mechreward_v1_ListRunsResponse, ListRunsResponse__Output as _mechreward_v1_ListRunsResponse__Output } from './mechreward/v1/ListRunsResponse.js';
 import type { PackInfo as _mechreward_v1_PackInfo, PackInfo__Output as _mechreward_v1_PackInfo__Output } from './mechreward/v1/PackInfo.js';
+import type { RegisterSharedMemoryRequest as _mechreward_v1_RegisterSharedMemoryRequest, RegisterSharedMemoryRequest__Output as _mechreward_v1_RegisterSharedMemoryRequest__Output } from './mechreward/v1/RegisterSharedMemoryRequest.js';
+import type { RegisterSharedMemoryResponse as _mechreward_v1_RegisterSharedMemoryResponse, RegisterSharedMemoryResponse__Output as _mechreward_v1_RegisterSharedMemoryResponse__Output } from './mechreward/v1/RegisterSharedMemoryResponse.js';
 import type { RewardServiceClient as _mechreward_v1_RewardServiceClient, RewardServiceDefinition as _mechreward_v1_RewardServiceDefinition } from './mechreward/v1/RewardService.js';
 import type { RunDetail as _mechreward_v1_RunDetail, RunDetail__Output as _mechreward_v1_RunDetail__Output } from './mechreward/v1/RunDetail.js';
 import type { RunPoint as _mechreward_v1_RunPoint, RunPoint__Output as _mechreward_v1_RunPoint__Output } from './mechreward/v1/RunPoint.js';
@@ -21,6 +23,9 @@ import type { ScoreRequest as _mechreward_v1_ScoreRequest, ScoreRequest__Output 
 import type { ScoreResponse as _mechreward_v1_ScoreResponse, ScoreResponse__Output as _mechreward_v1_ScoreResponse__Output } from './mechreward/v1/ScoreResponse.js';
 import type { Sequence as _mechreward_v1_Sequence, Sequence__Output as _mechreward_v1_Sequence__Output } from './mechreward/v1/Sequence.js';
 import type { SequenceResult as _mechreward_v1_SequenceResult, SequenceResult__Output as _mechreward_v1_SequenceResult__Output } from './mechreward/v1/SequenceResult.js';
+import type { SharedMemoryRef as _mechreward_v1_SharedMemoryRef, SharedMemoryRef__Output as _mechreward_v1_SharedMemoryRef__Output } from './mechreward/v1/SharedMemoryRef.js';
+import type { UnregisterSharedMemoryRequest as _mechreward_v1_UnregisterSharedMemoryRequest, UnregisterSharedMemoryRequest__Output as _mechreward_v1_UnregisterSharedMemoryRequest__Output } from './mechreward/v1/UnregisterSharedMemoryRequest.js';
+import type { UnregisterSharedMemoryResponse as _mechreward_v1_UnregisterSharedMemoryResponse, UnregisterSharedMemoryResponse__Output as _mechreward_v1_UnregisterSharedMemoryResponse__Output } from './mechreward/v1/UnregisterSharedMemoryResponse.js';
 import type { ValidationSummary as _mechreward_v1_ValidationSummary, ValidationSummary__Output as _mechreward_v1_ValidationSummary__Output } from './mechreward/v1/ValidationSummary.js';
 import type { VerifierStats as _mechreward_v1_VerifierStats, VerifierStats__Output as _mechreward_v1_VerifierStats__Output } from './mechreward/v1/VerifierStats.js';
 
@@ -44,6 +49,8 @@ export interface ProtoGrpcType {
       ListRunsRequest: MessageTypeDefinition<_mechreward_v1_ListRunsRequest, _mechreward_v1_ListRunsRequest__Output>
       ListRunsResponse: MessageTypeDefinition<_mechreward_v1_ListRunsResponse, _mechreward_v1_ListRunsResponse__Output>
       PackInfo: MessageTypeDefinition<_mechreward_v1_PackInfo, _mechreward_v1_PackInfo__Output>
+      RegisterSharedMemoryRequest: MessageTypeDefinition<_mechreward_v1_RegisterSharedMemoryRequest, _mechreward_v1_RegisterSharedMemoryRequest__Output>
+      RegisterSharedMemoryResponse: MessageTypeDefinition<_mechreward_v1_RegisterSharedMemoryResponse, _mechreward_v1_RegisterSharedMemoryResponse__Output>
       RewardService: SubtypeConstructor<typeof grpc.Client, _mechreward_v1_RewardServiceClient> & { service: _mechreward_v1_RewardServiceDefinition }
       RunDetail: MessageTypeDefinition<_mechreward_v1_RunDetail, _mechreward_v1_RunDetail__Output>
       RunPoint: MessageTypeDefinition<_mechreward_v1_RunPoint, _mechreward_v1_RunPoint__Output>
@@ -52,6 +59,9 @@ export interface ProtoGrpcType {
       ScoreResponse: MessageTypeDefinition<_mechreward_v1_ScoreResponse, _mechreward_v1_ScoreResponse__Output>
       Sequence: MessageTypeDefinition<_mechreward_v1_Sequence, _mechreward_v1_Sequence__Output>
       SequenceResult: MessageTypeDefinition<_mechreward_v1_SequenceResult, _mechreward_v1_SequenceResult__Output>
+      SharedMemoryRef: MessageTypeDefinition<_mechreward_v1_SharedMemoryRef, _mechreward_v1_SharedMemoryRef__Output>
+      UnregisterSharedMemoryRequest: MessageTypeDefinition<_mechreward_v1_UnregisterSharedMemoryRequest, _mechreward_v1_UnregisterSharedMemoryRequest__Output>
+      UnregisterSharedMemoryResponse: MessageTypeDefinition<_mechreward_v1_UnregisterSharedMemoryResponse, _mechreward_v1_UnregisterSharedMemoryResponse__Output>
       ValidationSummary: MessageTypeDefinition<_mechreward_v1_ValidationSummary, _mechreward_v1_ValidationSummary__Output>
       VerifierStats: MessageTypeDefinition<_mechreward_v1_VerifierStats, _mechreward_v1_VerifierStats__Output>
     }

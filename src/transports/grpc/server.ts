@@ -14,8 +14,18 @@ import type { GetRunRequest__Output } from '../../generated/mechreward/v1/GetRun
 import type { RunDetail } from '../../generated/mechreward/v1/RunDetail.js';
 import type { RunSummary } from '../../generated/mechreward/v1/RunSummary.js';
 import type { RunSummary as RunSummaryJson } from '../../monitor/monitor.js';
+import type { RegisterSharedMemoryRequest__Output } from '../../generated/mechreward/v1/RegisterSharedMemoryRequest.js';
+import type { RegisterSharedMemoryResponse } from '../../generated/mechreward/v1/RegisterSharedMemoryResponse.js';
+import type { UnregisterSharedMemoryRequest__Output } from '../../generated/mechreward/v1/UnregisterSharedMemoryRequest.js';
+import { checkClientId, CLIENT_ID_METADATA_KEY } from '../../shm/registry.js';
 import { loadContract, SERVICE_NAME } from './contract.js';
-import { unary } from './unary.js';
+import { unary, type CallContext } from './unary.js';
+
+/** The calling client's id (shared-memory regions are scoped to it). */
+function clientId(ctx: CallContext): string {
+  const raw = ctx.metadata.get(CLIENT_ID_METADATA_KEY)[0];
+  return checkClientId(raw === undefined ? undefined : String(raw));
+}
 
 /** The monitor's JSON-shaped summary in proto shape (intervals as {lo, hi}). */
 function toWireSummary(s: RunSummaryJson): RunSummary {
@@ -48,13 +58,23 @@ export function buildGrpcServer(service: Service): BuiltGrpcServer {
 
   const handlers: RewardServiceHandlers = {
     Score: unary<ScoreRequest__Output, ScoreResponse>(service, 'Score', { requiresReady: true }, async (req, ctx) => {
-      const out = await service.scorer.score({ pack: req.pack, sequences: req.sequences, runId: req.run_id, step: parseStep(req.step) }, ctx.signal);
+      // Shared-memory descriptors become the bytes they name here, so the scorer sees one kind of sequence.
+      const sequences = req.sequences.some((s) => s.shm) ? service.shm.resolve(clientId(ctx), req.sequences) : req.sequences;
+      const out = await service.scorer.score({ pack: req.pack, sequences, runId: req.run_id, step: parseStep(req.step) }, ctx.signal);
       ctx.timings = { queueMs: out.queueMs, inferenceMs: out.inferenceMs, tokens: out.tokens };
       service.recordScore(out);
       return {
         pack: out.pack,
         results: Service.wireResults(out),
       };
+    }),
+    RegisterSharedMemory: unary<RegisterSharedMemoryRequest__Output, RegisterSharedMemoryResponse>(service, 'RegisterSharedMemory', { requiresReady: false }, async (req, ctx) => {
+      service.shm.register(clientId(ctx), req);
+      return { lease_ms: service.shm.leaseMs };
+    }),
+    UnregisterSharedMemory: unary<UnregisterSharedMemoryRequest__Output, object>(service, 'UnregisterSharedMemory', { requiresReady: false }, async (req, ctx) => {
+      service.shm.unregister(clientId(ctx), req.name);
+      return {};
     }),
     ListPacks: unary<unknown, ListPacksResponse>(service, 'ListPacks', { requiresReady: false }, async () => ({ packs: service.describePacks() })),
     GetInfo: unary<unknown, GetInfoResponse>(service, 'GetInfo', { requiresReady: false }, async () => service.info()),

@@ -8,6 +8,7 @@ import type { Service } from '../../service.js';
 
 export interface CallContext {
   readonly signal: AbortSignal;
+  readonly metadata: grpc.Metadata;
   /** Set by handlers to report timings in trailing metadata (milliseconds). */
   timings?: { queueMs: number; inferenceMs: number; tokens: number };
 }
@@ -32,7 +33,7 @@ export function unary<Req, Res>(
     const deadlineMs = deadline instanceof Date ? deadline.getTime() : Number(deadline);
     let timer: NodeJS.Timeout | undefined;
     if (Number.isFinite(deadlineMs)) timer = setTimeout(() => controller.abort(), Math.max(0, deadlineMs - Date.now()));
-    const ctx: CallContext = { signal: controller.signal };
+    const ctx: CallContext = { signal: controller.signal, metadata: call.metadata };
     const requestId = String(call.metadata.get('x-request-id')[0] ?? '');
 
     const finish = (err: unknown, response?: Res): void => {

@@ -9,9 +9,13 @@ import type { ListPacksRequest as _mechreward_v1_ListPacksRequest, ListPacksRequ
 import type { ListPacksResponse as _mechreward_v1_ListPacksResponse, ListPacksResponse__Output as _mechreward_v1_ListPacksResponse__Output } from '../../mechreward/v1/ListPacksResponse.js';
 import type { ListRunsRequest as _mechreward_v1_ListRunsRequest, ListRunsRequest__Output as _mechreward_v1_ListRunsRequest__Output } from '../../mechreward/v1/ListRunsRequest.js';
 import type { ListRunsResponse as _mechreward_v1_ListRunsResponse, ListRunsResponse__Output as _mechreward_v1_ListRunsResponse__Output } from '../../mechreward/v1/ListRunsResponse.js';
+import type { RegisterSharedMemoryRequest as _mechreward_v1_RegisterSharedMemoryRequest, RegisterSharedMemoryRequest__Output as _mechreward_v1_RegisterSharedMemoryRequest__Output } from '../../mechreward/v1/RegisterSharedMemoryRequest.js';
+import type { RegisterSharedMemoryResponse as _mechreward_v1_RegisterSharedMemoryResponse, RegisterSharedMemoryResponse__Output as _mechreward_v1_RegisterSharedMemoryResponse__Output } from '../../mechreward/v1/RegisterSharedMemoryResponse.js';
 import type { RunDetail as _mechreward_v1_RunDetail, RunDetail__Output as _mechreward_v1_RunDetail__Output } from '../../mechreward/v1/RunDetail.js';
 import type { ScoreRequest as _mechreward_v1_ScoreRequest, ScoreRequest__Output as _mechreward_v1_ScoreRequest__Output } from '../../mechreward/v1/ScoreRequest.js';
 import type { ScoreResponse as _mechreward_v1_ScoreResponse, ScoreResponse__Output as _mechreward_v1_ScoreResponse__Output } from '../../mechreward/v1/ScoreResponse.js';
+import type { UnregisterSharedMemoryRequest as _mechreward_v1_UnregisterSharedMemoryRequest, UnregisterSharedMemoryRequest__Output as _mechreward_v1_UnregisterSharedMemoryRequest__Output } from '../../mechreward/v1/UnregisterSharedMemoryRequest.js';
+import type { UnregisterSharedMemoryResponse as _mechreward_v1_UnregisterSharedMemoryResponse, UnregisterSharedMemoryResponse__Output as _mechreward_v1_UnregisterSharedMemoryResponse__Output } from '../../mechreward/v1/UnregisterSharedMemoryResponse.js';
 
 export interface RewardServiceClient extends grpc.Client {
   GetInfo(argument: _mechreward_v1_GetInfoRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_mechreward_v1_GetInfoResponse__Output>): grpc.ClientUnaryCall;
@@ -50,6 +54,15 @@ export interface RewardServiceClient extends grpc.Client {
   listRuns(argument: _mechreward_v1_ListRunsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_mechreward_v1_ListRunsResponse__Output>): grpc.ClientUnaryCall;
   listRuns(argument: _mechreward_v1_ListRunsRequest, callback: grpc.requestCallback<_mechreward_v1_ListRunsResponse__Output>): grpc.ClientUnaryCall;
   
+  RegisterSharedMemory(argument: _mechreward_v1_RegisterSharedMemoryRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_mechreward_v1_RegisterSharedMemoryResponse__Output>): grpc.ClientUnaryCall;
+  RegisterSharedMemory(argument: _mechreward_v1_RegisterSharedMemoryRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_mechreward_v1_RegisterSharedMemoryResponse__Output>): grpc.ClientUnaryCall;
+  RegisterSharedMemory(argument: _mechreward_v1_RegisterSharedMemoryRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_mechreward_v1_RegisterSharedMemoryResponse__Output>): grpc.ClientUnaryCall;
+  RegisterSharedMemory(argument: _mechreward_v1_RegisterSharedMemoryRequest, callback: grpc.requestCallback<_mechreward_v1_RegisterSharedMemoryResponse__Output>): grpc.ClientUnaryCall;
+  registerSharedMemory(argument: _mechreward_v1_RegisterSharedMemoryRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_mechreward_v1_RegisterSharedMemoryResponse__Output>): grpc.ClientUnaryCall;
+  registerSharedMemory(argument: _mechreward_v1_RegisterSharedMemoryRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_mechreward_v1_RegisterSharedMemoryResponse__Output>): grpc.ClientUnaryCall;
+  registerSharedMemory(argument: _mechreward_v1_RegisterSharedMemoryRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_mechreward_v1_RegisterSharedMemoryResponse__Output>): grpc.ClientUnaryCall;
+  registerSharedMemory(argument: _mechreward_v1_RegisterSharedMemoryRequest, callback: grpc.requestCallback<_mechreward_v1_RegisterSharedMemoryResponse__Output>): grpc.ClientUnaryCall;
+  
   Score(argument: _mechreward_v1_ScoreRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_mechreward_v1_ScoreResponse__Output>): grpc.ClientUnaryCall;
   Score(argument: _mechreward_v1_ScoreRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_mechreward_v1_ScoreResponse__Output>): grpc.ClientUnaryCall;
   Score(argument: _mechreward_v1_ScoreRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_mechreward_v1_ScoreResponse__Output>): grpc.ClientUnaryCall;
@@ -58,6 +71,15 @@ export interface RewardServiceClient extends grpc.Client {
   score(argument: _mechreward_v1_ScoreRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_mechreward_v1_ScoreResponse__Output>): grpc.ClientUnaryCall;
   score(argument: _mechreward_v1_ScoreRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_mechreward_v1_ScoreResponse__Output>): grpc.ClientUnaryCall;
   score(argument: _mechreward_v1_ScoreRequest, callback: grpc.requestCallback<_mechreward_v1_ScoreResponse__Output>): grpc.ClientUnaryCall;
+  
+  UnregisterSharedMemory(argument: _mechreward_v1_UnregisterSharedMemoryRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_mechreward_v1_UnregisterSharedMemoryResponse__Output>): grpc.ClientUnaryCall;
+  UnregisterSharedMemory(argument: _mechreward_v1_UnregisterSharedMemoryRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_mechreward_v1_UnregisterSharedMemoryResponse__Output>): grpc.ClientUnaryCall;
+  UnregisterSharedMemory(argument: _mechreward_v1_UnregisterSharedMemoryRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_mechreward_v1_UnregisterSharedMemoryResponse__Output>): grpc.ClientUnaryCall;
+  UnregisterSharedMemory(argument: _mechreward_v1_UnregisterSharedMemoryRequest, callback: grpc.requestCallback<_mechreward_v1_UnregisterSharedMemoryResponse__Output>): grpc.ClientUnaryCall;
+  unregisterSharedMemory(argument: _mechreward_v1_UnregisterSharedMemoryRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_mechreward_v1_UnregisterSharedMemoryResponse__Output>): grpc.ClientUnaryCall;
+  unregisterSharedMemory(argument: _mechreward_v1_UnregisterSharedMemoryRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_mechreward_v1_UnregisterSharedMemoryResponse__Output>): grpc.ClientUnaryCall;
+  unregisterSharedMemory(argument: _mechreward_v1_UnregisterSharedMemoryRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_mechreward_v1_UnregisterSharedMemoryResponse__Output>): grpc.ClientUnaryCall;
+  unregisterSharedMemory(argument: _mechreward_v1_UnregisterSharedMemoryRequest, callback: grpc.requestCallback<_mechreward_v1_UnregisterSharedMemoryResponse__Output>): grpc.ClientUnaryCall;
   
 }
 
@@ -70,7 +92,11 @@ export interface RewardServiceHandlers extends grpc.UntypedServiceImplementation
   
   ListRuns: grpc.handleUnaryCall<_mechreward_v1_ListRunsRequest__Output, _mechreward_v1_ListRunsResponse>;
   
+  RegisterSharedMemory: grpc.handleUnaryCall<_mechreward_v1_RegisterSharedMemoryRequest__Output, _mechreward_v1_RegisterSharedMemoryResponse>;
+  
   Score: grpc.handleUnaryCall<_mechreward_v1_ScoreRequest__Output, _mechreward_v1_ScoreResponse>;
+  
+  UnregisterSharedMemory: grpc.handleUnaryCall<_mechreward_v1_UnregisterSharedMemoryRequest__Output, _mechreward_v1_UnregisterSharedMemoryResponse>;
   
 }
 
@@ -79,5 +105,7 @@ export interface RewardServiceDefinition extends grpc.ServiceDefinition {
   GetRun: MethodDefinition<_mechreward_v1_GetRunRequest, _mechreward_v1_RunDetail, _mechreward_v1_GetRunRequest__Output, _mechreward_v1_RunDetail__Output>
   ListPacks: MethodDefinition<_mechreward_v1_ListPacksRequest, _mechreward_v1_ListPacksResponse, _mechreward_v1_ListPacksRequest__Output, _mechreward_v1_ListPacksResponse__Output>
   ListRuns: MethodDefinition<_mechreward_v1_ListRunsRequest, _mechreward_v1_ListRunsResponse, _mechreward_v1_ListRunsRequest__Output, _mechreward_v1_ListRunsResponse__Output>
+  RegisterSharedMemory: MethodDefinition<_mechreward_v1_RegisterSharedMemoryRequest, _mechreward_v1_RegisterSharedMemoryResponse, _mechreward_v1_RegisterSharedMemoryRequest__Output, _mechreward_v1_RegisterSharedMemoryResponse__Output>
   Score: MethodDefinition<_mechreward_v1_ScoreRequest, _mechreward_v1_ScoreResponse, _mechreward_v1_ScoreRequest__Output, _mechreward_v1_ScoreResponse__Output>
+  UnregisterSharedMemory: MethodDefinition<_mechreward_v1_UnregisterSharedMemoryRequest, _mechreward_v1_UnregisterSharedMemoryResponse, _mechreward_v1_UnregisterSharedMemoryRequest__Output, _mechreward_v1_UnregisterSharedMemoryResponse__Output>
 }

@@ -1,6 +1,7 @@
 // Original file: proto/mechreward/v1/reward.proto
 
 import type { DType as _mechreward_v1_DType, DType__Output as _mechreward_v1_DType__Output } from '../../mechreward/v1/DType.js';
+import type { SharedMemoryRef as _mechreward_v1_SharedMemoryRef, SharedMemoryRef__Output as _mechreward_v1_SharedMemoryRef__Output } from '../../mechreward/v1/SharedMemoryRef.js';
 
 export interface Sequence {
   'activations'?: (Buffer | Uint8Array | string);
@@ -10,6 +11,7 @@ export interface Sequence {
   'text'?: (string);
   'expected_answer'?: (string);
   'tokens'?: (string)[];
+  'shm'?: (_mechreward_v1_SharedMemoryRef | null);
 }
 
 export interface Sequence__Output {
@@ -20,4 +22,5 @@ export interface Sequence__Output {
   'text': (string);
   'expected_answer': (string);
   'tokens': (string)[];
+  'shm': (_mechreward_v1_SharedMemoryRef__Output | null);
 }

@@ -1,0 +1,8 @@
+// Original file: proto/mechreward/v1/reward.proto
+
+
+export interface UnregisterSharedMemoryResponse {
+}
+
+export interface UnregisterSharedMemoryResponse__Output {
+}
