@@ -20,6 +20,6 @@ base=$(bash docker/build-base.sh)
 cat /usr/local/share/ca-certificates/*.crt > docker/build-ca/extra.pem 2>/dev/null || : > docker/build-ca/extra.pem
 
 start=$(date +%s)
-docker build --quiet -f docker/Dockerfile --build-arg BASE_IMAGE="$base" -t "$TAG" "$@" . >/dev/null
+DOCKER_BUILDKIT=0 docker build --quiet -f docker/Dockerfile --build-arg BASE_IMAGE="$base" -t "$TAG" "$@" . >/dev/null
 echo "build-image: $TAG on $base in $(( $(date +%s) - start )) s" >&2
 echo "$TAG"
