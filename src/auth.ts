@@ -20,7 +20,8 @@ export class TokenCheck {
   /** Throws MR_ERR_UNAUTHENTICATED unless `authorization` is `Bearer <the token>`. */
   check(authorization: string | undefined): void {
     if (!this.digest) return;
-    const match = /^Bearer (.+)$/.exec(authorization ?? '');
+    // The scheme is case-insensitive (RFC 7235 §2.1); the token is not.
+    const match = /^bearer +(\S.*)$/i.exec(authorization ?? '');
     if (!match) throw new MechRewardError('MR_ERR_UNAUTHENTICATED', 'authorization: this server needs "Authorization: Bearer <token>" (gRPC metadata or HTTP header)');
     const given = createHash('sha256').update(match[1]!).digest();
     if (!timingSafeEqual(given, this.digest)) throw new MechRewardError('MR_ERR_UNAUTHENTICATED', 'authorization: the bearer token is not valid');

@@ -32,6 +32,16 @@ export interface ServeConfig {
   logLevel: string;
   allowUnvalidated: boolean;
   runsDb: string;
+  runsDbMoveAside: boolean;
+  maxRuns: number;
+  runsFlushMs: number;
+  maxBodyBytes: number;
+  httpRequestTimeoutMs: number;
+  httpHeadersTimeoutMs: number;
+  httpKeepAliveTimeoutMs: number;
+  httpMaxConnections: number;
+  allowRemoteWithoutAuth: boolean;
+  allowPacksOutside: boolean;
   authToken: string;
   tlsCert: string;
   tlsKey: string;
@@ -73,7 +83,17 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'maxMessageBytes', flag: '--max-message-bytes <n>', env: 'MECHREWARD_MAX_MESSAGE_BYTES', kind: 'int', help: 'largest gRPC message and HTTP body accepted', defaultValue: () => 256 * 1024 * 1024 },
   { key: 'shutdownGraceMs', flag: '--shutdown-grace-ms <n>', env: 'MECHREWARD_SHUTDOWN_GRACE_MS', kind: 'int', help: 'on SIGTERM, how long in-flight requests may finish before a forced stop', defaultValue: () => 30000 },
   { key: 'allowUnvalidated', flag: '--allow-unvalidated [bool]', env: 'MECHREWARD_ALLOW_UNVALIDATED', kind: 'bool', help: 'serve packs that have not passed stage gate 1 (held-out rho >= 0.30 with n and data hash); each is logged', defaultValue: () => false },
-  { key: 'runsDb', flag: '--runs-db <path>', env: 'MECHREWARD_RUNS_DB', kind: 'string', help: "SQLite file of the per-run canary monitor (written after every observed request); '' keeps it in memory", defaultValue: () => 'mechreward-runs.sqlite' },
+  { key: 'runsDb', flag: '--runs-db <path|url>', env: 'MECHREWARD_RUNS_DB', kind: 'string', help: "runs database of the canary monitor: an SQLite file (WAL), a postgres://user@host/db URL shared by replicas, or '' to keep it in memory; every acknowledged count is committed first", defaultValue: () => 'mechreward-runs.sqlite' },
+  { key: 'runsDbMoveAside', flag: '--runs-db-move-aside [bool]', env: 'MECHREWARD_RUNS_DB_MOVE_ASIDE', kind: 'bool', help: 'when the SQLite runs file is unreadable or truncated, rename it to <file>.corrupt-<time> and start an empty one (without it, start-up stops and names the file)', defaultValue: () => false },
+  { key: 'maxRuns', flag: '--max-runs <n>', env: 'MECHREWARD_MAX_RUNS', kind: 'int', help: 'runs the monitor keeps; past it the runs idle longest are evicted with their history (mechreward_runs_evicted_total)', defaultValue: () => 1000 },
+  { key: 'runsFlushMs', flag: '--runs-flush-ms <n>', env: 'MECHREWARD_RUNS_FLUSH_MS', kind: 'int', help: "how long a run-tagged request's write waits to be grouped with others into one transaction (0 = the current event-loop turn)", defaultValue: () => 2 },
+  { key: 'maxBodyBytes', flag: '--max-body-bytes <n>', env: 'MECHREWARD_MAX_BODY_BYTES', kind: 'int', help: 'largest HTTP body (0 = sized at start-up to the largest legitimate Score request: max_tokens_per_request rows of the widest pack in base64, plus text; never above max_message_bytes)', defaultValue: () => 0 },
+  { key: 'httpRequestTimeoutMs', flag: '--http-request-timeout-ms <n>', env: 'MECHREWARD_HTTP_REQUEST_TIMEOUT_MS', kind: 'int', help: 'an HTTP request (headers and body) must arrive within this time, or the connection is closed', defaultValue: () => 60000 },
+  { key: 'httpHeadersTimeoutMs', flag: '--http-headers-timeout-ms <n>', env: 'MECHREWARD_HTTP_HEADERS_TIMEOUT_MS', kind: 'int', help: "an HTTP request's headers must arrive within this time", defaultValue: () => 15000 },
+  { key: 'httpKeepAliveTimeoutMs', flag: '--http-keep-alive-timeout-ms <n>', env: 'MECHREWARD_HTTP_KEEP_ALIVE_TIMEOUT_MS', kind: 'int', help: 'an idle keep-alive HTTP connection is closed after this time', defaultValue: () => 72000 },
+  { key: 'httpMaxConnections', flag: '--http-max-connections <n>', env: 'MECHREWARD_HTTP_MAX_CONNECTIONS', kind: 'int', help: 'open HTTP connections at once; more are closed on arrival', defaultValue: () => 1024 },
+  { key: 'allowRemoteWithoutAuth', flag: '--allow-remote-without-auth [bool]', env: 'MECHREWARD_ALLOW_REMOTE_WITHOUT_AUTH', kind: 'bool', help: 'allow --host beyond loopback without --auth-token (anyone who reaches the port can score, read runs and reload packs); refused by default', defaultValue: () => false },
+  { key: 'allowPacksOutside', flag: '--allow-packs-outside [bool]', env: 'MECHREWARD_ALLOW_PACKS_OUTSIDE', kind: 'bool', help: 'serve pack folders, SAEs and weight files that resolve (through symlinks or absolute paths) outside --packs; refused by default', defaultValue: () => false },
   { key: 'authToken', flag: '--auth-token <token>', env: 'MECHREWARD_AUTH_TOKEN', kind: 'string', help: "require 'Authorization: Bearer <token>' on every RPC and every HTTP data route ('' = none; /healthz, /readyz, /metrics and the page's static files stay open); prefer the variable: flags show in ps", defaultValue: () => '', secret: true },
   { key: 'tlsCert', flag: '--tls-cert <path>', env: 'MECHREWARD_TLS_CERT', kind: 'string', help: "PEM server certificate (chain): serve gRPC and HTTP over TLS ('' = plaintext, fine on loopback)", defaultValue: () => '' },
   { key: 'tlsKey', flag: '--tls-key <path>', env: 'MECHREWARD_TLS_KEY', kind: 'string', help: 'PEM private key of --tls-cert', defaultValue: () => '' },
@@ -84,10 +104,18 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'logLevel', flag: '--log-level <level>', env: 'MECHREWARD_LOG_LEVEL', kind: 'string', help: 'pino log level', defaultValue: () => 'info', choices: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
 ];
 
+/** Loopback only: 127.0.0.0/8, ::1 and localhost. Anything else (0.0.0.0, ::, a LAN address) is remote. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127(\.\d{1,3}){3}$/.test(h) || /^::ffff:127(\.\d{1,3}){3}$/.test(h);
+}
+
 /** The resolved configuration with secrets masked, for logs and /info. */
 export function redactedConfig(cfg: ServeConfig): Record<string, unknown> {
   const out: Record<string, unknown> = { ...cfg };
   for (const spec of SERVE_OPTIONS) if (spec.secret && cfg[spec.key]) out[spec.key] = '<redacted>';
+  // A postgres:// runs URL may carry a password.
+  out.runsDb = cfg.runsDb.replace(/^(postgres(?:ql)?:\/\/[^:/@]*):[^@/]*@/i, '$1:***@');
   return out;
 }
 
@@ -130,7 +158,7 @@ export function resolveServeConfig(explicit: Partial<Record<keyof ServeConfig, u
   if (cfg.workers * cfg.intraOpThreads > cores) {
     throw invalid(`--workers ${cfg.workers} x --intra-op-threads ${cfg.intraOpThreads} = ${cfg.workers * cfg.intraOpThreads} onnxruntime threads, more than the ${cores} cores`);
   }
-  for (const key of ['maxInflight', 'maxTokensPerRequest', 'maxSequencesPerRequest', 'maxPacks', 'maxBatchTokens', 'maxQueueTokens', 'maxMessageBytes'] as const) {
+  for (const key of ['maxInflight', 'maxTokensPerRequest', 'maxSequencesPerRequest', 'maxPacks', 'maxBatchTokens', 'maxQueueTokens', 'maxMessageBytes', 'maxRuns', 'httpRequestTimeoutMs', 'httpHeadersTimeoutMs', 'httpMaxConnections'] as const) {
     if (cfg[key] < 1) throw invalid(`${key} must be at least 1`);
   }
   if (cfg.grpcPort > 65535 || cfg.httpPort > 65535) throw invalid('ports must be at most 65535');
@@ -139,6 +167,9 @@ export function resolveServeConfig(explicit: Partial<Record<keyof ServeConfig, u
   if (cfg.readerUrl && !/^https?:\/\/[^/]/.test(cfg.readerUrl)) throw invalid(`--reader-url (MECHREWARD_READER_URL): ${JSON.stringify(cfg.readerUrl)} is not an http:// or https:// URL`);
   if (cfg.readerTimeoutMs < 1) throw invalid('readerTimeoutMs must be at least 1');
   cfg.packs = path.resolve(cfg.packs);
-  if (cfg.runsDb) cfg.runsDb = path.resolve(cfg.runsDb);
+  if (cfg.runsDb && !/^postgres(ql)?:\/\//i.test(cfg.runsDb)) cfg.runsDb = path.resolve(cfg.runsDb);
+  if (!cfg.authToken && !cfg.allowRemoteWithoutAuth && !isLoopbackHost(cfg.host)) {
+    throw invalid(`--host ${cfg.host} is reachable beyond this machine and no --auth-token is set: anyone who reaches the ports could score, read runs and reload packs. Set --auth-token (MECHREWARD_AUTH_TOKEN), bind 127.0.0.1, or pass --allow-remote-without-auth`);
+  }
   return cfg;
 }

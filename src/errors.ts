@@ -29,6 +29,8 @@ export const ERROR_CATALOGUE = {
   MR_ERR_CANCELLED: { grpc: GrpcStatus.CANCELLED, http: 499, errorType: 'cancelled', retryable: false },
   MR_ERR_DEADLINE: { grpc: GrpcStatus.DEADLINE_EXCEEDED, http: 504, errorType: 'timeout', retryable: true },
   MR_ERR_NONFINITE_OUTPUT: { grpc: GrpcStatus.INTERNAL, http: 500, errorType: 'internal', retryable: false },
+  // The runs database refused a write (rolled back: nothing of the request was counted, so a retry is safe).
+  MR_ERR_STORE_UNAVAILABLE: { grpc: GrpcStatus.UNAVAILABLE, http: 503, errorType: 'not_ready', retryable: true },
   MR_ERR_BACKEND: { grpc: GrpcStatus.INTERNAL, http: 500, errorType: 'internal', retryable: false },
   MR_ERR_INTERNAL: { grpc: GrpcStatus.INTERNAL, http: 500, errorType: 'internal', retryable: false },
   // The reader (text -> activations) behind the OpenRLHF route: not configured, or it failed.

@@ -34,6 +34,8 @@ export function createMetrics(info: { version: string; ortVersion: string }) {
     verifierDownweighted: new client.Counter({ name: 'mechreward_verifier_downweighted_total', help: "Dual verifier: responses whose rewards batch_downweight scaled", labelNames: ['pack'], registers: [registry] }),
     runs: new client.Gauge({ name: 'mechreward_runs', help: 'Training runs the canary monitor has seen (persisted)', registers: [registry] }),
     runAlarms: new client.Gauge({ name: 'mechreward_run_alarms', help: "Runs whose flag-rate lower bound exceeds their pack's baseline upper bound (see GET /v1/runs)", registers: [registry] }),
+    runsEvicted: new client.Counter({ name: 'mechreward_runs_evicted_total', help: 'Runs the monitor evicted (oldest idle first) to stay within --max-runs', registers: [registry] }),
+    runsStoreBytes: new client.Gauge({ name: 'mechreward_runs_store_bytes', help: "Bytes the runs database's tables take (SQLite file + WAL, or PostgreSQL relation sizes)", registers: [registry] }),
     rowsDropped: new client.Counter({ name: 'mechreward_dropped_rows_total', help: 'Token rows taken off the engine queue unrun: their caller cancelled or passed its deadline, or another chunk of their request failed', registers: [registry] }),
     workerRestarts: new client.Counter({ name: 'mechreward_worker_restarts_total', help: 'Engine workers that exited unexpectedly and were replaced', registers: [registry] }),
     reloads: new client.Counter({ name: 'mechreward_pack_reloads_total', help: 'Pack directory reloads (SIGHUP or POST /admin/reload) by outcome: ok, rejected (some packs refused), failed', labelNames: ['outcome'], registers: [registry] }),

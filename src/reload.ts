@@ -12,6 +12,7 @@ import { MechRewardError } from './errors.js';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
 import type { RunMonitor } from './monitor/monitor.js';
+import { hidePaths } from './packs/public-path.js';
 import { engineKey, loadPackDirectory, type Pack } from './packs/registry.js';
 import { validationProblem } from './packs/validation.js';
 
@@ -65,7 +66,7 @@ export class PackReloader {
     if (!engine) throw new MechRewardError('MR_ERR_NOT_READY', 'engine is still loading; reload after start-up');
     const current = scorer.current;
     const rejected: { pack: string; reason: string }[] = [];
-    const catalogue = loadPackDirectory(config.packs);
+    const catalogue = loadPackDirectory(config.packs, { confine: !config.allowPacksOutside });
     rejected.push(...catalogue.problems.map((p) => ({ pack: p.pack, reason: p.message })));
 
     // The candidate set: every pack that loaded and passes stage-gate enforcement, unchanged ones as they are.
@@ -105,6 +106,9 @@ export class PackReloader {
       }
     }
 
+    // Reasons go to API clients: no absolute paths (the log below keeps them).
+    rejected.sort((a, b) => a.pack.localeCompare(b.pack));
+    const publicRejected = rejected.map((r) => ({ pack: r.pack, reason: hidePaths(r.reason, config.packs) }));
     const sorted = new Map([...next.entries()].sort(([a], [b]) => a.localeCompare(b)));
     const report: ReloadReport = {
       packs: [...sorted.keys()],
@@ -112,10 +116,10 @@ export class PackReloader {
       changed: [...sorted.values()].filter((p) => current.has(p.name) && current.get(p.name) !== p).map((p) => p.name),
       removed: [...current.keys()].filter((n) => !sorted.has(n)),
       unchanged: [...sorted.values()].filter((p) => current.get(p.name) === p).map((p) => p.name),
-      rejected: rejected.sort((a, b) => a.pack.localeCompare(b.pack)),
+      rejected: publicRejected,
     };
     this.swap(current, sorted);
-    for (const r of report.rejected) log.warn({ pack: r.pack, reason: r.reason }, 'pack rejected by reload; the old version (if any) keeps serving');
+    for (const r of rejected) log.warn({ pack: r.pack, reason: r.reason }, 'pack rejected by reload; the old version (if any) keeps serving');
     log.info({ added: report.added, changed: report.changed, removed: report.removed, rejected: report.rejected.length }, 'packs reloaded');
     return report;
   }

@@ -15,7 +15,7 @@ import { loadPackDirectory } from './packs/registry.js';
 import { validationProblem } from './packs/validation.js';
 import { PackReloader, setPackGauges, type ReloadReport } from './reload.js';
 import { RunMonitor } from './monitor/monitor.js';
-import { RunStore } from './monitor/store.js';
+import { openRunsDatabase } from './monitor/open.js';
 import { ReaderClient } from './reader/client.js';
 import { Service } from './service.js';
 import { grpcCredentials, loadTls } from './tls.js';
@@ -66,7 +66,7 @@ export interface RunningServer {
 
 export async function startServer(config: ServeConfig, log: Logger): Promise<RunningServer> {
   assertLittleEndianHost();
-  const catalogue = loadPackDirectory(config.packs);
+  const catalogue = loadPackDirectory(config.packs, { confine: !config.allowPacksOutside });
   if (catalogue.problems.length > 0) {
     const lines = catalogue.problems.map((p) => `  ${p.pack}: ${p.message}`).join('\n');
     throw new MechRewardError('MR_ERR_PACK_INVALID', `${catalogue.problems.length} pack(s) in ${config.packs} failed to load:\n${lines}`);
@@ -91,7 +91,9 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
   for (const pack of catalogue.packs.values()) setPackGauges(metrics, pack);
   const engine = new EngineHandle();
   const admission = new Admission(config.maxInflight);
-  const monitor = new RunMonitor(await RunStore.open(config.runsDb || undefined), catalogue.packs);
+  const runsDb = await openRunsDatabase(config.runsDb, { moveAside: config.runsDbMoveAside, log: (msg, detail) => log.warn(detail, msg) });
+  log.info({ runsDb: runsDb.location, kind: runsDb.kind }, 'runs database open');
+  const monitor = new RunMonitor(runsDb, catalogue.packs, { maxRuns: config.maxRuns, flushMs: config.runsFlushMs, onEvicted: (n) => metrics.runsEvicted.inc(n) });
   const limits = { maxTokensPerRequest: config.maxTokensPerRequest, maxSequencesPerRequest: config.maxSequencesPerRequest, maxBatchTokens: config.maxBatchTokens };
   const scorer = new Scorer(catalogue.packs, engine, admission, limits, monitor);
   const reloader = new PackReloader({ config, scorer, monitor, metrics, log, engine: () => engine.pool });
@@ -118,6 +120,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
     httpPort = typeof address === 'object' && address ? address.port : config.httpPort;
   } catch (err) {
     await stopTransports();
+    await monitor.close();
     throw new MechRewardError('MR_ERR_CONFIG_INVALID', `cannot bind ${config.host}: ${err instanceof Error ? err.message : String(err)}`, err);
   }
   grpcServer.setServing(false);
@@ -157,7 +160,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
     });
   } catch (err) {
     await stopTransports();
-    monitor.close();
+    await monitor.close();
     throw err;
   }
 
@@ -199,7 +202,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
       }
       await httpDrained;
       await engine.pool?.close();
-      monitor.close();
+      await monitor.close();
       return { forced };
     },
   };

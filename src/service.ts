@@ -81,14 +81,15 @@ export class Service {
   }
 
   /** Gauges sampled at scrape time. */
-  refreshGauges(): void {
+  async refreshGauges(): Promise<void> {
     this.metrics.queueSize.set(this.engine.queueDepth);
     this.metrics.inflight.set(this.admission.current);
     const ready = this.isReady() ? 1 : 0;
     for (const name of this.packs.keys()) this.metrics.packReady.set({ pack: name }, ready);
-    const runs = this.monitor.totals();
+    const runs = await this.monitor.totals();
     this.metrics.runs.set(runs.runs);
     this.metrics.runAlarms.set(runs.alarms);
+    this.metrics.runsStoreBytes.set(runs.storeBytes);
   }
 
   /** A score's results in the wire shape both transports send (proto field names; plain arrays). */

@@ -7,8 +7,9 @@ import type { EngineRunResult } from '../engine/pool.js';
 import { engineKey, isValidPackName, type Pack } from '../packs/registry.js';
 import type { Admission } from './admission.js';
 import { decodeSequences, type SequenceInput } from './decode.js';
-import { hackSignatureFlag, offDistributionFlag, textRepetitionFlag } from '../monitor/rules.js';
+import { hackSignatureFlag, offDistributionFlag, textRepetitionFlag, type CanaryFlag } from './canary-rules.js';
 import { pool } from './pooling.js';
+import { checkRunId } from './run-id.js';
 import { batchFactor, checkTokens, disagreementRate, type Disagreement } from './verifier.js';
 
 export interface ScoreInput {
@@ -17,11 +18,7 @@ export interface ScoreInput {
   readonly runId: string;
 }
 
-export interface CanaryFlag {
-  readonly name: string;
-  readonly reason: string;
-  readonly value: number;
-}
+export type { CanaryFlag };
 
 export interface SequenceScore {
   readonly tokenRewards: Float32Array;
@@ -37,9 +34,22 @@ export interface SequenceScore {
   readonly verifierTokens: Disagreement | undefined;
 }
 
-/** Sees every scored request that names a run (the per-run canary monitor); may add flags. */
-export interface RunObserver {
-  observe(runId: string, pack: Pack, sequences: readonly SequenceInput[], results: SequenceScore[]): void;
+/** One scored request that names a run, as the scorer hands it on. */
+export interface ScoredBatch {
+  readonly runId: string;
+  readonly pack: Pack;
+  readonly sequences: readonly SequenceInput[];
+  /** The sink may add flags (the reward-outlier rule); the reply carries them. */
+  readonly results: SequenceScore[];
+}
+
+/**
+ * Where the scorer hands every scored batch that names a run (the run monitor). The scorer waits for the
+ * promise before it replies, so a sink that resolves only once the batch is durable makes every
+ * acknowledged count durable; how and when it stores is the sink's business, not the core's.
+ */
+export interface ScoredBatchSink {
+  accept(batch: ScoredBatch): Promise<void>;
 }
 
 export interface ScoreOutput {
@@ -70,7 +80,7 @@ export class Scorer {
     private readonly engine: Engine,
     private readonly admission: Admission,
     private readonly limits: ScorerLimits,
-    private readonly observer?: RunObserver,
+    private readonly sink?: ScoredBatchSink,
   ) {}
 
   /** The packs being served now. */
@@ -100,6 +110,7 @@ export class Scorer {
 
   async score(input: ScoreInput, signal?: AbortSignal): Promise<ScoreOutput> {
     const pack = this.getPack(input.pack);
+    checkRunId(input.runId);
     const release = this.admission.tryAcquire();
     try {
       return await this.scoreAdmitted(pack, input, signal);
@@ -209,7 +220,7 @@ export class Scorer {
       const verifierDisagreement = disagreements ? disagreementRate(disagreements[i]!) : undefined;
       return { tokenRewards: values, reward: pool(values, s.score_from, s.num_tokens, pack.spec.pooling), flags, fvu, verifierDisagreement, verifierFactor: factor, verifierTokens: disagreements?.[i] };
     });
-    if (input.runId && this.observer) this.observer.observe(input.runId, pack, input.sequences, results);
+    if (input.runId && this.sink) await this.sink.accept({ runId: input.runId, pack, sequences: input.sequences, results });
     return { pack: pack.name, results, tokens: batch.totalRows, queueMs, inferenceMs };
   }
 }
@@ -219,7 +230,7 @@ function firstNonFiniteNumber(values: Float32Array): number {
   return -1;
 }
 
-/** Hack-signature ratio rule over the response rows (see monitor/rules.ts). */
+/** Hack-signature ratio rule over the response rows (see core/canary-rules.ts). */
 function hackFlags(pack: Pack, acts: Float32Array, numColumns: number, firstRow: number, count: number): CanaryFlag[] {
   const { features, canaries, monitor } = pack.spec;
   if (monitor.hackSignatures.length === 0) return [];

@@ -15,28 +15,10 @@ import { OWN_SCHEMA } from '../packs/schema.js';
 import { loadDiscovery, meanPooledResiduals, type DiscoveryData } from './data.js';
 import { fitDirection, fitLogisticProbe } from './linear-fit.js';
 import { writeLinearSafetensors } from './write.js';
+import type { BuildOptions, Method } from './options.js';
 import { saeFeaturePack } from './sae-methods.js';
 
-export const METHODS = ['direction', 'probe', 'effect-size', 'reasonscore'] as const;
-export type Method = (typeof METHODS)[number];
-
-export interface BuildOptions {
-  readonly method: Method;
-  /** Discovery data file (held-out format). */
-  readonly data: string;
-  /** Held-out data file for gate g1 (undefined: no gate). */
-  readonly heldout?: string;
-  readonly out: string;
-  readonly name: string;
-  readonly model: string;
-  readonly layer?: number;
-  /** SAE folder, for effect-size and reasonscore. */
-  readonly sae?: string;
-  readonly l2: number;
-  /** Features per sign (effect-size) or in total (reasonscore). */
-  readonly top: number;
-  readonly force: boolean;
-}
+export { METHODS, type BuildOptions, type Method } from './options.js';
 
 export interface BuildResult {
   readonly dir: string;

@@ -16,7 +16,7 @@ import { MechRewardError } from '../errors.js';
 import { engineKey, type Pack } from '../packs/registry.js';
 import { loadSae, type SaeSpec } from '../packs/sae.js';
 import { OWN_SCHEMA, parsePackJson } from '../packs/schema.js';
-import type { BuildOptions } from './build.js';
+import type { BuildOptions } from './options.js';
 import type { DiscoveryData } from './data.js';
 
 /** Reasoning vocabulary (lower-case words; a token counts when its trimmed, lower-cased text is one of them). */

@@ -2,7 +2,7 @@
 // start-up with the file it comes from. Packs whose SAE resolves to the same weights file share one SaeSpec
 // (and so one copy of the weights in each engine worker).
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 
 import { MechRewardError } from '../errors.js';
@@ -61,7 +61,32 @@ export function isValidPackName(name: string): boolean {
   return PACK_NAME.test(name);
 }
 
-export function loadPackDirectory(packsDir: string): PackCatalogue {
+export interface LoadOptions {
+  /**
+   * Refuse a pack whose folder, SAE or weight files resolve (through a symlink, an absolute path or `..`)
+   * outside the packs directory. The server sets it unless --allow-packs-outside.
+   */
+  readonly confine?: boolean;
+}
+
+/** Throws MR_ERR_PACK_INVALID unless `target` (resolved through symlinks) lies inside `root` (resolved). */
+function assertInside(root: string, target: string, what: string, packName: string): void {
+  const real = realpathSync(target);
+  const rel = path.relative(root, real);
+  if (rel === '' || rel.startsWith('..') || path.isAbsolute(rel)) {
+    throw new MechRewardError('MR_ERR_PACK_INVALID', `${packName}: ${what} resolves outside the packs directory (start with --allow-packs-outside to serve it anyway)`);
+  }
+}
+
+/** The files a loaded pack reads, each checked against the packs directory. */
+function assertPackConfined(root: string, pack: Pack): void {
+  assertInside(root, pack.dir, 'the pack folder', pack.name);
+  if (pack.sae) assertInside(root, pack.sae.weightsPath, 'its SAE (pack.json "sae")', pack.name);
+  if (pack.linear) assertInside(root, pack.linear.weightsPath, 'its read-out weights file', pack.name);
+  if (pack.verifier) assertInside(root, pack.verifier.weightsPath, 'its verifier probe', pack.name);
+}
+
+export function loadPackDirectory(packsDir: string, options: LoadOptions = {}): PackCatalogue {
   if (!existsSync(packsDir) || !statSync(packsDir).isDirectory()) {
     throw new MechRewardError('MR_ERR_CONFIG_INVALID', `packs directory ${packsDir} does not exist or is not a directory`);
   }
@@ -77,7 +102,9 @@ export function loadPackDirectory(packsDir: string): PackCatalogue {
     if (!existsSync(path.join(dir, 'pack.json'))) continue; // not a pack (e.g. a shared SAE folder)
     try {
       if (!isValidPackName(name)) throw new MechRewardError('MR_ERR_PACK_INVALID', `${dir}: folder name is not a valid pack name (letters, digits, . _ -)`);
+      if (options.confine) assertInside(realpathSync(packsDir), dir, 'the pack folder', name);
       const pack = loadPack(name, dir, saes);
+      if (options.confine) assertPackConfined(realpathSync(packsDir), pack);
       packs.set(name, pack);
       if (pack.sae) saes.set(pack.sae.key, pack.sae);
     } catch (err) {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { hackSignatureFlag, offDistributionFlag, textRepetitionFlag } from '../../src/monitor/rules.js';
+import { hackSignatureFlag, offDistributionFlag, textRepetitionFlag } from '../../src/core/canary-rules.js';
 import { wilson } from '../../src/monitor/wilson.js';
 
 test('Wilson 95 % interval matches published values', () => {

@@ -57,9 +57,9 @@ export function buildGrpcServer(service: Service): BuiltGrpcServer {
     }),
     ListPacks: unary<unknown, ListPacksResponse>(service, 'ListPacks', { requiresReady: false }, async () => ({ packs: service.describePacks() })),
     GetInfo: unary<unknown, GetInfoResponse>(service, 'GetInfo', { requiresReady: false }, async () => service.info()),
-    ListRuns: unary<unknown, ListRunsResponse>(service, 'ListRuns', { requiresReady: false }, async () => ({ runs: service.monitor.list().map(toWireSummary) })),
+    ListRuns: unary<unknown, ListRunsResponse>(service, 'ListRuns', { requiresReady: false }, async () => ({ runs: (await service.monitor.list()).map(toWireSummary) })),
     GetRun: unary<GetRunRequest__Output, RunDetail>(service, 'GetRun', { requiresReady: false }, async (req) => {
-      const run = service.monitor.get(req.run_id);
+      const run = await service.monitor.get(req.run_id);
       return { summary: toWireSummary(run), history: run.history, recent_flagged: run.recent_flagged };
     }),
   };

@@ -6,6 +6,7 @@ import { pack as msgpackEncode, unpack as msgpackDecode } from 'msgpackr';
 import { MechRewardError, toHttpError } from '../../errors.js';
 import type { SequenceInput } from '../../core/decode.js';
 import { describePack } from '../../core/describe.js';
+import { hidePaths } from '../../packs/public-path.js';
 import { Service } from '../../service.js';
 import { httpsOptions, type TlsMaterial } from '../../tls.js';
 import { callerGoneSignal } from './abort.js';
@@ -34,7 +35,7 @@ function toSequences(body: unknown): { pack: string; runId: string; sequences: S
     if (typeof s !== 'object' || s === null) throw new MechRewardError('MR_ERR_INVALID_ARGUMENT', `sequences[${i}]: must be an object`);
     let activations: Uint8Array;
     if (s.activations instanceof Uint8Array) activations = s.activations;
-    else if (typeof s.activations === 'string') activations = Buffer.from(s.activations, 'base64');
+    else if (typeof s.activations === 'string') activations = strictBase64(s.activations, `sequences[${i}].activations`);
     else throw new MechRewardError('MR_ERR_INVALID_ARGUMENT', `sequences[${i}].activations: must be base64 (JSON) or binary (msgpack)`);
     const dtype = typeof s.dtype === 'string' && !s.dtype.startsWith('DTYPE_') ? `DTYPE_${s.dtype.toUpperCase()}` : (s.dtype as string | number);
     const str = (v: unknown, field: string): string => {
@@ -55,13 +56,46 @@ function toSequences(body: unknown): { pack: string; runId: string; sequences: S
       tokens: (s.tokens as string[] | undefined) ?? [],
     };
   });
+  if (b.run_id !== undefined && b.run_id !== null && typeof b.run_id !== 'string') throw new MechRewardError('MR_ERR_INVALID_ARGUMENT', 'run_id: must be a string');
   return { pack: b.pack, runId: typeof b.run_id === 'string' ? b.run_id : '', sequences };
 }
 
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+/** Standard base64 only (RFC 4648 §4, padded): Buffer.from would silently drop any other character. */
+function strictBase64(text: string, field: string): Buffer {
+  if (text.length % 4 !== 0 || !BASE64.test(text)) {
+    throw new MechRewardError('MR_ERR_INVALID_ARGUMENT', `${field}: not valid base64 (standard alphabet A-Z a-z 0-9 + /, padded with = to a multiple of 4 characters)`);
+  }
+  return Buffer.from(text, 'base64');
+}
+
+/**
+ * The default HTTP body limit: the largest legitimate Score request, i.e. max_tokens_per_request rows of the
+ * widest pack's d_model as float32 in base64 (4/3), plus 128 bytes per token for token strings and text, plus
+ * 1 MiB for the rest; never above max_message_bytes. A hot reload that adds a wider pack keeps the limit set
+ * at start-up (set --max-body-bytes for that).
+ */
+export function defaultBodyLimit(maxTokensPerRequest: number, maxDModel: number, maxMessageBytes: number): number {
+  const activations = Math.ceil((maxTokensPerRequest * maxDModel * 4 * 4) / 3);
+  return Math.min(maxMessageBytes, activations + maxTokensPerRequest * 128 + 1024 * 1024);
+}
+
 export function buildHttpApp(service: Service, tls?: TlsMaterial): FastifyInstance {
+  const c = service.config;
+  const widest = Math.max(1, ...[...service.packs.values()].map((p) => p.dModel));
+  const bodyLimit = c.maxBodyBytes > 0 ? Math.min(c.maxBodyBytes, c.maxMessageBytes) : defaultBodyLimit(c.maxTokensPerRequest, widest, c.maxMessageBytes);
+  // Slow clients cannot hold connections: the headers and the whole request must arrive in time (checked
+  // every second, not Node's default 30 s), idle keep-alive connections close, and the count is capped.
+  const timeouts = { requestTimeout: c.httpRequestTimeoutMs, headersTimeout: Math.min(c.httpHeadersTimeoutMs, c.httpRequestTimeoutMs), connectionsCheckingInterval: 1000 };
   const options = {
     logger: false,
-    bodyLimit: service.config.maxMessageBytes,
+    bodyLimit,
+    requestTimeout: c.httpRequestTimeoutMs,
+    keepAliveTimeout: c.httpKeepAliveTimeoutMs,
+    http: timeouts,
+    // Every accepted run_id (128) and pack name (128) fits a path parameter (fastify's default is 100).
+    maxParamLength: 512,
     // Errors fastify raises before routing (a path with bad %-encoding) answer in the catalogue's shape too.
     frameworkErrors: (err: Error & { code?: string }, _req: FastifyRequest, reply: FastifyReply) => {
       const e = err.code === 'FST_ERR_BAD_URL' ? new MechRewardError('MR_ERR_INVALID_ARGUMENT', 'path: not a valid URL (bad %-encoding)') : new MechRewardError('MR_ERR_MALFORMED_BODY', 'request: could not be parsed');
@@ -70,7 +104,9 @@ export function buildHttpApp(service: Service, tls?: TlsMaterial): FastifyInstan
     },
   };
   // Routes and hooks are the same over HTTPS; only the server type differs, which the handlers never see.
-  const app = (tls ? Fastify({ ...options, https: httpsOptions(tls) }) : Fastify(options)) as unknown as FastifyInstance;
+  const app = (tls ? Fastify({ ...options, https: { ...httpsOptions(tls), ...timeouts } }) : Fastify(options)) as unknown as FastifyInstance;
+  app.server.maxConnections = c.httpMaxConnections;
+  app.server.headersTimeout = timeouts.headersTimeout;
   app.addContentTypeParser(MSGPACK, { parseAs: 'buffer' }, (_req, body, done) => {
     try {
       done(null, msgpackDecode(body as Buffer));
@@ -82,7 +118,7 @@ export function buildHttpApp(service: Service, tls?: TlsMaterial): FastifyInstan
   app.setErrorHandler((err: unknown, _req, reply) => {
     let e = err;
     const fastifyCode = (err as { code?: string }).code;
-    if (fastifyCode === 'FST_ERR_CTP_BODY_TOO_LARGE') e = new MechRewardError('MR_ERR_REQUEST_TOO_LARGE', `body: larger than max_message_bytes ${service.config.maxMessageBytes}`);
+    if (fastifyCode === 'FST_ERR_CTP_BODY_TOO_LARGE') e = new MechRewardError('MR_ERR_REQUEST_TOO_LARGE', `body: larger than the HTTP body limit of ${bodyLimit} bytes (--max-body-bytes; by default the largest legitimate Score request)`);
     else if (fastifyCode === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') e = new MechRewardError('MR_ERR_MALFORMED_BODY', `content-type: use application/json or ${MSGPACK}`);
     else if (fastifyCode?.startsWith('FST_ERR_CTP') || (err as { statusCode?: number }).statusCode === 400) e = new MechRewardError('MR_ERR_MALFORMED_BODY', 'body: could not be parsed');
     const { statusCode, body } = toHttpError(e);
@@ -111,7 +147,7 @@ export function buildHttpApp(service: Service, tls?: TlsMaterial): FastifyInstan
     return reply.code(503).send({ status: 'not_ready', reason: service.notReadyReason() });
   });
   app.get('/metrics', async (_req, reply) => {
-    service.refreshGauges();
+    await service.refreshGauges();
     return reply.type(service.metrics.registry.contentType).send(await service.metrics.registry.metrics());
   });
   app.get('/info', async () => service.info());
@@ -119,8 +155,16 @@ export function buildHttpApp(service: Service, tls?: TlsMaterial): FastifyInstan
   app.get<{ Params: { pack: string } }>('/v1/packs/:pack', async (req) => describePack(service.scorer.getPack(req.params.pack)));
   // Hot reload of the packs directory; behind the auth token like every data route. 200 with what changed
   // and what was rejected (with reasons); the packs served before keep serving whatever the outcome.
-  app.post('/admin/reload', async () => service.reloadPacks());
-  app.get('/v1/runs', async () => ({ runs: service.monitor.list() }));
+  app.post('/admin/reload', async () => {
+    try {
+      return await service.reloadPacks();
+    } catch (err) {
+      // The answer names no absolute path (the log has the full message).
+      if (err instanceof MechRewardError) throw new MechRewardError(err.code, hidePaths(err.message, service.config.packs), err);
+      throw err;
+    }
+  });
+  app.get('/v1/runs', async () => ({ runs: await service.monitor.list() }));
   app.get<{ Params: { run_id: string } }>('/v1/runs/:run_id', async (req) => service.monitor.get(req.params.run_id));
   registerMonitorPage(app);
   registerOpenRlhfRoute(app, service);

@@ -1,7 +1,13 @@
 // The per-rollout canary rules that need no run history, as pure functions. Each returns a flag or undefined.
 // (Feature-threshold canaries live in core/scorer.ts; the reward-outlier rule needs the run's history and
-// lives in monitor/monitor.ts.)
-import type { CanaryFlag } from '../core/scorer.js';
+// lives in monitor/monitor.ts, which the scorer reaches only through its ScoredBatchSink interface.)
+
+/** One canary that fired on a rollout: its name, why, and the value that crossed the line. */
+export interface CanaryFlag {
+  readonly name: string;
+  readonly reason: string;
+  readonly value: number;
+}
 
 /** Reasoning words of the canary suite (domain.md §6); a hack repeats one of them without answering. */
 export const REASONING_WORDS = ['however', 'therefore', 'let me', 'wait', 'step by step', "let's", 'thus', 'hence', 'hmm', 'actually'] as const;
