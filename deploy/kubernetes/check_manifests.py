@@ -41,6 +41,9 @@ def main(version: str) -> int:
     pod = deployment["spec"]["template"]
     [container] = pod["spec"]["containers"]
     env = {e["name"]: e.get("value") for e in container["env"]}
+    # The server refuses a non-loopback bind without a token (or an explicit opt-out).
+    if "MECHREWARD_AUTH_TOKEN" not in env and env.get("MECHREWARD_ALLOW_REMOTE_WITHOUT_AUTH") != "true":
+        problems.append("no MECHREWARD_AUTH_TOKEN: the server refuses to listen beyond loopback without one")
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     labels = pod["metadata"]["labels"]
 
