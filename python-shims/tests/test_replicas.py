@@ -194,3 +194,50 @@ def test_a_not_serving_replica_gets_no_calls_and_unavailable_is_retried_on_anoth
     finally:
         held.server.stop(0)
         real.stop()
+
+
+# --- the trainer adapters take the same targets -------------------------------------------------------------
+
+
+def test_trl_and_the_verl_openrlhf_scorer_score_over_a_multi_replica_target(tmp_path):
+    """TRL's MechReward (sync and async) and PackScorer (what the verl and OpenRLHF adapters call) on two
+    replicas: every reward equals the float64 reference, and both replicas answered."""
+    import asyncio
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mechreward_client._adapter import AdapterSettings, PackScorer
+    from mechreward_client.trl import MechReward
+
+    from support import VOCAB, reference_rewards_for_ids, word_prompts, write_reader_fixture
+
+    fx = write_reader_fixture(str(tmp_path))
+    replicas = [start_replica(fx.packs_dir, host) for host in ("127.0.0.2", "127.0.0.3")]
+    try:
+        target = ipv4_target(replicas)
+        tok = AutoTokenizer.from_pretrained(fx.tokenizer_dir)
+        rng = np.random.default_rng(4)
+        prompts = word_prompts(6, seed=4)
+        completions = [[int(i) for i in rng.integers(3, len(VOCAB), size=5)] for _ in prompts]
+        prompt_ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        refs = [reference_rewards_for_ids(fx.model_dir, p + c, fx.layer, fx) for p, c in zip(prompt_ids, completions)]
+        pooled = [float(r[len(p):].mean()) for r, p in zip(refs, prompt_ids)]
+
+        scorer = PackScorer(AdapterSettings.resolve(
+            {"pack": fx.pack, "reader_model": fx.model_dir, "reader_tokenizer": fx.tokenizer_dir, "target": target}))
+        for p, c, ref in zip(prompt_ids, completions, refs):
+            [scored] = scorer.score_ids([p + c], [len(p)])
+            np.testing.assert_allclose(scored.token_rewards[len(p):], ref[len(p):], rtol=1e-4, atol=1e-4)
+
+        model = AutoModelForCausalLM.from_pretrained(fx.model_dir, local_files_only=True).eval()
+        reward = MechReward(fx.pack, model=model, tokenizer=tok, target=target, timeout=30)
+        got = reward(prompts, [tok.decode(c) for c in completions], completions)
+        np.testing.assert_allclose(got, pooled, rtol=1e-4, atol=1e-4)
+        got_async = asyncio.run(reward.ascore(prompts, [tok.decode(c) for c in completions], completions))
+        np.testing.assert_allclose(got_async, pooled, rtol=1e-4, atol=1e-4)
+
+        counts = [metrics_of(r) for r in replicas]
+        assert all(c > 0 for c in counts), f"round_robin left a replica idle: {counts}"
+    finally:
+        for r in replicas:
+            r.stop()
