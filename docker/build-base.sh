@@ -7,7 +7,7 @@
 #
 # The tag is a content hash of this script, so an unchanged script reuses the image already in the daemon
 # (a build takes about a minute; CI pays it once per machine):
-#   bash docker/build-base.sh            # prints the tag, e.g. mechreward-base:3f2a9c1e0b7d
+#   bash docker/build-base.sh            # prints the tag, e.g. mechreward-base:3f2a9c1e0b7d (also :latest)
 #   bash docker/build-base.sh --force    # rebuild even when the tag exists
 #
 # Needs root (or sudo) for apt-get, mmdebstrap and a running Docker daemon (docker/ensure-docker.sh).
@@ -25,6 +25,7 @@ HASH=$( { cat "$(basename "$0")"; echo "$MIRROR"; } | sha256sum | cut -c1-12)
 TAG="mechreward-base:$HASH"
 
 if [[ "${1:-}" != "--force" ]] && docker image inspect "$TAG" >/dev/null 2>&1; then
+  docker tag "$TAG" mechreward-base:latest   # the Dockerfile's default BASE_IMAGE
   echo "$TAG"
   exit 0
 fi
@@ -53,5 +54,6 @@ if (( major < NODE_MAJOR_MIN )); then
   echo "build-base: $SUITE ships Node $node_version; mechreward needs >= $NODE_MAJOR_MIN" >&2
   exit 1
 fi
+docker tag "$TAG" mechreward-base:latest
 echo "build-base: $TAG (Node $node_version) built in $(( $(date +%s) - start )) s" >&2
 echo "$TAG"
