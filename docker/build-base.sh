@@ -5,7 +5,7 @@
 # `docker import` turns into an image. With a registry, skip this and pass an official Node image instead:
 #   docker build --build-arg BASE_IMAGE=node:20-bookworm-slim -f docker/Dockerfile .
 #
-# The tag is a content hash of this script, so an unchanged script reuses the image already in the daemon
+# The tag is a content hash of this script's commands, so an unchanged script reuses the image already in the daemon
 # (a build takes about a minute; CI pays it once per machine):
 #   bash docker/build-base.sh            # prints the tag, e.g. mechreward-base:3f2a9c1e0b7d (also :latest)
 #   bash docker/build-base.sh --force    # rebuild even when the tag exists
@@ -21,7 +21,8 @@ MIRROR=${MECHREWARD_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 PACKAGES=nodejs,tini,ca-certificates
 NODE_MAJOR_MIN=20
 
-HASH=$( { cat "$(basename "$0")"; echo "$MIRROR"; } | sha256sum | cut -c1-12)
+# Comments and blank lines are left out of the hash: editing the documentation above rebuilds nothing.
+HASH=$( { grep -v -E '^[[:space:]]*(#|$)' "$(basename "$0")"; echo "$MIRROR"; } | sha256sum | cut -c1-12)
 TAG="mechreward-base:$HASH"
 
 if [[ "${1:-}" != "--force" ]] && docker image inspect "$TAG" >/dev/null 2>&1; then
