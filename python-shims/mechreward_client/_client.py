@@ -27,6 +27,7 @@ from typing import Any
 import grpc
 
 from . import _constants as C
+from ._channel import channel_options
 from ._exceptions import APIError, NotFoundError, SharedMemoryUnavailableError, error_from_status
 from ._generated import reward_pb2, reward_pb2_grpc
 from ._retry import RetryPolicy
@@ -301,9 +302,9 @@ class RewardClient(_ClientBase):
             if self._stub is None or self._pid != pid:
                 creds = self._credentials()
                 self._channel = (
-                    grpc.secure_channel(self.target, creds, options=_CHANNEL_OPTIONS)
+                    grpc.secure_channel(self.target, creds, options=channel_options(self.target, _CHANNEL_OPTIONS))
                     if creds
-                    else grpc.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
+                    else grpc.insecure_channel(self.target, options=channel_options(self.target, _CHANNEL_OPTIONS))
                 )
                 self._stub = self._stub_for(self._channel)
                 self._pid = pid
@@ -494,9 +495,9 @@ class AsyncRewardClient(_ClientBase):
         if self._stub is None or self._owner != owner:
             creds = self._credentials()
             self._channel = (
-                grpc.aio.secure_channel(self.target, creds, options=_CHANNEL_OPTIONS)
+                grpc.aio.secure_channel(self.target, creds, options=channel_options(self.target, _CHANNEL_OPTIONS))
                 if creds
-                else grpc.aio.insecure_channel(self.target, options=_CHANNEL_OPTIONS)
+                else grpc.aio.insecure_channel(self.target, options=channel_options(self.target, _CHANNEL_OPTIONS))
             )
             self._stub = self._stub_for(self._channel)
             self._owner = owner

@@ -25,7 +25,7 @@ SIDECAR_READY_TIMEOUT_S = 90.0
 
 def ensure_sidecar_built() -> None:
     """Build dist/ once if this checkout has never been built (CI runs `npm test`, which builds, first)."""
-    if os.path.isfile(os.path.join(REPO, "dist", "src", "main.js")):
+    if os.path.isfile(os.path.join(REPO, "dist", "src", "cli.js")):
         return
     if not os.path.isdir(os.path.join(REPO, "node_modules")):
         subprocess.run(["npm", "ci"], cwd=REPO, check=True)
