@@ -44,6 +44,10 @@ class EngineHandle implements Engine {
     this.pool.reserve(rows);
   }
 
+  inputBuffer(byteLength: number): ArrayBuffer {
+    return this.pool?.inputBuffer(byteLength) ?? new ArrayBuffer(byteLength);
+  }
+
   run(...args: Parameters<Engine['run']>): ReturnType<Engine['run']> {
     if (!this.pool) return Promise.reject(new MechRewardError('MR_ERR_NOT_READY', 'engine is still loading'));
     return this.pool.run(...args);

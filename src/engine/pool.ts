@@ -12,8 +12,9 @@
 import { Worker } from 'node:worker_threads';
 
 import { MechRewardError } from '../errors.js';
+import { BufferRecycler } from './buffers.js';
 import type { EnginePlan } from './plan.js';
-import type { FaultMessage, FromWorker, InitMessage, LoadMessage, ModelPlan, PackPlan, ReconOutputs, RetireMessage, SessionSettings } from './protocol.js';
+import type { FaultMessage, FromWorker, InitMessage, LoadMessage, ModelPlan, NonFiniteHit, PackPlan, ReconOutputs, RetireMessage, RowInput, RunMessage, SessionSettings } from './protocol.js';
 
 export interface EngineRunResult {
   readonly reward: Float32Array;
@@ -28,7 +29,7 @@ export interface EngineRunResult {
 interface Job {
   readonly id: number;
   readonly pack: string;
-  readonly rows: Float32Array;
+  readonly input: RowInput;
   readonly numRows: number;
   readonly fetchActs: boolean;
   readonly signal: AbortSignal | undefined;
@@ -77,6 +78,21 @@ export interface EnginePoolOptions {
 }
 
 const WORKER_URL = new URL('./worker.js', import.meta.url);
+/** Input buffers kept for reuse between requests (see buffers.ts). */
+const RECYCLED_BYTES = 256 * 1024 * 1024;
+
+/** A job's input failed the worker's finiteness check; the scorer names the sequence and token. */
+export class NonFiniteInputError extends MechRewardError {
+  constructor(readonly hit: NonFiniteHit) {
+    super('MR_ERR_NONFINITE_INPUT', `sequences[${hit.seq}].activations: ${Number.isNaN(hit.value) ? 'NaN' : String(hit.value)} at token ${hit.token}, dim ${hit.dim}; activations must be finite`);
+  }
+}
+
+/** Float32 rows (already widened) as an engine input: one F32 part, fed whole. */
+export function floatRowInput(rows: Float32Array, numRows: number): RowInput {
+  const whole = rows.byteOffset === 0 && rows.byteLength === rows.buffer.byteLength ? (rows.buffer as ArrayBuffer) : rows.slice().buffer;
+  return { bytes: whole, numRows, parts: [{ dtype: 'F32', byteOffset: 0, rows: numRows, feed: true, seq: 0, firstToken: 0 }] };
+}
 
 export class EnginePool {
   private readonly slots: Slot[] = [];
@@ -93,6 +109,7 @@ export class EnginePool {
   /** Queued or running jobs per pack key, and keys waiting for theirs to reach 0 before they are dropped. */
   private readonly pending = new Map<string, number>();
   private readonly retiring = new Set<string>();
+  private readonly buffers = new BufferRecycler(RECYCLED_BYTES);
 
   private constructor(
     plan: EnginePlan,
@@ -135,7 +152,17 @@ export class EnginePool {
     }
   }
 
-  run(pack: string, rows: Float32Array, numRows: number, fetchActs: boolean, signal?: AbortSignal): Promise<EngineRunResult> {
+  /** A transferable buffer of at least `byteLength` bytes for a RowInput (reused; contents arbitrary). */
+  inputBuffer(byteLength: number): ArrayBuffer {
+    return this.buffers.take(byteLength);
+  }
+
+  /**
+   * Queues `input` (its buffer is transferred to a worker and must not be used again by the caller). Rejects
+   * with NonFiniteInputError when the worker finds NaN/Inf in any of its rows, prompt rows included.
+   */
+  run(pack: string, input: RowInput, fetchActs: boolean, signal?: AbortSignal): Promise<EngineRunResult> {
+    const numRows = input.numRows;
     if (this.closed) return Promise.reject(new MechRewardError('MR_ERR_NOT_READY', 'engine is shutting down'));
     if (!this.packs.has(pack)) return Promise.reject(new MechRewardError('MR_ERR_INTERNAL', `engine does not hold pack ${pack}`));
     this.pending.set(pack, (this.pending.get(pack) ?? 0) + 1);
@@ -146,7 +173,7 @@ export class EnginePool {
       this.retireIdle();
     };
     return new Promise<EngineRunResult>((resolve, reject) => {
-      const job: Job = { id: this.nextJobId++, pack, rows, numRows, fetchActs, signal, enqueuedAt: performance.now(), resolve, reject };
+      const job: Job = { id: this.nextJobId++, pack, input, numRows, fetchActs, signal, enqueuedAt: performance.now(), resolve, reject };
       this.queue.push(job);
       this.queuedRows += numRows;
       // A caller that goes away frees its queue space at once; its running chunk (if any) completes.
@@ -237,6 +264,7 @@ export class EnginePool {
     if (i < 0) return; // already running or finished
     this.queue.splice(i, 1);
     this.queuedRows -= job.numRows;
+    this.buffers.give(job.input.bytes);
     this.options.onDrop?.(job.numRows);
     job.reject(new MechRewardError('MR_ERR_CANCELLED', 'request was cancelled before scoring started'));
   }
@@ -294,12 +322,19 @@ export class EnginePool {
     const batch = slot.current;
     slot.current = undefined;
     slot.onIdle?.();
+    for (const b of msg.buffers) this.buffers.give(b);
     if (batch && batch.id === msg.jobId) {
       if (msg.type === 'result') {
         // Split the batch's outputs back into its jobs, in the order they were concatenated.
         const columns = msg.acts ? msg.acts.length / batch.rows : 0;
         let row = 0;
-        for (const job of batch.jobs) {
+        for (const [i, job] of batch.jobs.entries()) {
+          const hit = msg.nonFinite[i];
+          if (hit) {
+            job.reject(new NonFiniteInputError(hit));
+            row += job.numRows;
+            continue;
+          }
           const own = (a: Float32Array, width = 1) => (batch.jobs.length === 1 ? a : a.slice(row * width, (row + job.numRows) * width));
           const recon = msg.recon && { err: own(msg.recon.err), energy: own(msg.recon.energy) };
           job.resolve({ reward: own(msg.reward), acts: msg.acts && own(msg.acts, columns), recon, verifier: msg.verifier && own(msg.verifier), inferenceMs: msg.inferenceMs, queueMs: batch.startedAt - job.enqueuedAt });
@@ -318,6 +353,7 @@ export class EnginePool {
     this.queuedRows -= job.numRows;
     if (!job.signal?.aborted) return true;
     // A caller that cancelled or passed its deadline while queued costs no engine time.
+    this.buffers.give(job.input.bytes);
     this.options.onDrop?.(job.numRows);
     job.reject(new MechRewardError('MR_ERR_CANCELLED', 'request was cancelled before scoring started'));
     return false;
@@ -372,20 +408,12 @@ export class EnginePool {
       const jobs = this.takeBatch();
       if (jobs.length === 0) return;
       const rows = jobs.reduce((n, j) => n + j.numRows, 0);
-      let input = jobs[0]!.rows;
-      if (jobs.length > 1) {
-        const width = input.length / jobs[0]!.numRows;
-        input = new Float32Array(rows * width);
-        let offset = 0;
-        for (const job of jobs) {
-          input.set(job.rows, offset);
-          offset += job.rows.length;
-        }
-      }
+      const inputs = jobs.map((j) => j.input);
       const batch: Batch = { id: this.nextBatchId++, jobs, rows, startedAt: performance.now() };
       slot.current = batch;
       this.options.onBatch?.(rows, jobs.length);
-      slot.worker.postMessage({ type: 'run', jobId: batch.id, pack: jobs[0]!.pack, rows: input, numRows: rows, fetchActs: jobs[0]!.fetchActs }, [input.buffer as ArrayBuffer]);
+      // The worker concatenates the jobs' rows as it widens them: no merge copy on the main thread.
+      slot.worker.postMessage({ type: 'run', jobId: batch.id, pack: jobs[0]!.pack, inputs, numRows: rows, fetchActs: jobs[0]!.fetchActs } satisfies RunMessage, inputs.map((i) => i.bytes));
     }
   }
 }

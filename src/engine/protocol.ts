@@ -1,5 +1,6 @@
 // Messages between the engine pool (main thread) and its workers. Plain data only: everything here crosses
 // postMessage (structured clone; Float32Array buffers are transferred, not copied).
+import type { WireDType } from '../numerics/widen.js';
 import type { LinearReadout } from '../packs/linear.js';
 import type { SaeSpec } from '../packs/sae.js';
 
@@ -81,11 +82,46 @@ export interface FaultMessage {
   readonly fault: 'exit_before_next_run';
 }
 
+/**
+ * A run of consecutive token rows of one sequence inside a RowInput's bytes. `feed` rows go to the graph;
+ * the others (prompt rows) are only checked for NaN/Inf. `seq` and `firstToken` name the rows in errors.
+ */
+export interface RowPart {
+  readonly dtype: WireDType;
+  /** Offset in RowInput.bytes; a multiple of 4. */
+  readonly byteOffset: number;
+  readonly rows: number;
+  readonly feed: boolean;
+  readonly seq: number;
+  readonly firstToken: number;
+}
+
+/**
+ * Token rows as the wire carried them (F32, F16 or BF16 bytes, copied once on the main thread into a buffer
+ * that is transferred to the worker and back, never cloned). The worker widens the fed parts to float32 and
+ * checks every part for NaN/Inf in the same pass.
+ */
+export interface RowInput {
+  readonly bytes: ArrayBuffer;
+  readonly parts: readonly RowPart[];
+  /** Fed rows (the graph's N for this input). */
+  readonly numRows: number;
+}
+
+/** The first NaN or infinity of one input: which sequence, token and dimension, and its value. */
+export interface NonFiniteHit {
+  readonly seq: number;
+  readonly token: number;
+  readonly dim: number;
+  readonly value: number;
+}
+
 export interface RunMessage {
   readonly type: 'run';
   readonly jobId: number;
   readonly pack: string;
-  readonly rows: Float32Array;
+  /** One input per job of the batch, run as one [sum of numRows, d_model] batch in this order. */
+  readonly inputs: readonly RowInput[];
   readonly numRows: number;
   readonly fetchActs: boolean;
 }
@@ -112,5 +148,9 @@ export type FromWorker =
       /** Per token: the verifier probe's logit, when the pack has a dual verifier. */
       readonly verifier: Float32Array | undefined;
       readonly inferenceMs: number;
+      /** Per input of the run: its first non-finite value (that job fails), or undefined. */
+      readonly nonFinite: readonly (NonFiniteHit | undefined)[];
+      /** The inputs' buffers, handed back for reuse. */
+      readonly buffers: readonly ArrayBuffer[];
     }
-  | { readonly type: 'run_error'; readonly jobId: number; readonly message: string };
+  | { readonly type: 'run_error'; readonly jobId: number; readonly message: string; readonly buffers: readonly ArrayBuffer[] };
