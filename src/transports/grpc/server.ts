@@ -34,16 +34,20 @@ export interface BuiltGrpcServer {
   endWatches(): void;
 }
 
-export function buildGrpcServer(service: Service): BuiltGrpcServer {
-  const contract = loadContract();
-  const max = service.config.maxMessageBytes;
-  const server = new grpc.Server({
-    'grpc.max_receive_message_length': max,
-    'grpc.max_send_message_length': max,
+/** The grpc-js server options (also used by the benchmark's bare echo server, so both run the same grpc-js). */
+export function grpcServerOptions(maxMessageBytes: number): grpc.ServerOptions {
+  return {
+    'grpc.max_receive_message_length': maxMessageBytes,
+    'grpc.max_send_message_length': maxMessageBytes,
     // A loopback sidecar: ping idle trainers every 60 s rather than gRPC's 2 h default.
     'grpc.keepalive_time_ms': 60_000,
     'grpc.keepalive_timeout_ms': 20_000,
-  });
+  };
+}
+
+export function buildGrpcServer(service: Service): BuiltGrpcServer {
+  const contract = loadContract();
+  const server = new grpc.Server(grpcServerOptions(service.config.maxMessageBytes));
 
   const handlers: RewardServiceHandlers = {
     Score: unary<ScoreRequest__Output, ScoreResponse>(service, 'Score', { requiresReady: true }, async (req, ctx) => {
