@@ -18,7 +18,7 @@ import { promisify } from 'node:util';
 
 import * as ort from 'onnxruntime-node';
 
-import { BufferRecycler } from '../src/engine/buffers.js';
+import { SlabPool } from '../src/engine/buffers.js';
 import { buildLinearModel } from '../src/engine/graph.js';
 import { widenChecked, type WireDType } from '../src/numerics/widen.js';
 import { loadContract } from '../src/transports/grpc/contract.js';
@@ -94,7 +94,7 @@ function wireBytes(c: TransportCase, seed: number): Buffer {
 
 /**
  * The in-process ceiling: per request, the server's own work minus the transport, in one thread: copy the
- * bytes into a recycled aligned buffer, widen and check them (the worker's pass), run the same graph with the
+ * bytes into a recycled aligned slab, widen and check them (the worker's pass), run the same graph with the
  * server's session settings. Concurrency does not apply; the same figure stands in both columns.
  */
 async function inProcess(env: TransportEnv, c: TransportCase): Promise<PathResult> {
@@ -102,14 +102,14 @@ async function inProcess(env: TransportEnv, c: TransportCase): Promise<PathResul
   const session = await createSession(buildLinearModel(c.dModel, w.weight, w.bias, 'logit'));
   const inputs = [1, 2, 3, 4].map((seed) => wireBytes(c, seed));
   const dtype: WireDType = c.dtype === 'f32' ? 'F32' : 'BF16';
-  const buffers = new BufferRecycler(64 << 20);
+  const slabs = new SlabPool(64 << 20);
   const x = new Float32Array(TOKENS * c.dModel);
   const once = async (i: number): Promise<void> => {
     const src = inputs[i % inputs.length]!;
-    const bytes = buffers.take(src.byteLength);
-    new Uint8Array(bytes, 0, src.byteLength).set(src);
-    if (widenChecked(bytes, 0, x.length, dtype, x, 0) >= 0) throw new Error('benchmark input is not finite');
-    buffers.give(bytes);
+    const slab = slabs.take(src.byteLength);
+    new Uint8Array(slab.bytes, 0, src.byteLength).set(src);
+    if (widenChecked(slab.bytes, 0, x.length, dtype, x, 0) >= 0) throw new Error('benchmark input is not finite');
+    slabs.give(slab);
     await session.run({ x: new ort.Tensor('float32', x, [TOKENS, c.dModel]) }, ['reward']);
   };
   for (let i = 0; i < 3; i++) await once(i);

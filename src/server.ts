@@ -45,8 +45,8 @@ class EngineHandle implements Engine {
     this.pool.reserve(rows);
   }
 
-  inputBuffer(byteLength: number): ArrayBuffer {
-    return this.pool?.inputBuffer(byteLength) ?? new ArrayBuffer(byteLength);
+  inputBuffer(byteLength: number): ReturnType<Engine['inputBuffer']> {
+    return this.pool?.inputBuffer(byteLength) ?? { id: -1, bytes: new SharedArrayBuffer(byteLength) };
   }
 
   run(...args: Parameters<Engine['run']>): ReturnType<Engine['run']> {

@@ -28,8 +28,8 @@ export interface DecodedBatch {
   readonly offsets: readonly number[];
 }
 
-/** Where the wire bytes go: a transferable buffer of at least this many bytes (the engine recycles them). */
-export type BufferSource = (byteLength: number) => ArrayBuffer;
+/** Where the wire bytes go: a shared slab of at least this many bytes (the engine recycles them). */
+export type BufferSource = (byteLength: number) => { readonly id: number; readonly bytes: SharedArrayBuffer };
 
 const DTYPES: Record<string, WireDType> = { DTYPE_F32: 'F32', DTYPE_F16: 'F16', DTYPE_BF16: 'BF16', '1': 'F32', '2': 'F16', '3': 'BF16' };
 
@@ -118,17 +118,18 @@ export function decodeSequences(sequences: readonly SequenceInput[], dModel: num
       size += Math.ceil(src.byteLength / PART_ALIGN) * PART_ALIGN;
       return placed;
     });
-    const bytes = buffer(size);
+    const slab = buffer(size);
+    const bytes = slab.bytes;
     // The one copy of the wire bytes (grpc-js hands out unaligned views into its receive buffer).
     list.forEach(({ src }, k) => new Uint8Array(bytes, parts[k]!.byteOffset, src.byteLength).set(src));
     if (limits.rejectZeroNorm) for (const p of parts) if (p.feed) checkNonZero(bytes, p, dModel);
-    return { bytes, parts, numRows: parts.reduce((n, p) => n + (p.feed ? p.rows : 0), 0) };
+    return { slab: slab.id, bytes, parts, numRows: parts.reduce((n, p) => n + (p.feed ? p.rows : 0), 0) };
   });
   return { chunks, totalRows, offsets };
 }
 
 /** A row whose every element is ±0 (sign bit aside), read from the copied bits. */
-function checkNonZero(bytes: ArrayBuffer, part: RowPart, dModel: number): void {
+function checkNonZero(bytes: ArrayBufferLike, part: RowPart, dModel: number): void {
   const wide = part.dtype === 'F32';
   const bits = wide ? new Uint32Array(bytes, part.byteOffset, part.rows * dModel) : new Uint16Array(bytes, part.byteOffset, part.rows * dModel);
   const magnitude = wide ? 0x7fffffff : 0x7fff;

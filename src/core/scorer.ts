@@ -4,6 +4,7 @@ import { setMaxListeners } from 'node:events';
 
 import { MechRewardError } from '../errors.js';
 import type { EngineRunResult } from '../engine/pool.js';
+import type { Slab } from '../engine/buffers.js';
 import type { RowInput } from '../engine/protocol.js';
 import { engineKey, isValidPackName, type Pack } from '../packs/registry.js';
 import type { Admission } from './admission.js';
@@ -55,8 +56,8 @@ export interface ScoreOutput {
 export interface Engine {
   /** Throws MR_ERR_OVERLOADED unless the queue has room for `rows` more token rows. */
   reserve(rows: number): void;
-  /** A transferable buffer for a RowInput's bytes (the engine recycles them). */
-  inputBuffer(byteLength: number): ArrayBuffer;
+  /** A shared slab for a RowInput's bytes (the engine recycles them). */
+  inputBuffer(byteLength: number): Slab;
   /** Rejects with MR_ERR_NONFINITE_INPUT (naming sequence, token and dim) when a row holds NaN/Inf. */
   run(pack: string, input: RowInput, fetchActs: boolean, signal?: AbortSignal): Promise<EngineRunResult>;
 }

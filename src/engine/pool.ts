@@ -12,7 +12,7 @@
 import { Worker } from 'node:worker_threads';
 
 import { MechRewardError } from '../errors.js';
-import { BufferRecycler } from './buffers.js';
+import { SlabPool, type Slab } from './buffers.js';
 import type { EnginePlan } from './plan.js';
 import type { FaultMessage, FromWorker, InitMessage, LoadMessage, ModelPlan, NonFiniteHit, PackPlan, ReconOutputs, RetireMessage, RowInput, RunMessage, SessionSettings } from './protocol.js';
 
@@ -49,6 +49,8 @@ interface Slot {
   worker: Worker;
   ready: boolean;
   current: Batch | undefined;
+  /** Input slabs this worker already holds (buffers.ts). */
+  readonly slabs: Set<number>;
   /** Hot reloads this worker is building, by load id. */
   readonly loads: Map<number, { resolve: () => void; reject: (e: unknown) => void }>;
   /** Called when the current batch finishes or the worker exits (close() waits for it). */
@@ -78,8 +80,8 @@ export interface EnginePoolOptions {
 }
 
 const WORKER_URL = new URL('./worker.js', import.meta.url);
-/** Input buffers kept for reuse between requests (see buffers.ts). */
-const RECYCLED_BYTES = 256 * 1024 * 1024;
+/** Input slabs kept for reuse between requests and cached by the workers (see buffers.ts). */
+const CACHED_SLAB_BYTES = 256 * 1024 * 1024;
 
 /** A job's input failed the worker's finiteness check; the scorer names the sequence and token. */
 export class NonFiniteInputError extends MechRewardError {
@@ -91,7 +93,7 @@ export class NonFiniteInputError extends MechRewardError {
 /** Float32 rows (already widened) as an engine input: one F32 part, fed whole. */
 export function floatRowInput(rows: Float32Array, numRows: number): RowInput {
   const whole = rows.byteOffset === 0 && rows.byteLength === rows.buffer.byteLength ? (rows.buffer as ArrayBuffer) : rows.slice().buffer;
-  return { bytes: whole, numRows, parts: [{ dtype: 'F32', byteOffset: 0, rows: numRows, feed: true, seq: 0, firstToken: 0 }] };
+  return { slab: -1, bytes: whole, numRows, parts: [{ dtype: 'F32', byteOffset: 0, rows: numRows, feed: true, seq: 0, firstToken: 0 }] };
 }
 
 export class EnginePool {
@@ -109,7 +111,9 @@ export class EnginePool {
   /** Queued or running jobs per pack key, and keys waiting for theirs to reach 0 before they are dropped. */
   private readonly pending = new Map<string, number>();
   private readonly retiring = new Set<string>();
-  private readonly buffers = new BufferRecycler(RECYCLED_BYTES);
+  private readonly slabs = new SlabPool(CACHED_SLAB_BYTES);
+  /** Slabs handed out by inputBuffer(), by id, until their job is over. */
+  private readonly lent = new Map<number, Slab>();
 
   private constructor(
     plan: EnginePlan,
@@ -152,13 +156,23 @@ export class EnginePool {
     }
   }
 
-  /** A transferable buffer of at least `byteLength` bytes for a RowInput (reused; contents arbitrary). */
-  inputBuffer(byteLength: number): ArrayBuffer {
-    return this.buffers.take(byteLength);
+  /** A shared slab of at least `byteLength` bytes for a RowInput (reused; contents arbitrary). */
+  inputBuffer(byteLength: number): Slab {
+    const slab = this.slabs.take(byteLength);
+    if (slab.id >= 0) this.lent.set(slab.id, slab);
+    return slab;
+  }
+
+  /** The job no longer needs its input: its slab can serve another request. */
+  private release(job: Job): void {
+    const slab = this.lent.get(job.input.slab);
+    if (!slab) return;
+    this.lent.delete(job.input.slab);
+    this.slabs.give(slab);
   }
 
   /**
-   * Queues `input` (its buffer is transferred to a worker and must not be used again by the caller). Rejects
+   * Queues `input` (its slab from inputBuffer() must not be written again by the caller). Rejects
    * with NonFiniteInputError when the worker finds NaN/Inf in any of its rows, prompt rows included.
    */
   run(pack: string, input: RowInput, fetchActs: boolean, signal?: AbortSignal): Promise<EngineRunResult> {
@@ -264,14 +278,14 @@ export class EnginePool {
     if (i < 0) return; // already running or finished
     this.queue.splice(i, 1);
     this.queuedRows -= job.numRows;
-    this.buffers.give(job.input.bytes);
+    this.release(job);
     this.options.onDrop?.(job.numRows);
     job.reject(new MechRewardError('MR_ERR_CANCELLED', 'request was cancelled before scoring started'));
   }
 
   private spawn(): Promise<void> {
     return new Promise((resolve, reject) => {
-      const slot: Slot = { worker: new Worker(WORKER_URL), ready: false, current: undefined, loads: new Map() };
+      const slot: Slot = { worker: new Worker(WORKER_URL), ready: false, current: undefined, slabs: new Set(), loads: new Map() };
       this.slots.push(slot);
       let settled = false;
       slot.worker.on('message', (msg: FromWorker) => {
@@ -306,6 +320,7 @@ export class EnginePool {
     if (i >= 0) this.slots.splice(i, 1);
     if (slot.current) {
       // Scoring is a pure function: the caller can safely retry once the replacement worker is warm.
+      for (const job of slot.current.jobs) this.release(job);
       for (const job of slot.current.jobs) job.reject(new MechRewardError('MR_ERR_WORKER_LOST', `engine worker exited (code ${code}) while scoring this request; a replacement is starting, retry`));
       slot.current = undefined;
     }
@@ -322,7 +337,7 @@ export class EnginePool {
     const batch = slot.current;
     slot.current = undefined;
     slot.onIdle?.();
-    for (const b of msg.buffers) this.buffers.give(b);
+    if (batch) for (const job of batch.jobs) this.release(job);
     if (batch && batch.id === msg.jobId) {
       if (msg.type === 'result') {
         // Split the batch's outputs back into its jobs, in the order they were concatenated.
@@ -353,7 +368,7 @@ export class EnginePool {
     this.queuedRows -= job.numRows;
     if (!job.signal?.aborted) return true;
     // A caller that cancelled or passed its deadline while queued costs no engine time.
-    this.buffers.give(job.input.bytes);
+    this.release(job);
     this.options.onDrop?.(job.numRows);
     job.reject(new MechRewardError('MR_ERR_CANCELLED', 'request was cancelled before scoring started'));
     return false;
@@ -412,8 +427,17 @@ export class EnginePool {
       const batch: Batch = { id: this.nextBatchId++, jobs, rows, startedAt: performance.now() };
       slot.current = batch;
       this.options.onBatch?.(rows, jobs.length);
-      // The worker concatenates the jobs' rows as it widens them: no merge copy on the main thread.
-      slot.worker.postMessage({ type: 'run', jobId: batch.id, pack: jobs[0]!.pack, inputs, numRows: rows, fetchActs: jobs[0]!.fetchActs } satisfies RunMessage, inputs.map((i) => i.bytes));
+      // The worker concatenates the jobs' rows as it widens them: no merge copy on the main thread. A slab
+      // travels with the first job that uses it on this worker only; after that the worker has it.
+      const sent = inputs.map((input) => {
+        if (input.slab < 0 || !slot.slabs.has(input.slab)) {
+          if (input.slab >= 0) slot.slabs.add(input.slab);
+          return input;
+        }
+        return { ...input, bytes: undefined };
+      });
+      const transfer = sent.flatMap((i) => (i.bytes instanceof ArrayBuffer ? [i.bytes] : []));
+      slot.worker.postMessage({ type: 'run', jobId: batch.id, pack: jobs[0]!.pack, inputs: sent, numRows: rows, fetchActs: jobs[0]!.fetchActs } satisfies RunMessage, transfer);
     }
   }
 }

@@ -1,5 +1,5 @@
 // Messages between the engine pool (main thread) and its workers. Plain data only: everything here crosses
-// postMessage (structured clone; Float32Array buffers are transferred, not copied).
+// postMessage (structured clone; input rows live in shared slabs, result arrays are transferred, not copied).
 import type { WireDType } from '../numerics/widen.js';
 import type { LinearReadout } from '../packs/linear.js';
 import type { SaeSpec } from '../packs/sae.js';
@@ -97,12 +97,15 @@ export interface RowPart {
 }
 
 /**
- * Token rows as the wire carried them (F32, F16 or BF16 bytes, copied once on the main thread into a buffer
- * that is transferred to the worker and back, never cloned). The worker widens the fed parts to float32 and
- * checks every part for NaN/Inf in the same pass.
+ * Token rows as the wire carried them (F32, F16 or BF16 bytes, copied once on the main thread into a shared
+ * slab, engine/buffers.ts). The worker widens the fed parts to float32 and checks every part for NaN/Inf in
+ * the same pass, reading the slab in place.
  */
 export interface RowInput {
-  readonly bytes: ArrayBuffer;
+  /** The slab's id (workers cache slabs by id), or -1 for bytes sent whole. */
+  readonly slab: number;
+  /** In a RunMessage: absent when the worker already holds this slab. */
+  readonly bytes?: SharedArrayBuffer | ArrayBuffer;
   readonly parts: readonly RowPart[];
   /** Fed rows (the graph's N for this input). */
   readonly numRows: number;
@@ -150,7 +153,5 @@ export type FromWorker =
       readonly inferenceMs: number;
       /** Per input of the run: its first non-finite value (that job fails), or undefined. */
       readonly nonFinite: readonly (NonFiniteHit | undefined)[];
-      /** The inputs' buffers, handed back for reuse. */
-      readonly buffers: readonly ArrayBuffer[];
     }
-  | { readonly type: 'run_error'; readonly jobId: number; readonly message: string; readonly buffers: readonly ArrayBuffer[] };
+  | { readonly type: 'run_error'; readonly jobId: number; readonly message: string };

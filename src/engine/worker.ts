@@ -193,19 +193,32 @@ async function runPack(rt: PackRuntime, rows: Float32Array, numRows: number, wan
 
 /** The batch's float32 rows; reused across runs (one run at a time), so large batches cost no allocation. */
 let scratch = new Float32Array(0);
+/** Input slabs shared by the main thread, by id: each arrives once (engine/buffers.ts). */
+const slabs = new Map<number, SharedArrayBuffer | ArrayBuffer>();
+
+function inputBytes(input: RowInput): SharedArrayBuffer | ArrayBuffer {
+  if (input.bytes) {
+    if (input.slab >= 0) slabs.set(input.slab, input.bytes);
+    return input.bytes;
+  }
+  const known = slabs.get(input.slab);
+  if (!known) throw new Error(`input slab ${input.slab} was never sent to this worker`);
+  return known;
+}
 
 /**
  * Widens one input's fed rows into `x` from row `firstRow` and checks every part (prompt rows too) for NaN/Inf
  * in the same pass. Returns the first non-finite value, if any; the rows are written regardless.
  */
 function assemble(input: RowInput, dModel: number, x: Float32Array, firstRow: number): NonFiniteHit | undefined {
+  const bytes = inputBytes(input);
   let hit: NonFiniteHit | undefined;
   let row = firstRow;
   for (const part of input.parts) {
     const count = part.rows * dModel;
-    const at = part.feed ? widenChecked(input.bytes, part.byteOffset, count, part.dtype, x, row * dModel) : firstNonFiniteBits(input.bytes, part.byteOffset, count, part.dtype);
+    const at = part.feed ? widenChecked(bytes, part.byteOffset, count, part.dtype, x, row * dModel) : firstNonFiniteBits(bytes, part.byteOffset, count, part.dtype);
     if (part.feed) row += part.rows;
-    if (at >= 0 && !hit) hit = { seq: part.seq, token: part.firstToken + Math.floor(at / dModel), dim: at % dModel, value: elementValue(input.bytes, part.byteOffset, at, part.dtype) };
+    if (at >= 0 && !hit) hit = { seq: part.seq, token: part.firstToken + Math.floor(at / dModel), dim: at % dModel, value: elementValue(bytes, part.byteOffset, at, part.dtype) };
   }
   return hit;
 }
@@ -229,17 +242,16 @@ async function run(msg: RunMessage): Promise<void> {
     row += input.numRows;
     return hit;
   });
-  const buffers = msg.inputs.map((i) => i.bytes);
   if (nonFinite.every((h) => h)) {
     // Every job of the batch fails on its input: no engine work at all.
-    send({ type: 'result', jobId: msg.jobId, reward: new Float32Array(0), acts: undefined, recon: undefined, verifier: undefined, inferenceMs: 0, nonFinite, buffers }, [...buffers]);
+    send({ type: 'result', jobId: msg.jobId, reward: new Float32Array(0), acts: undefined, recon: undefined, verifier: undefined, inferenceMs: 0, nonFinite });
     return;
   }
   const { reward, acts, recon, verifier } = await runPack(rt, x, msg.numRows, msg.fetchActs);
   // Copy out of onnxruntime-owned memory into buffers we can transfer.
   const copies = { reward: reward.slice(), acts: acts?.slice(), recon: recon && { err: recon.err.slice(), energy: recon.energy.slice() }, verifier: verifier?.slice() };
   const transfer = [copies.reward, copies.acts, copies.recon?.err, copies.recon?.energy, copies.verifier].flatMap((a) => (a ? [a.buffer as ArrayBuffer] : []));
-  send({ type: 'result', jobId: msg.jobId, ...copies, inferenceMs: performance.now() - started, nonFinite, buffers }, [...transfer, ...buffers]);
+  send({ type: 'result', jobId: msg.jobId, ...copies, inferenceMs: performance.now() - started, nonFinite }, transfer);
 }
 
 const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));
@@ -257,9 +269,6 @@ port.on('message', (msg: ToWorker) => {
   } else if (msg.type === 'fault') {
     if (faultInjection) exitBeforeNextRun = true;
   } else {
-    run(msg).catch((err: unknown) => {
-      const buffers = msg.inputs.map((i) => i.bytes).filter((b) => b.byteLength > 0);
-      send({ type: 'run_error', jobId: msg.jobId, message: messageOf(err), buffers }, buffers);
-    });
+    run(msg).catch((err: unknown) => send({ type: 'run_error', jobId: msg.jobId, message: messageOf(err) }));
   }
 });

@@ -69,7 +69,7 @@ export function assertLittleEndianHost(): void {
   }
 }
 
-// Row blocks as the engine receives them: the wire's bytes copied once into a 4-byte-aligned ArrayBuffer and
+// Row blocks as the engine receives them: the wire's bytes copied once into a 4-byte-aligned (shared) buffer and
 // widened in the engine worker, off the main thread. Widening and the finiteness check are one pass: every
 // element is read once as an integer, and a non-finite value is recognised by its exponent bits (all ones)
 // while the bits are in a register. An exponent field e is all ones iff e + (its lowest bit) carries into the
@@ -84,7 +84,7 @@ const EXP_BITS: Record<WireDType, { mask: number; carry: number; flag: number }>
 };
 
 /** Index of the first non-finite element among `count` elements of `dtype` at `byteOffset`, by their bits. */
-function locateNonFinite(src: ArrayBuffer, byteOffset: number, count: number, dtype: WireDType): number {
+function locateNonFinite(src: ArrayBufferLike, byteOffset: number, count: number, dtype: WireDType): number {
   if (dtype === 'F32') {
     const bits = new Uint32Array(src, byteOffset, count);
     for (let i = 0; i < count; i++) if ((bits[i]! & 0x7f800000) === 0x7f800000) return i;
@@ -101,7 +101,7 @@ function locateNonFinite(src: ArrayBuffer, byteOffset: number, count: number, dt
  * `outOffset`, exactly as widenInto does, and returns the index of the first NaN or infinity, or -1. The
  * elements are written even when one is not finite (the caller discards the block).
  */
-export function widenChecked(src: ArrayBuffer, byteOffset: number, count: number, dtype: WireDType, out: Float32Array, outOffset: number): number {
+export function widenChecked(src: ArrayBufferLike, byteOffset: number, count: number, dtype: WireDType, out: Float32Array, outOffset: number): number {
   const dst = new Uint32Array(out.buffer, out.byteOffset + outOffset * 4, count);
   const { mask, carry, flag } = EXP_BITS[dtype];
   let acc = 0;
@@ -145,7 +145,7 @@ export function widenChecked(src: ArrayBuffer, byteOffset: number, count: number
 }
 
 /** The first non-finite element among `count` elements of `dtype` at `byteOffset` (a multiple of 4), or -1. */
-export function firstNonFiniteBits(src: ArrayBuffer, byteOffset: number, count: number, dtype: WireDType): number {
+export function firstNonFiniteBits(src: ArrayBufferLike, byteOffset: number, count: number, dtype: WireDType): number {
   const { mask, carry, flag } = EXP_BITS[dtype];
   const n = dtype === 'F32' ? count : count >>> 1;
   const words = new Uint32Array(src, byteOffset, n);
@@ -156,7 +156,7 @@ export function firstNonFiniteBits(src: ArrayBuffer, byteOffset: number, count: 
 }
 
 /** The value of element `index` of `dtype` at `byteOffset`, widened (for error messages). */
-export function elementValue(src: ArrayBuffer, byteOffset: number, index: number, dtype: WireDType): number {
+export function elementValue(src: ArrayBufferLike, byteOffset: number, index: number, dtype: WireDType): number {
   if (dtype === 'F32') return new Float32Array(src, byteOffset + 4 * index, 1)[0]!;
   const h = new Uint16Array(src, byteOffset + 2 * index, 1)[0]!;
   return dtype === 'BF16' ? new Float32Array(new Uint32Array([h << 16]).buffer)[0]! : halfToFloat(h);
