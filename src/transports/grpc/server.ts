@@ -14,6 +14,7 @@ import type { RunDetail } from '../../generated/mechreward/v1/RunDetail.js';
 import type { RunSummary } from '../../generated/mechreward/v1/RunSummary.js';
 import type { RunSummary as RunSummaryJson } from '../../monitor/monitor.js';
 import { loadContract, SERVICE_NAME } from './contract.js';
+import { encodeScoreResponse } from './score-reply.js';
 import { unary } from './unary.js';
 
 /** The monitor's JSON-shaped summary in proto shape (intervals as {lo, hi}). */
@@ -50,15 +51,13 @@ export function buildGrpcServer(service: Service): BuiltGrpcServer {
   const server = new grpc.Server(grpcServerOptions(service.config.maxMessageBytes));
 
   const handlers: RewardServiceHandlers = {
-    Score: unary<ScoreRequest__Output, ScoreResponse>(service, 'Score', { requiresReady: true }, async (req, ctx) => {
+    // The reply is encoded here, once (score-reply.ts); the Score serializer below passes those bytes through.
+    Score: unary<ScoreRequest__Output, Buffer>(service, 'Score', { requiresReady: true }, async (req, ctx) => {
       const out = await service.scorer.score({ pack: req.pack, sequences: req.sequences, runId: req.run_id }, ctx.signal);
       ctx.timings = { queueMs: out.queueMs, inferenceMs: out.inferenceMs, tokens: out.tokens };
       service.recordScore(out);
-      return {
-        pack: out.pack,
-        results: Service.wireResults(out),
-      };
-    }),
+      return encodeScoreResponse({ pack: out.pack, results: out.results.map((r) => ({ token_rewards: r.tokenRewards, ...Service.wireFields(r) })) });
+    }) as unknown as RewardServiceHandlers['Score'],
     ListPacks: unary<unknown, ListPacksResponse>(service, 'ListPacks', { requiresReady: false }, async () => ({ packs: service.describePacks() })),
     GetInfo: unary<unknown, GetInfoResponse>(service, 'GetInfo', { requiresReady: false }, async () => service.info()),
     ListRuns: unary<unknown, ListRunsResponse>(service, 'ListRuns', { requiresReady: false }, async () => ({ runs: service.monitor.list().map(toWireSummary) })),
@@ -67,7 +66,9 @@ export function buildGrpcServer(service: Service): BuiltGrpcServer {
       return { summary: toWireSummary(run), history: run.history, recent_flagged: run.recent_flagged };
     }),
   };
-  server.addService(contract.mechreward.v1.RewardService.service, handlers);
+  const definition = contract.mechreward.v1.RewardService.service;
+  const score = definition.Score;
+  server.addService({ ...definition, Score: { ...score, responseSerialize: (reply: Buffer | ScoreResponse) => (Buffer.isBuffer(reply) ? reply : score.responseSerialize(reply)) } }, handlers);
 
   const health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
   // Watch streams never end on their own; track them so shutdown can end them (grpc-health-check has no hook).
