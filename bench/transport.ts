@@ -7,7 +7,8 @@
 //   - the same from the Python client (RewardClient.score with torch tensors, bench/py_load.py);
 //   - in-process ceiling: copy the wire bytes, widen them and run the same graph in this process, no transport.
 // Each path is one entry of TRANSPORT_PATHS (a name and a measure function), so new paths are one more entry.
-//   npm run bench:transport            (about 5 minutes)   BENCH_QUICK=1: d_model 2560 only, short windows
+//   npm run bench:transport   (about 7 minutes: 3 rounds of 2 s windows, medians)
+//   BENCH_QUICK=1: d_model 2560 only, 1 round (about 1 minute); BENCH_TRANSPORT_ROUNDS, BENCH_TRANSPORT_SECONDS override.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -179,24 +180,30 @@ export interface TransportRow {
   readonly tokensPerS: Record<string, number> | string;
 }
 
-/** Runs every path on every case, interleaved per case so the paths of one case share the machine's state. */
+/**
+ * Runs every path on every case, interleaved (all paths of one case back to back, then the next case), in
+ * `rounds` rounds; each cell is the median of its rounds, which keeps one disturbed window on a shared machine
+ * from deciding a ratio.
+ */
 export async function runTransport(quick: boolean): Promise<TransportRow[]> {
   const root = mkdtempSync(path.join(os.tmpdir(), 'mechreward-transport-'));
   const dims = quick ? [2560] : [2560, 576];
+  const rounds = Number(process.env.BENCH_TRANSPORT_ROUNDS ?? (quick ? 1 : 3));
   const weights = new Map(dims.map((d) => [`bench-${d}`, writeDirectionPack(root, `bench-${d}`, d)] as const));
   const socket = path.join(root, 'sidecar.sock');
   const server = await spawnServe(['--packs', root, '--grpc-port', '0', '--http-port', '0', '--allow-unvalidated', '--grpc-socket', socket]);
   const echo = await startEcho(path.join(root, 'echo.sock'));
-  const env: TransportEnv = { server, socket, echo, weights, python: findPython(), seconds: Number(process.env.BENCH_TRANSPORT_SECONDS ?? (quick ? 2 : 5)) };
-  const rows: TransportRow[] = [];
+  const env: TransportEnv = { server, socket, echo, weights, python: findPython(), seconds: Number(process.env.BENCH_TRANSPORT_SECONDS ?? 2) };
+  const cases = dims.flatMap((dModel) => (['bf16', 'f32'] as const).map((dtype): TransportCase => ({ dModel, dtype, pack: `bench-${dModel}` })));
+  const samples = new Map<string, PathResult[]>();
   try {
-    for (const dModel of dims) {
-      for (const dtype of ['bf16', 'f32'] as const) {
-        const c: TransportCase = { dModel, dtype, pack: `bench-${dModel}` };
+    for (let round = 0; round < rounds; round++) {
+      for (const c of cases) {
         for (const p of TRANSPORT_PATHS) {
           const r = await p.measure(env, c).catch((err: unknown) => `failed: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
-          rows.push({ dModel, dtype, path: p.name, tokensPerS: typeof r === 'string' ? r : Object.fromEntries([...r].map(([k, v]) => [`c${k}`, v])) });
-          process.stderr.write(`transport: d_model ${dModel} ${dtype} ${p.name}: ${JSON.stringify(rows[rows.length - 1]!.tokensPerS)}\n`);
+          const key = `${c.dModel}/${c.dtype}/${p.name}`;
+          samples.set(key, [...(samples.get(key) ?? []), r]);
+          process.stderr.write(`transport round ${round + 1}/${rounds}: d_model ${c.dModel} ${c.dtype} ${p.name}: ${typeof r === 'string' ? r : JSON.stringify(Object.fromEntries(r))}\n`);
         }
       }
     }
@@ -205,7 +212,20 @@ export async function runTransport(quick: boolean): Promise<TransportRow[]> {
     await server.stop();
     rmSync(root, { recursive: true, force: true });
   }
-  return rows;
+  return cases.flatMap((c) =>
+    TRANSPORT_PATHS.map((p): TransportRow => {
+      const runs = samples.get(`${c.dModel}/${c.dtype}/${p.name}`) ?? [];
+      const failed = runs.find((r): r is string => typeof r === 'string');
+      const tokensPerS = failed ?? Object.fromEntries(TRANSPORT_CONCURRENCY.map((k) => [`c${k}`, median(runs.map((r) => (r as Map<number, number>).get(k)!))]));
+      return { dModel: c.dModel, dtype: c.dtype, path: p.name, tokensPerS };
+    }),
+  );
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
 const fmt = (n: number) => n.toLocaleString('en-US', { maximumFractionDigits: 0 });
