@@ -3,6 +3,7 @@
 // JSON line of results.
 //   node dist/bench/load-client.js --target 127.0.0.1:50051 --pack P --d-model 2560 --tokens 512
 //        --mode closed --concurrency 8 --seconds 10      |  --mode open --rate 6 --seconds 10
+//   --concurrency 1,8               closed loop at each concurrency in turn, one JSON line each
 //   --target unix:/path/to.sock     the server's --grpc-socket
 //   --dtype bf16|f32                wire dtype of the activations (default bf16)
 //   --echo                          call the bare echo server (bench/echo-server.ts) with the same bytes
@@ -42,9 +43,9 @@ function payload(seed: number): Buffer {
   const f32 = randomFill(tokens * dModel, 2, seed);
   if (dtype === 'DTYPE_F32') return Buffer.from(f32.buffer);
   const u32 = new Uint32Array(f32.buffer);
-  const out = Buffer.alloc(tokens * dModel * 2);
-  for (let i = 0; i < u32.length; i++) out.writeUInt16LE(u32[i]! >>> 16, 2 * i);
-  return out;
+  const u16 = new Uint16Array(u32.length); // little-endian host: the top half of each float32
+  for (let i = 0; i < u32.length; i++) u16[i] = u32[i]! >>> 16;
+  return Buffer.from(u16.buffer);
 }
 
 const contract = loadContract();
@@ -92,16 +93,17 @@ async function check(): Promise<void> {
   if (decoded.results.length !== 1 || decoded.results[0]!.token_rewards.length !== tokens) throw new Error(`unexpected Score reply: ${JSON.stringify(decoded).slice(0, 200)}`);
 }
 
-async function main(): Promise<void> {
-  await new Promise<void>((resolve, reject) => client.waitForReady(Date.now() + 30_000, (err) => (err ? reject(err) : resolve())));
-  await check();
-  const seconds = Number(values.seconds);
+/** Closed loop at `concurrency` for `seconds`, or open loop at --rate; returns the result line. */
+async function measure(concurrency: number, seconds: number): Promise<Record<string, unknown>> {
+  latencies.length = 0;
+  for (const k of Object.keys(codes)) delete codes[k];
+  sent = finished = 0;
   const start = performance.now();
   const end = start + seconds * 1000;
   if (values.mode === 'closed') {
     let next = 0;
     await Promise.all(
-      Array.from({ length: Number(values.concurrency) }, async () => {
+      Array.from({ length: concurrency }, async () => {
         while (performance.now() < end) await once(next++);
       }),
     );
@@ -119,11 +121,17 @@ async function main(): Promise<void> {
   const elapsed = (performance.now() - start) / 1000;
   latencies.sort((a, b) => a - b);
   const ok = codes.OK ?? 0;
-  console.log(JSON.stringify({
-    mode: values.mode, concurrency: Number(values.concurrency), rate: Number(values.rate), sent, finished, hung: sent - finished, codes,
+  return {
+    mode: values.mode, concurrency, rate: Number(values.rate), sent, finished, hung: sent - finished, codes: { ...codes },
     seconds: elapsed, tokens_per_s: (ok * tokens) / elapsed, requests_per_s: ok / elapsed,
     p50_ms: percentile(latencies, 50), p99_ms: percentile(latencies, 99),
-  }));
+  };
+}
+
+async function main(): Promise<void> {
+  await new Promise<void>((resolve, reject) => client.waitForReady(Date.now() + 30_000, (err) => (err ? reject(err) : resolve())));
+  await check();
+  for (const concurrency of values.concurrency!.split(',').map(Number)) console.log(JSON.stringify(await measure(concurrency, Number(values.seconds))));
   client.close();
   process.exit(0);
 }

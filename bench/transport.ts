@@ -59,13 +59,13 @@ export interface TransportPath {
 }
 
 async function nodeLoad(target: string, c: TransportCase, env: TransportEnv, extra: string[] = []): Promise<PathResult> {
+  const args = ['--target', target, '--pack', c.pack, '--d-model', String(c.dModel), '--tokens', String(TOKENS), '--dtype', c.dtype, '--concurrency', TRANSPORT_CONCURRENCY.join(','), '--seconds', String(env.seconds), ...extra];
+  const { stdout } = await execFileAsync(process.execPath, [path.join(ROOT, 'dist/bench/load-client.js'), ...args], { maxBuffer: 1 << 20, timeout: 5 * 60_000 });
   const out = new Map<number, number>();
-  for (const concurrency of TRANSPORT_CONCURRENCY) {
-    const args = ['--target', target, '--pack', c.pack, '--d-model', String(c.dModel), '--tokens', String(TOKENS), '--dtype', c.dtype, '--concurrency', String(concurrency), '--seconds', String(env.seconds), ...extra];
-    const { stdout } = await execFileAsync(process.execPath, [path.join(ROOT, 'dist/bench/load-client.js'), ...args], { maxBuffer: 1 << 20, timeout: 5 * 60_000 });
-    const r = JSON.parse(stdout.trim().split('\n').pop()!) as { tokens_per_s: number; codes: Record<string, number> };
+  for (const line of stdout.trim().split('\n')) {
+    const r = JSON.parse(line) as { concurrency: number; tokens_per_s: number; codes: Record<string, number> };
     if (Object.keys(r.codes).some((code) => code !== 'OK')) return `errors: ${JSON.stringify(r.codes)}`;
-    out.set(concurrency, r.tokens_per_s);
+    out.set(r.concurrency, r.tokens_per_s);
   }
   return out;
 }
