@@ -49,6 +49,10 @@ class EngineHandle implements Engine {
     return this.pool?.inputBuffer(byteLength) ?? { id: -1, bytes: new SharedArrayBuffer(byteLength) };
   }
 
+  releaseInput(input: Parameters<Engine['releaseInput']>[0]): void {
+    this.pool?.releaseInput(input);
+  }
+
   run(...args: Parameters<Engine['run']>): ReturnType<Engine['run']> {
     if (!this.pool) return Promise.reject(new MechRewardError('MR_ERR_NOT_READY', 'engine is still loading'));
     return this.pool.run(...args);

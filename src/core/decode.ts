@@ -79,6 +79,7 @@ export function decodeSequences(sequences: readonly SequenceInput[], dModel: num
       const hint = impliedDModel !== undefined ? `; that is d_model ${impliedDModel}, pack ${packName} expects d_model ${dModel}` : '';
       throw bad('MR_ERR_INVALID_TENSOR', `${field}.activations: expected ${expected} bytes (num_tokens ${s.num_tokens} x d_model ${dModel} x ${width} bytes ${dtype}), got ${got}${hint}`);
     }
+    if (limits.rejectZeroNorm) checkNonZero(s.activations, i, s.score_from, s.num_tokens, dModel * width, width);
     totalTokens += s.num_tokens;
     totalRows += s.num_tokens - s.score_from;
   });
@@ -122,21 +123,19 @@ export function decodeSequences(sequences: readonly SequenceInput[], dModel: num
     const bytes = slab.bytes;
     // The one copy of the wire bytes (grpc-js hands out unaligned views into its receive buffer).
     list.forEach(({ src }, k) => new Uint8Array(bytes, parts[k]!.byteOffset, src.byteLength).set(src));
-    if (limits.rejectZeroNorm) for (const p of parts) if (p.feed) checkNonZero(bytes, p, dModel);
     return { slab: slab.id, bytes, parts, numRows: parts.reduce((n, p) => n + (p.feed ? p.rows : 0), 0) };
   });
   return { chunks, totalRows, offsets };
 }
 
-/** A row whose every element is ±0 (sign bit aside), read from the copied bits. */
-function checkNonZero(bytes: ArrayBufferLike, part: RowPart, dModel: number): void {
-  const wide = part.dtype === 'F32';
-  const bits = wide ? new Uint32Array(bytes, part.byteOffset, part.rows * dModel) : new Uint16Array(bytes, part.byteOffset, part.rows * dModel);
-  const magnitude = wide ? 0x7fffffff : 0x7fff;
-  for (let r = 0; r < part.rows; r++) {
+/**
+ * A response row whose every element is ±0, read byte by byte from the (possibly unaligned) wire bytes: each
+ * element's last byte holds the sign bit (little-endian), which is ignored.
+ */
+function checkNonZero(bytes: Uint8Array, seq: number, firstToken: number, numTokens: number, rowBytes: number, width: number): void {
+  for (let t = firstToken; t < numTokens; t++) {
     let nonZero = false;
-    const base = r * dModel;
-    for (let d = 0; d < dModel && !nonZero; d++) nonZero = (bits[base + d]! & magnitude) !== 0;
-    if (!nonZero) throw bad('MR_ERR_INVALID_TENSOR', `sequences[${part.seq}].activations: token ${part.firstToken + r} is all zeros; this pack normalises each token by its norm`);
+    for (let b = t * rowBytes, end = b + rowBytes; b < end && !nonZero; b++) nonZero = (bytes[b]! & ((b + 1) % width === 0 ? 0x7f : 0xff)) !== 0;
+    if (!nonZero) throw bad('MR_ERR_INVALID_TENSOR', `sequences[${seq}].activations: token ${t} is all zeros; this pack normalises each token by its norm`);
   }
 }

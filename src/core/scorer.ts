@@ -58,6 +58,8 @@ export interface Engine {
   reserve(rows: number): void;
   /** A shared slab for a RowInput's bytes (the engine recycles them). */
   inputBuffer(byteLength: number): Slab;
+  /** Hands back the slab of an input that will not be passed to run(). */
+  releaseInput(input: RowInput): void;
   /** Rejects with MR_ERR_NONFINITE_INPUT (naming sequence, token and dim) when a row holds NaN/Inf. */
   run(pack: string, input: RowInput, fetchActs: boolean, signal?: AbortSignal): Promise<EngineRunResult>;
 }
@@ -138,7 +140,12 @@ export class Scorer {
     const verifier = pack.verifier ? new Float32Array(batch.totalRows) : undefined;
 
     // Refuse now, before any chunk is queued, if the queue cannot take the whole request.
-    this.engine.reserve(batch.totalRows);
+    try {
+      this.engine.reserve(batch.totalRows);
+    } catch (err) {
+      for (const c of batch.chunks) this.engine.releaseInput(c);
+      throw err;
+    }
     // One signal for all chunks: aborted when the caller goes away or when any chunk fails, so the rest of a
     // failed request leaves the queue instead of costing engine time.
     const chunks = new AbortController();

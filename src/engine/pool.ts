@@ -163,12 +163,17 @@ export class EnginePool {
     return slab;
   }
 
+  /** Hands back the slab of an input that will not be run (its request failed before or while queueing). */
+  releaseInput(input: RowInput): void {
+    const slab = this.lent.get(input.slab);
+    if (!slab) return;
+    this.lent.delete(input.slab);
+    this.slabs.give(slab);
+  }
+
   /** The job no longer needs its input: its slab can serve another request. */
   private release(job: Job): void {
-    const slab = this.lent.get(job.input.slab);
-    if (!slab) return;
-    this.lent.delete(job.input.slab);
-    this.slabs.give(slab);
+    this.releaseInput(job.input);
   }
 
   /**
@@ -177,8 +182,11 @@ export class EnginePool {
    */
   run(pack: string, input: RowInput, fetchActs: boolean, signal?: AbortSignal): Promise<EngineRunResult> {
     const numRows = input.numRows;
-    if (this.closed) return Promise.reject(new MechRewardError('MR_ERR_NOT_READY', 'engine is shutting down'));
-    if (!this.packs.has(pack)) return Promise.reject(new MechRewardError('MR_ERR_INTERNAL', `engine does not hold pack ${pack}`));
+    if (this.closed || !this.packs.has(pack)) {
+      this.releaseInput(input);
+      if (this.closed) return Promise.reject(new MechRewardError('MR_ERR_NOT_READY', 'engine is shutting down'));
+      return Promise.reject(new MechRewardError('MR_ERR_INTERNAL', `engine does not hold pack ${pack}`));
+    }
     this.pending.set(pack, (this.pending.get(pack) ?? 0) + 1);
     const settled = (): void => {
       const left = (this.pending.get(pack) ?? 1) - 1;

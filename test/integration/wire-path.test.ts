@@ -113,3 +113,18 @@ test('NaN or Inf in a later chunk, a later prompt, either half of a word: refuse
     }
   }
 });
+
+test('a pack that normalises by the norm refuses an all-zero response token (±0, any dtype), not an all-zero prompt token', async () => {
+  const rows = [exactValues(4, 7), exactValues(5, 8)];
+  const zeroResponse = rows.map((v) => v.slice());
+  zeroResponse[1]!.fill(-0, 3 * D, 4 * D); // token 3 of sequence 1: only sign bits set
+  const zeroPrompt = rows.map((v) => v.slice());
+  zeroPrompt[0]!.fill(0, 0, D); // token 0 of sequence 0 is prompt (score_from 1)
+  for (const dtype of ['DTYPE_F32', 'DTYPE_F16', 'DTYPE_BF16'] as const) {
+    const bad = await score(client, { ...request(zeroResponse, dtype, [1, 1]), pack: 'relu-saelens' });
+    assert.equal(bad.code, grpc.status.INVALID_ARGUMENT, dtype);
+    assert.equal(bad.details, 'MR_ERR_INVALID_TENSOR: sequences[1].activations: token 3 is all zeros; this pack normalises each token by its norm');
+    const ok = await score(client, { ...request(zeroPrompt, dtype, [1, 1]), pack: 'relu-saelens' });
+    assert.ok(ok.ok, `${dtype}: ${ok.details}`);
+  }
+});
