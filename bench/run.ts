@@ -5,7 +5,9 @@
 //   3. end to end over gRPC from a separate client process (bench/load-client.ts), bf16 512-token sequences,
 //      concurrency 1, 8, 32, against the real `mechreward serve` in a child process;
 //   4. twice the sustainable load (open loop): every request answered or rejected cleanly, none hung;
-//   5. resident memory per loaded SAE, with packs sharing an SAE and with two workers.
+//   5. resident memory per loaded SAE, with packs sharing an SAE and with two workers;
+//   6. the transport table (bench/transport.ts): direction packs over TCP, the Unix socket and from Python,
+//      beside a bare grpc-js echo of the same bytes and the in-process ceiling.
 // Writes bench-results/latest.md and latest.json. Set BENCH_QUICK=1 to skip the large shape (smoke run).
 import { execFile, spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -16,6 +18,7 @@ import { promisify } from 'node:util';
 
 import { spawnServe, type ChildServer } from '../test/helpers/child-server.js';
 import { createSession, featureFeeds, fullModel, gemmCeilingModel, inputTensor, makeWeights, selectedModel, timeRuns } from './engine.js';
+import { runTransport, transportReport } from './transport.js';
 import { FEATURES, featureIds, gemmFlops, LARGE, ROWS, SMALL, type Shape } from './shapes.js';
 
 const execFileAsync = promisify(execFile);
@@ -275,6 +278,12 @@ async function main(): Promise<void> {
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
+
+  const transport = await runTransport(QUICK);
+  json.transport = transport;
+  log('## Transport (direction packs: only the sidecar\'s own overhead is timed; 512-token sequences, one per request)');
+  log();
+  for (const line of transportReport(transport)) log(line);
 
   const dir = path.join(ROOT, 'bench-results');
   mkdirSync(dir, { recursive: true });

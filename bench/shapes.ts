@@ -31,3 +31,6 @@ export function featureIds(shape: Shape): number[] {
 export function gemmFlops(shape: Shape, rows: number): number {
   return 2 * rows * shape.dModel * shape.dSae;
 }
+
+/** The bare echo server's one method (bench/echo-server.ts), called by bench/load-client.ts --echo. */
+export const ECHO_METHOD = '/mechreward.bench.Echo/Echo';

@@ -14,6 +14,7 @@ export interface ServeConfig {
   packs: string;
   host: string;
   grpcPort: number;
+  grpcSocket: string;
   httpPort: number;
   workers: number;
   intraOpThreads: number;
@@ -70,6 +71,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'packs', flag: '--packs <dir>', env: 'MECHREWARD_PACKS', kind: 'string', help: 'directory of pack folders (default: the bundled packs/)', defaultValue: () => BUNDLED_PACKS_DIR },
   { key: 'host', flag: '--host <host>', env: 'MECHREWARD_HOST', kind: 'string', help: 'address to bind both ports on; 0.0.0.0 exposes the server beyond this machine', defaultValue: () => '127.0.0.1' },
   { key: 'grpcPort', flag: '--grpc-port <n>', env: 'MECHREWARD_GRPC_PORT', kind: 'int', help: 'gRPC port (0 = pick a free port; the chosen port is logged)', defaultValue: () => 50051 },
+  { key: 'grpcSocket', flag: '--grpc-socket <path>', env: 'MECHREWARD_GRPC_SOCKET', kind: 'string', help: "also serve gRPC on this Unix domain socket (clients use the target unix:PATH; same auth and TLS as the port); a stale socket file is replaced, one a live server owns is refused, and it is removed on shutdown ('' = none)", defaultValue: () => '' },
   { key: 'httpPort', flag: '--http-port <n>', env: 'MECHREWARD_HTTP_PORT', kind: 'int', help: 'HTTP port for /healthz, /readyz, /metrics, /info, /v1/score (0 = pick a free port)', defaultValue: () => 8080 },
   { key: 'workers', flag: '--workers <n>', env: 'MECHREWARD_WORKERS', kind: 'int', help: 'engine worker threads; each holds its own copy of every SAE', defaultValue: () => 1 },
   { key: 'intraOpThreads', flag: '--intra-op-threads <n>', env: 'MECHREWARD_INTRA_OP_THREADS', kind: 'int', help: 'onnxruntime threads per worker (0 = cores / workers); workers x threads may not exceed the cores', defaultValue: () => 0 },
@@ -175,6 +177,7 @@ export function resolveServeConfig(explicit: Partial<Record<keyof ServeConfig, u
   if (cfg.shmLeaseMs < 1000) throw invalid('--shm-lease-ms must be at least 1000');
   cfg.shmDir = path.resolve(cfg.shmDir);
   cfg.packs = path.resolve(cfg.packs);
+  if (cfg.grpcSocket) cfg.grpcSocket = path.resolve(cfg.grpcSocket.startsWith('unix:') ? cfg.grpcSocket.slice('unix:'.length) : cfg.grpcSocket);
   if (cfg.runsDb && !/^postgres(ql)?:\/\//i.test(cfg.runsDb)) cfg.runsDb = path.resolve(cfg.runsDb);
   if (!cfg.authToken && !cfg.allowRemoteWithoutAuth && !isLoopbackHost(cfg.host)) {
     throw invalid(`--host ${cfg.host} is reachable beyond this machine and no --auth-token is set: anyone who reaches the ports could score, read runs and reload packs. Set --auth-token (MECHREWARD_AUTH_TOKEN), bind 127.0.0.1, or pass --allow-remote-without-auth`);

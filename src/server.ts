@@ -20,6 +20,7 @@ import { ReaderClient } from './reader/client.js';
 import { Service } from './service.js';
 import { grpcCredentials, loadTls } from './tls.js';
 import { buildGrpcServer } from './transports/grpc/server.js';
+import { claimSocketPath, releaseSocketPath, socketIdentity } from './transports/grpc/unix.js';
 import { buildHttpApp } from './transports/http/app.js';
 import { checkPortsFree } from './ports.js';
 import { VERSION } from './version.js';
@@ -45,6 +46,14 @@ class EngineHandle implements Engine {
     this.pool.reserve(rows);
   }
 
+  inputBuffer(byteLength: number): ReturnType<Engine['inputBuffer']> {
+    return this.pool?.inputBuffer(byteLength) ?? { id: -1, bytes: new SharedArrayBuffer(byteLength) };
+  }
+
+  releaseInput(input: Parameters<Engine['releaseInput']>[0]): void {
+    this.pool?.releaseInput(input);
+  }
+
   run(...args: Parameters<Engine['run']>): ReturnType<Engine['run']> {
     if (!this.pool) return Promise.reject(new MechRewardError('MR_ERR_NOT_READY', 'engine is still loading'));
     return this.pool.run(...args);
@@ -53,6 +62,8 @@ class EngineHandle implements Engine {
 
 export interface RunningServer {
   readonly grpcPort: number;
+  /** The Unix socket gRPC also listens on (--grpc-socket), or ''. */
+  readonly grpcSocket: string;
   readonly httpPort: number;
   readonly service: Service;
   /** Reads the packs directory again and swaps new, changed and removed packs in (SIGHUP, POST /admin/reload). */
@@ -106,9 +117,11 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
   const grpcServer = buildGrpcServer(service);
   const tls = loadTls(config);
   const http = buildHttpApp(service, tls);
+  let socketId: string | undefined;
   const stopTransports = async (): Promise<void> => {
     grpcServer.server.forceShutdown();
     await http.close();
+    if (config.grpcSocket) releaseSocketPath(config.grpcSocket, socketId);
   };
   let grpcPort: number;
   let httpPort: number;
@@ -120,6 +133,11 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
     grpcPort = await new Promise<number>((resolve, reject) =>
       grpcServer.server.bindAsync(`${config.host}:${config.grpcPort}`, grpcCredentials(tls), (err, port) => (err ? reject(err) : resolve(port))),
     );
+    if (config.grpcSocket) {
+      await claimSocketPath(config.grpcSocket);
+      await new Promise<void>((resolve, reject) => grpcServer.server.bindAsync(`unix:${config.grpcSocket}`, grpcCredentials(tls), (err) => (err ? reject(err) : resolve())));
+      socketId = socketIdentity(config.grpcSocket);
+    }
     await http.listen({ host: config.host, port: config.httpPort });
     const address = http.server.address();
     httpPort = typeof address === 'object' && address ? address.port : config.httpPort;
@@ -127,7 +145,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
     await stopTransports();
     await monitor.close();
     if (err instanceof MechRewardError) throw err;
-    throw new MechRewardError('MR_ERR_CONFIG_INVALID', `cannot bind ${config.host}: ${err instanceof Error ? err.message : String(err)}`, err);
+    throw new MechRewardError('MR_ERR_CONFIG_INVALID', `cannot bind ${config.host}${config.grpcSocket ? ` or ${config.grpcSocket}` : ''}: ${err instanceof Error ? err.message : String(err)}`, err);
   }
   grpcServer.setServing(false);
   // Readiness can change after start (a worker dies and is replaced, shutdown): mirror it into gRPC health.
@@ -139,7 +157,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
       lastServing = serving;
     }
   }
-  log.info({ host: config.host, grpcPort, httpPort, tls: tls ? (tls.clientCa ? 'mutual' : 'server') : 'off' }, 'listening; loading engine');
+  log.info({ host: config.host, grpcPort, grpcSocket: config.grpcSocket || undefined, httpPort, tls: tls ? (tls.clientCa ? 'mutual' : 'server') : 'off' }, 'listening; loading engine');
 
   try {
     engine.pool = await EnginePool.start(planEngine(catalogue.packs.values()), {
@@ -173,10 +191,11 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
   syncHealth();
   const healthTimer = setInterval(syncHealth, 250);
   healthTimer.unref();
-  log.info({ host: config.host, grpcPort, httpPort, workers: config.workers, intraOpThreads: config.intraOpThreads }, 'mechreward ready');
+  log.info({ host: config.host, grpcPort, grpcSocket: config.grpcSocket || undefined, httpPort, workers: config.workers, intraOpThreads: config.intraOpThreads }, 'mechreward ready');
 
   return {
     grpcPort,
+    grpcSocket: config.grpcSocket,
     httpPort,
     service,
     reload: () => reloader.reload(),
@@ -209,6 +228,7 @@ export async function startServer(config: ServeConfig, log: Logger): Promise<Run
       await httpDrained;
       await engine.pool?.close();
       service.shm.close();
+      if (config.grpcSocket) releaseSocketPath(config.grpcSocket, socketId);
       await monitor.close();
       return { forced };
     },

@@ -101,14 +101,18 @@ export class Service {
 
   /** A score's results in the wire shape both transports send (proto field names; plain arrays). */
   static wireResults(out: ScoreOutput): WireResult[] {
-    return out.results.map((r) => ({
-      token_rewards: Array.from(r.tokenRewards),
+    return out.results.map((r) => ({ token_rewards: Array.from(r.tokenRewards), ...Service.wireFields(r) }));
+  }
+
+  /** Everything of one result's wire shape but token_rewards (the gRPC transport packs those itself). */
+  static wireFields(r: ScoreOutput['results'][number]): Omit<WireResult, 'token_rewards'> {
+    return {
       reward: r.reward,
       flags: r.flags,
       verifier_disagreement: r.verifierDisagreement ?? 0,
       has_verifier: r.verifierDisagreement !== undefined,
       verifier_factor: r.verifierFactor,
-    }));
+    };
   }
 
   /** Metrics of a successful score, the same for every transport. */

@@ -1,8 +1,12 @@
-// Validates the sequences of a score request against a pack and decodes their response rows to float32.
-// Everything is checked before any engine work starts, so a bad sequence rejects the whole request and
-// changes nothing. Error messages name the field (sequences[i].<field>), what was expected and what came.
+// Validates the sequences of a score request against a pack and lays their bytes out for the engine.
+// Shapes, dtypes, lengths and limits are checked here before any engine work starts, so a malformed sequence
+// rejects the whole request and changes nothing. The rows themselves are copied once, still in their wire
+// dtype, into transferable buffers (one per chunk); the engine worker widens them to float32 and rejects
+// NaN/Inf (prompt rows too) in the same pass, off the main thread (engine/worker.ts). Error messages name the
+// field (sequences[i].<field>), what was expected and what came.
 import { MechRewardError } from '../errors.js';
-import { DTYPE_BYTES, firstNonFinite, widenInto, type WireDType } from '../numerics/widen.js';
+import type { RowInput, RowPart } from '../engine/protocol.js';
+import { DTYPE_BYTES, type WireDType } from '../numerics/widen.js';
 
 export interface SequenceInput {
   readonly activations: Uint8Array;
@@ -17,12 +21,15 @@ export interface SequenceInput {
 }
 
 export interface DecodedBatch {
-  /** Response rows of all sequences, in order, row-major [totalRows, dModel]. */
-  readonly rows: Float32Array;
+  /** Response rows of all sequences, in order, as engine inputs of at most `chunkRows` fed rows each. */
+  readonly chunks: readonly RowInput[];
   readonly totalRows: number;
-  /** Row offset of each sequence's first response token in `rows`. */
+  /** Row offset of each sequence's first response token among all response rows. */
   readonly offsets: readonly number[];
 }
+
+/** Where the wire bytes go: a shared slab of at least this many bytes (the engine recycles them). */
+export type BufferSource = (byteLength: number) => { readonly id: number; readonly bytes: SharedArrayBuffer };
 
 const DTYPES: Record<string, WireDType> = { DTYPE_F32: 'F32', DTYPE_F16: 'F16', DTYPE_BF16: 'BF16', '1': 'F32', '2': 'F16', '3': 'BF16' };
 
@@ -37,7 +44,14 @@ function bad(code: 'MR_ERR_INVALID_TENSOR' | 'MR_ERR_INVALID_ARGUMENT' | 'MR_ERR
   return new MechRewardError(code, message);
 }
 
-export function decodeSequences(sequences: readonly SequenceInput[], dModel: number, packName: string, limits: DecodeLimits): DecodedBatch {
+/** Each part starts on an 8-byte boundary, so the worker can read it through 32-bit views. */
+const PART_ALIGN = 8;
+
+/**
+ * @param chunkRows most fed (response) rows per engine input; prompt rows travel, check-only, with the chunk
+ *   holding their sequence's first response rows.
+ */
+export function decodeSequences(sequences: readonly SequenceInput[], dModel: number, packName: string, limits: DecodeLimits, chunkRows: number, buffer: BufferSource): DecodedBatch {
   if (sequences.length === 0) throw bad('MR_ERR_EMPTY_INPUT', 'sequences: must hold at least one sequence');
   if (sequences.length > limits.maxSequencesPerRequest) {
     throw new MechRewardError('MR_ERR_REQUEST_TOO_LARGE', `sequences: ${sequences.length} sequences in one request exceed max_sequences_per_request ${limits.maxSequencesPerRequest}; split the batch`);
@@ -65,6 +79,7 @@ export function decodeSequences(sequences: readonly SequenceInput[], dModel: num
       const hint = impliedDModel !== undefined ? `; that is d_model ${impliedDModel}, pack ${packName} expects d_model ${dModel}` : '';
       throw bad('MR_ERR_INVALID_TENSOR', `${field}.activations: expected ${expected} bytes (num_tokens ${s.num_tokens} x d_model ${dModel} x ${width} bytes ${dtype}), got ${got}${hint}`);
     }
+    if (limits.rejectZeroNorm) checkNonZero(s.activations, i, s.score_from, s.num_tokens, dModel * width, width);
     totalTokens += s.num_tokens;
     totalRows += s.num_tokens - s.score_from;
   });
@@ -72,42 +87,55 @@ export function decodeSequences(sequences: readonly SequenceInput[], dModel: num
     throw new MechRewardError('MR_ERR_REQUEST_TOO_LARGE', `sequences: ${totalTokens} tokens in one request exceed max_tokens_per_request ${limits.maxTokensPerRequest}; split the batch`);
   }
 
-  // Only response rows go to the engine; prompt rows are decoded into scratch space solely to reject NaN/Inf.
-  const rows = new Float32Array(totalRows * dModel);
+  // Lay the rows out in chunks: for each sequence its prompt rows (checked only), then its response rows
+  // (fed to the graph), split wherever a chunk reaches chunkRows fed rows.
+  interface Planned { part: RowPart; src: Uint8Array }
+  const planned: Planned[][] = [[]];
   const offsets: number[] = [];
-  let scratch = new Float32Array(0);
+  let fed = 0;
   let row = 0;
   sequences.forEach((s, i) => {
     const dtype = dtypes[i]!;
     const rowBytes = dModel * DTYPE_BYTES[dtype];
     offsets.push(row);
-    if (s.score_from > 0) {
-      if (scratch.length < s.score_from * dModel) scratch = new Float32Array(s.score_from * dModel);
-      widenInto(s.activations.subarray(0, s.score_from * rowBytes), dtype, scratch, 0);
-      checkFinite(scratch, 0, s.score_from * dModel, dModel, i, 0);
+    const add = (firstToken: number, rows: number, feed: boolean): void => {
+      planned[planned.length - 1]!.push({ part: { dtype, byteOffset: 0, rows, feed, seq: i, firstToken }, src: s.activations.subarray(firstToken * rowBytes, (firstToken + rows) * rowBytes) });
+    };
+    if (fed === chunkRows) (planned.push([]), (fed = 0));
+    if (s.score_from > 0) add(0, s.score_from, false);
+    for (let token = s.score_from; token < s.num_tokens; ) {
+      if (fed === chunkRows) (planned.push([]), (fed = 0));
+      const rows = Math.min(chunkRows - fed, s.num_tokens - token);
+      add(token, rows, true);
+      fed += rows;
+      token += rows;
     }
-    widenInto(s.activations.subarray(s.score_from * rowBytes), dtype, rows, row * dModel);
-    checkFinite(rows, row * dModel, (row + s.num_tokens - s.score_from) * dModel, dModel, i, s.score_from - row);
-    if (limits.rejectZeroNorm) checkNonZero(rows, row, s.num_tokens - s.score_from, dModel, i, s.score_from);
     row += s.num_tokens - s.score_from;
   });
-  return { rows, totalRows, offsets };
+  const chunks = planned.map((list): RowInput => {
+    let size = 0;
+    const parts = list.map(({ part, src }) => {
+      const placed = { ...part, byteOffset: size };
+      size += Math.ceil(src.byteLength / PART_ALIGN) * PART_ALIGN;
+      return placed;
+    });
+    const slab = buffer(size);
+    const bytes = slab.bytes;
+    // The one copy of the wire bytes (grpc-js hands out unaligned views into its receive buffer).
+    list.forEach(({ src }, k) => new Uint8Array(bytes, parts[k]!.byteOffset, src.byteLength).set(src));
+    return { slab: slab.id, bytes, parts, numRows: parts.reduce((n, p) => n + (p.feed ? p.rows : 0), 0) };
+  });
+  return { chunks, totalRows, offsets };
 }
 
-/** `tokenShift` converts a row index in `values` to the sequence's token index. */
-function checkFinite(values: Float32Array, from: number, to: number, dModel: number, seq: number, tokenShift: number): void {
-  const at = firstNonFinite(values, from, to);
-  if (at < 0) return;
-  const v = values[at]!;
-  const token = Math.floor(at / dModel) + tokenShift;
-  throw bad('MR_ERR_NONFINITE_INPUT', `sequences[${seq}].activations: ${Number.isNaN(v) ? 'NaN' : String(v)} at token ${token}, dim ${at % dModel}; activations must be finite`);
-}
-
-function checkNonZero(rows: Float32Array, firstRow: number, count: number, dModel: number, seq: number, firstToken: number): void {
-  for (let r = 0; r < count; r++) {
+/**
+ * A response row whose every element is ±0, read byte by byte from the (possibly unaligned) wire bytes: each
+ * element's last byte holds the sign bit (little-endian), which is ignored.
+ */
+function checkNonZero(bytes: Uint8Array, seq: number, firstToken: number, numTokens: number, rowBytes: number, width: number): void {
+  for (let t = firstToken; t < numTokens; t++) {
     let nonZero = false;
-    const base = (firstRow + r) * dModel;
-    for (let d = 0; d < dModel && !nonZero; d++) nonZero = rows[base + d] !== 0;
-    if (!nonZero) throw bad('MR_ERR_INVALID_TENSOR', `sequences[${seq}].activations: token ${firstToken + r} is all zeros; this pack normalises each token by its norm`);
+    for (let b = t * rowBytes, end = b + rowBytes; b < end && !nonZero; b++) nonZero = (bytes[b]! & ((b + 1) % width === 0 ? 0x7f : 0xff)) !== 0;
+    if (!nonZero) throw bad('MR_ERR_INVALID_TENSOR', `sequences[${seq}].activations: token ${t} is all zeros; this pack normalises each token by its norm`);
   }
 }

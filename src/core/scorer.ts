@@ -4,6 +4,8 @@ import { setMaxListeners } from 'node:events';
 
 import { MechRewardError } from '../errors.js';
 import type { EngineRunResult } from '../engine/pool.js';
+import type { Slab } from '../engine/buffers.js';
+import type { RowInput } from '../engine/protocol.js';
 import { engineKey, isValidPackName, type Pack } from '../packs/registry.js';
 import type { Admission } from './admission.js';
 import { decodeSequences, type SequenceInput } from './decode.js';
@@ -68,7 +70,12 @@ export interface ScoreOutput {
 export interface Engine {
   /** Throws MR_ERR_OVERLOADED unless the queue has room for `rows` more token rows. */
   reserve(rows: number): void;
-  run(pack: string, rows: Float32Array, numRows: number, fetchActs: boolean, signal?: AbortSignal): Promise<EngineRunResult>;
+  /** A shared slab for a RowInput's bytes (the engine recycles them). */
+  inputBuffer(byteLength: number): Slab;
+  /** Hands back the slab of an input that will not be passed to run(). */
+  releaseInput(input: RowInput): void;
+  /** Rejects with MR_ERR_NONFINITE_INPUT (naming sequence, token and dim) when a row holds NaN/Inf. */
+  run(pack: string, input: RowInput, fetchActs: boolean, signal?: AbortSignal): Promise<EngineRunResult>;
 }
 
 export interface ScorerLimits {
@@ -125,11 +132,20 @@ export class Scorer {
 
   private async scoreAdmitted(pack: Pack, input: ScoreInput, signal: AbortSignal | undefined): Promise<ScoreOutput> {
     const dModel = pack.dModel;
-    const batch = decodeSequences(input.sequences, dModel, pack.name, {
-      maxTokensPerRequest: this.limits.maxTokensPerRequest,
-      maxSequencesPerRequest: this.limits.maxSequencesPerRequest ?? Number.POSITIVE_INFINITY,
-      rejectZeroNorm: pack.sae?.normalization === 'constant_norm_rescale',
-    });
+    // Chunks bound onnxruntime's arena (it keeps the largest [rows, d_sae] buffer it has seen) and let other
+    // requests interleave between chunks; the pool merges small chunks of concurrent requests into one run.
+    const batch = decodeSequences(
+      input.sequences,
+      dModel,
+      pack.name,
+      {
+        maxTokensPerRequest: this.limits.maxTokensPerRequest,
+        maxSequencesPerRequest: this.limits.maxSequencesPerRequest ?? Number.POSITIVE_INFINITY,
+        rejectZeroNorm: pack.sae?.normalization === 'constant_norm_rescale',
+      },
+      this.limits.maxBatchTokens,
+      (bytes) => this.engine.inputBuffer(bytes),
+    );
     const { features, canaries, monitor } = pack.spec;
     const fetchActs = canaries.length > 0 || monitor.hackSignatures.length > 0;
     const numColumns = features.length + canaries.length + monitor.hackSignatures.reduce((n, h) => n + h.features.length, 0);
@@ -139,10 +155,12 @@ export class Scorer {
     const verifier = pack.verifier ? new Float32Array(batch.totalRows) : undefined;
 
     // Refuse now, before any chunk is queued, if the queue cannot take the whole request.
-    this.engine.reserve(batch.totalRows);
-    // Chunks bound onnxruntime's arena (it keeps the largest [rows, d_sae] buffer it has seen) and let other
-    // requests interleave between chunks; the pool merges small chunks of concurrent requests into one run.
-    const chunk = this.limits.maxBatchTokens;
+    try {
+      this.engine.reserve(batch.totalRows);
+    } catch (err) {
+      for (const c of batch.chunks) this.engine.releaseInput(c);
+      throw err;
+    }
     // One signal for all chunks: aborted when the caller goes away or when any chunk fails, so the rest of a
     // failed request leaves the queue instead of costing engine time.
     const chunks = new AbortController();
@@ -153,11 +171,12 @@ export class Scorer {
     const runs: Promise<void>[] = [];
     let queueMs = 0;
     let inferenceMs = 0;
-    for (let start = 0; start < batch.totalRows; start += chunk) {
-      const n = Math.min(chunk, batch.totalRows - start);
-      const rows = batch.totalRows <= chunk ? batch.rows : batch.rows.slice(start * dModel, (start + n) * dModel);
+    let next = 0;
+    for (const rows of batch.chunks) {
+      const start = next;
+      next += rows.numRows;
       runs.push(
-        this.engine.run(engineKey(pack), rows, n, fetchActs, chunks.signal).then((out) => {
+        this.engine.run(engineKey(pack), rows, fetchActs, chunks.signal).then((out) => {
           reward.set(out.reward, start);
           if (acts && out.acts) acts.set(out.acts, start * numColumns);
           if (recon && out.recon) {

@@ -11,7 +11,7 @@ import path from 'node:path';
 import os from 'node:os';
 
 import { planEngine } from '../engine/plan.js';
-import { EnginePool } from '../engine/pool.js';
+import { EnginePool, floatRowInput } from '../engine/pool.js';
 import { MechRewardError } from '../errors.js';
 import { engineKey, type Pack } from '../packs/registry.js';
 import { loadSae, type SaeSpec } from '../packs/sae.js';
@@ -51,7 +51,7 @@ async function encodeResponses(sae: SaeSpec, data: DiscoveryData, visit: (i: num
       const part = owners.slice(start, start + CHUNK_ROWS);
       const rows = new Float32Array(part.length * d);
       part.forEach(([i, t], k) => rows.set(data.rows.subarray((data.responses[i]!.offset + t) * d, (data.responses[i]!.offset + t + 1) * d), k * d));
-      const out = await engine.run(engineKey(pack), rows, part.length, true);
+      const out = await engine.run(engineKey(pack), floatRowInput(rows, part.length), true);
       part.forEach(([i, t], k) => visit(i, t, out.acts!, k * sae.dSae));
     }
   } finally {

@@ -12,8 +12,9 @@
 import { Worker } from 'node:worker_threads';
 
 import { MechRewardError } from '../errors.js';
+import { SlabPool, type Slab } from './buffers.js';
 import type { EnginePlan } from './plan.js';
-import type { FaultMessage, FromWorker, InitMessage, LoadMessage, ModelPlan, PackPlan, ReconOutputs, RetireMessage, SessionSettings } from './protocol.js';
+import type { FaultMessage, FromWorker, InitMessage, LoadMessage, ModelPlan, NonFiniteHit, PackPlan, ReconOutputs, RetireMessage, RowInput, RunMessage, SessionSettings } from './protocol.js';
 
 export interface EngineRunResult {
   readonly reward: Float32Array;
@@ -28,7 +29,7 @@ export interface EngineRunResult {
 interface Job {
   readonly id: number;
   readonly pack: string;
-  readonly rows: Float32Array;
+  readonly input: RowInput;
   readonly numRows: number;
   readonly fetchActs: boolean;
   readonly signal: AbortSignal | undefined;
@@ -48,6 +49,8 @@ interface Slot {
   worker: Worker;
   ready: boolean;
   current: Batch | undefined;
+  /** Input slabs this worker already holds (buffers.ts). */
+  readonly slabs: Set<number>;
   /** Hot reloads this worker is building, by load id. */
   readonly loads: Map<number, { resolve: () => void; reject: (e: unknown) => void }>;
   /** Called when the current batch finishes or the worker exits (close() waits for it). */
@@ -77,6 +80,21 @@ export interface EnginePoolOptions {
 }
 
 const WORKER_URL = new URL('./worker.js', import.meta.url);
+/** Input slabs kept for reuse between requests and cached by the workers (see buffers.ts). */
+const CACHED_SLAB_BYTES = 256 * 1024 * 1024;
+
+/** A job's input failed the worker's finiteness check; the scorer names the sequence and token. */
+export class NonFiniteInputError extends MechRewardError {
+  constructor(readonly hit: NonFiniteHit) {
+    super('MR_ERR_NONFINITE_INPUT', `sequences[${hit.seq}].activations: ${Number.isNaN(hit.value) ? 'NaN' : String(hit.value)} at token ${hit.token}, dim ${hit.dim}; activations must be finite`);
+  }
+}
+
+/** Float32 rows (already widened) as an engine input: one F32 part, fed whole. */
+export function floatRowInput(rows: Float32Array, numRows: number): RowInput {
+  const whole = rows.byteOffset === 0 && rows.byteLength === rows.buffer.byteLength ? (rows.buffer as ArrayBuffer) : rows.slice().buffer;
+  return { slab: -1, bytes: whole, numRows, parts: [{ dtype: 'F32', byteOffset: 0, rows: numRows, feed: true, seq: 0, firstToken: 0 }] };
+}
 
 export class EnginePool {
   private readonly slots: Slot[] = [];
@@ -93,6 +111,9 @@ export class EnginePool {
   /** Queued or running jobs per pack key, and keys waiting for theirs to reach 0 before they are dropped. */
   private readonly pending = new Map<string, number>();
   private readonly retiring = new Set<string>();
+  private readonly slabs = new SlabPool(CACHED_SLAB_BYTES);
+  /** Slabs handed out by inputBuffer(), by id, until their job is over. */
+  private readonly lent = new Map<number, Slab>();
 
   private constructor(
     plan: EnginePlan,
@@ -135,9 +156,37 @@ export class EnginePool {
     }
   }
 
-  run(pack: string, rows: Float32Array, numRows: number, fetchActs: boolean, signal?: AbortSignal): Promise<EngineRunResult> {
-    if (this.closed) return Promise.reject(new MechRewardError('MR_ERR_NOT_READY', 'engine is shutting down'));
-    if (!this.packs.has(pack)) return Promise.reject(new MechRewardError('MR_ERR_INTERNAL', `engine does not hold pack ${pack}`));
+  /** A shared slab of at least `byteLength` bytes for a RowInput (reused; contents arbitrary). */
+  inputBuffer(byteLength: number): Slab {
+    const slab = this.slabs.take(byteLength);
+    if (slab.id >= 0) this.lent.set(slab.id, slab);
+    return slab;
+  }
+
+  /** Hands back the slab of an input that will not be run (its request failed before or while queueing). */
+  releaseInput(input: RowInput): void {
+    const slab = this.lent.get(input.slab);
+    if (!slab) return;
+    this.lent.delete(input.slab);
+    this.slabs.give(slab);
+  }
+
+  /** The job no longer needs its input: its slab can serve another request. */
+  private release(job: Job): void {
+    this.releaseInput(job.input);
+  }
+
+  /**
+   * Queues `input` (its slab from inputBuffer() must not be written again by the caller). Rejects
+   * with NonFiniteInputError when the worker finds NaN/Inf in any of its rows, prompt rows included.
+   */
+  run(pack: string, input: RowInput, fetchActs: boolean, signal?: AbortSignal): Promise<EngineRunResult> {
+    const numRows = input.numRows;
+    if (this.closed || !this.packs.has(pack)) {
+      this.releaseInput(input);
+      if (this.closed) return Promise.reject(new MechRewardError('MR_ERR_NOT_READY', 'engine is shutting down'));
+      return Promise.reject(new MechRewardError('MR_ERR_INTERNAL', `engine does not hold pack ${pack}`));
+    }
     this.pending.set(pack, (this.pending.get(pack) ?? 0) + 1);
     const settled = (): void => {
       const left = (this.pending.get(pack) ?? 1) - 1;
@@ -146,7 +195,7 @@ export class EnginePool {
       this.retireIdle();
     };
     return new Promise<EngineRunResult>((resolve, reject) => {
-      const job: Job = { id: this.nextJobId++, pack, rows, numRows, fetchActs, signal, enqueuedAt: performance.now(), resolve, reject };
+      const job: Job = { id: this.nextJobId++, pack, input, numRows, fetchActs, signal, enqueuedAt: performance.now(), resolve, reject };
       this.queue.push(job);
       this.queuedRows += numRows;
       // A caller that goes away frees its queue space at once; its running chunk (if any) completes.
@@ -237,13 +286,14 @@ export class EnginePool {
     if (i < 0) return; // already running or finished
     this.queue.splice(i, 1);
     this.queuedRows -= job.numRows;
+    this.release(job);
     this.options.onDrop?.(job.numRows);
     job.reject(new MechRewardError('MR_ERR_CANCELLED', 'request was cancelled before scoring started'));
   }
 
   private spawn(): Promise<void> {
     return new Promise((resolve, reject) => {
-      const slot: Slot = { worker: new Worker(WORKER_URL), ready: false, current: undefined, loads: new Map() };
+      const slot: Slot = { worker: new Worker(WORKER_URL), ready: false, current: undefined, slabs: new Set(), loads: new Map() };
       this.slots.push(slot);
       let settled = false;
       slot.worker.on('message', (msg: FromWorker) => {
@@ -278,6 +328,7 @@ export class EnginePool {
     if (i >= 0) this.slots.splice(i, 1);
     if (slot.current) {
       // Scoring is a pure function: the caller can safely retry once the replacement worker is warm.
+      for (const job of slot.current.jobs) this.release(job);
       for (const job of slot.current.jobs) job.reject(new MechRewardError('MR_ERR_WORKER_LOST', `engine worker exited (code ${code}) while scoring this request; a replacement is starting, retry`));
       slot.current = undefined;
     }
@@ -294,12 +345,19 @@ export class EnginePool {
     const batch = slot.current;
     slot.current = undefined;
     slot.onIdle?.();
+    if (batch) for (const job of batch.jobs) this.release(job);
     if (batch && batch.id === msg.jobId) {
       if (msg.type === 'result') {
         // Split the batch's outputs back into its jobs, in the order they were concatenated.
         const columns = msg.acts ? msg.acts.length / batch.rows : 0;
         let row = 0;
-        for (const job of batch.jobs) {
+        for (const [i, job] of batch.jobs.entries()) {
+          const hit = msg.nonFinite[i];
+          if (hit) {
+            job.reject(new NonFiniteInputError(hit));
+            row += job.numRows;
+            continue;
+          }
           const own = (a: Float32Array, width = 1) => (batch.jobs.length === 1 ? a : a.slice(row * width, (row + job.numRows) * width));
           const recon = msg.recon && { err: own(msg.recon.err), energy: own(msg.recon.energy) };
           job.resolve({ reward: own(msg.reward), acts: msg.acts && own(msg.acts, columns), recon, verifier: msg.verifier && own(msg.verifier), inferenceMs: msg.inferenceMs, queueMs: batch.startedAt - job.enqueuedAt });
@@ -318,6 +376,7 @@ export class EnginePool {
     this.queuedRows -= job.numRows;
     if (!job.signal?.aborted) return true;
     // A caller that cancelled or passed its deadline while queued costs no engine time.
+    this.release(job);
     this.options.onDrop?.(job.numRows);
     job.reject(new MechRewardError('MR_ERR_CANCELLED', 'request was cancelled before scoring started'));
     return false;
@@ -372,20 +431,21 @@ export class EnginePool {
       const jobs = this.takeBatch();
       if (jobs.length === 0) return;
       const rows = jobs.reduce((n, j) => n + j.numRows, 0);
-      let input = jobs[0]!.rows;
-      if (jobs.length > 1) {
-        const width = input.length / jobs[0]!.numRows;
-        input = new Float32Array(rows * width);
-        let offset = 0;
-        for (const job of jobs) {
-          input.set(job.rows, offset);
-          offset += job.rows.length;
-        }
-      }
+      const inputs = jobs.map((j) => j.input);
       const batch: Batch = { id: this.nextBatchId++, jobs, rows, startedAt: performance.now() };
       slot.current = batch;
       this.options.onBatch?.(rows, jobs.length);
-      slot.worker.postMessage({ type: 'run', jobId: batch.id, pack: jobs[0]!.pack, rows: input, numRows: rows, fetchActs: jobs[0]!.fetchActs }, [input.buffer as ArrayBuffer]);
+      // The worker concatenates the jobs' rows as it widens them: no merge copy on the main thread. A slab
+      // travels with the first job that uses it on this worker only; after that the worker has it.
+      const sent = inputs.map((input) => {
+        if (input.slab < 0 || !slot.slabs.has(input.slab)) {
+          if (input.slab >= 0) slot.slabs.add(input.slab);
+          return input;
+        }
+        return { ...input, bytes: undefined };
+      });
+      const transfer = sent.flatMap((i) => (i.bytes instanceof ArrayBuffer ? [i.bytes] : []));
+      slot.worker.postMessage({ type: 'run', jobId: batch.id, pack: jobs[0]!.pack, inputs: sent, numRows: rows, fetchActs: jobs[0]!.fetchActs } satisfies RunMessage, transfer);
     }
   }
 }

@@ -1,5 +1,6 @@
 // Messages between the engine pool (main thread) and its workers. Plain data only: everything here crosses
-// postMessage (structured clone; Float32Array buffers are transferred, not copied).
+// postMessage (structured clone; input rows live in shared slabs, result arrays are transferred, not copied).
+import type { WireDType } from '../numerics/widen.js';
 import type { LinearReadout } from '../packs/linear.js';
 import type { SaeSpec } from '../packs/sae.js';
 
@@ -81,11 +82,49 @@ export interface FaultMessage {
   readonly fault: 'exit_before_next_run';
 }
 
+/**
+ * A run of consecutive token rows of one sequence inside a RowInput's bytes. `feed` rows go to the graph;
+ * the others (prompt rows) are only checked for NaN/Inf. `seq` and `firstToken` name the rows in errors.
+ */
+export interface RowPart {
+  readonly dtype: WireDType;
+  /** Offset in RowInput.bytes; a multiple of 4. */
+  readonly byteOffset: number;
+  readonly rows: number;
+  readonly feed: boolean;
+  readonly seq: number;
+  readonly firstToken: number;
+}
+
+/**
+ * Token rows as the wire carried them (F32, F16 or BF16 bytes, copied once on the main thread into a shared
+ * slab, engine/buffers.ts). The worker widens the fed parts to float32 and checks every part for NaN/Inf in
+ * the same pass, reading the slab in place.
+ */
+export interface RowInput {
+  /** The slab's id (workers cache slabs by id), or -1 for bytes sent whole. */
+  readonly slab: number;
+  /** In a RunMessage: absent when the worker already holds this slab. */
+  readonly bytes?: SharedArrayBuffer | ArrayBuffer;
+  readonly parts: readonly RowPart[];
+  /** Fed rows (the graph's N for this input). */
+  readonly numRows: number;
+}
+
+/** The first NaN or infinity of one input: which sequence, token and dimension, and its value. */
+export interface NonFiniteHit {
+  readonly seq: number;
+  readonly token: number;
+  readonly dim: number;
+  readonly value: number;
+}
+
 export interface RunMessage {
   readonly type: 'run';
   readonly jobId: number;
   readonly pack: string;
-  readonly rows: Float32Array;
+  /** One input per job of the batch, run as one [sum of numRows, d_model] batch in this order. */
+  readonly inputs: readonly RowInput[];
   readonly numRows: number;
   readonly fetchActs: boolean;
 }
@@ -112,5 +151,7 @@ export type FromWorker =
       /** Per token: the verifier probe's logit, when the pack has a dual verifier. */
       readonly verifier: Float32Array | undefined;
       readonly inferenceMs: number;
+      /** Per input of the run: its first non-finite value (that job fails), or undefined. */
+      readonly nonFinite: readonly (NonFiniteHit | undefined)[];
     }
   | { readonly type: 'run_error'; readonly jobId: number; readonly message: string };

@@ -6,9 +6,10 @@ import { parentPort } from 'node:worker_threads';
 
 import * as ort from 'onnxruntime-node';
 
+import { elementValue, firstNonFiniteBits, widenChecked } from '../numerics/widen.js';
 import { buildFullTopKModel, buildLinearModel, buildSelectedModel, type BuiltModel } from './graph.js';
 import { quantizeEncoderInt8 } from './quantize.js';
-import type { FromWorker, InitMessage, ModelPlan, PackPlan, RunMessage, SessionSettings, ToWorker } from './protocol.js';
+import type { FromWorker, InitMessage, ModelPlan, NonFiniteHit, PackPlan, RowInput, RunMessage, SessionSettings, ToWorker } from './protocol.js';
 import { gather, gatherEncoderColumns, gatherMagnitudeColumns, loadLinearWeights, loadSaeWeights, type LoadedSae } from './weights.js';
 
 if (!parentPort) throw new Error('engine worker must run in a worker thread');
@@ -192,6 +193,38 @@ async function runPack(rt: PackRuntime, rows: Float32Array, numRows: number, wan
   };
 }
 
+/** The batch's float32 rows; reused across runs (one run at a time), so large batches cost no allocation. */
+let scratch = new Float32Array(0);
+/** Input slabs shared by the main thread, by id: each arrives once (engine/buffers.ts). */
+const slabs = new Map<number, SharedArrayBuffer | ArrayBuffer>();
+
+function inputBytes(input: RowInput): SharedArrayBuffer | ArrayBuffer {
+  if (input.bytes) {
+    if (input.slab >= 0) slabs.set(input.slab, input.bytes);
+    return input.bytes;
+  }
+  const known = slabs.get(input.slab);
+  if (!known) throw new Error(`input slab ${input.slab} was never sent to this worker`);
+  return known;
+}
+
+/**
+ * Widens one input's fed rows into `x` from row `firstRow` and checks every part (prompt rows too) for NaN/Inf
+ * in the same pass. Returns the first non-finite value, if any; the rows are written regardless.
+ */
+function assemble(input: RowInput, dModel: number, x: Float32Array, firstRow: number): NonFiniteHit | undefined {
+  const bytes = inputBytes(input);
+  let hit: NonFiniteHit | undefined;
+  let row = firstRow;
+  for (const part of input.parts) {
+    const count = part.rows * dModel;
+    const at = part.feed ? widenChecked(bytes, part.byteOffset, count, part.dtype, x, row * dModel) : firstNonFiniteBits(bytes, part.byteOffset, count, part.dtype);
+    if (part.feed) row += part.rows;
+    if (at >= 0 && !hit) hit = { seq: part.seq, token: part.firstToken + Math.floor(at / dModel), dim: at % dModel, value: elementValue(bytes, part.byteOffset, at, part.dtype) };
+  }
+  return hit;
+}
+
 async function run(msg: RunMessage): Promise<void> {
   if (exitBeforeNextRun) {
     // Tests only (--fault-injection): a worker that dies. Exiting here, before session.run() starts, ends
@@ -201,11 +234,26 @@ async function run(msg: RunMessage): Promise<void> {
   const rt = packs.get(msg.pack);
   if (!rt) throw new Error(`pack ${msg.pack} is not loaded in this worker`);
   const started = performance.now();
-  const { reward, acts, recon, verifier } = await runPack(rt, msg.rows, msg.numRows, msg.fetchActs);
+  const dModel = rt.plan.dModel;
+  const size = msg.numRows * dModel;
+  if (scratch.length < size) scratch = new Float32Array(size);
+  const x = scratch.subarray(0, size);
+  let row = 0;
+  const nonFinite = msg.inputs.map((input) => {
+    const hit = assemble(input, dModel, x, row);
+    row += input.numRows;
+    return hit;
+  });
+  if (nonFinite.every((h) => h)) {
+    // Every job of the batch fails on its input: no engine work at all.
+    send({ type: 'result', jobId: msg.jobId, reward: new Float32Array(0), acts: undefined, recon: undefined, verifier: undefined, inferenceMs: 0, nonFinite });
+    return;
+  }
+  const { reward, acts, recon, verifier } = await runPack(rt, x, msg.numRows, msg.fetchActs);
   // Copy out of onnxruntime-owned memory into buffers we can transfer.
   const copies = { reward: reward.slice(), acts: acts?.slice(), recon: recon && { err: recon.err.slice(), energy: recon.energy.slice() }, verifier: verifier?.slice() };
   const transfer = [copies.reward, copies.acts, copies.recon?.err, copies.recon?.energy, copies.verifier].flatMap((a) => (a ? [a.buffer as ArrayBuffer] : []));
-  send({ type: 'result', jobId: msg.jobId, ...copies, inferenceMs: performance.now() - started }, transfer);
+  send({ type: 'result', jobId: msg.jobId, ...copies, inferenceMs: performance.now() - started, nonFinite }, transfer);
 }
 
 const messageOf = (err: unknown): string => (err instanceof Error ? err.message : String(err));

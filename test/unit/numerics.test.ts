@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { pool } from '../../src/core/pooling.js';
-import { firstNonFinite, halfToFloat, widenToFloat32 } from '../../src/numerics/widen.js';
+import { elementValue, firstNonFinite, firstNonFiniteBits, halfToFloat, widenChecked, widenToFloat32, type WireDType } from '../../src/numerics/widen.js';
 
 test('f16 widening is exact on known bit patterns', () => {
   const cases: Array<[number, number]> = [
@@ -40,6 +40,54 @@ test('firstNonFinite finds NaN and infinities', () => {
   assert.equal(firstNonFinite(new Float32Array([1, NaN, Infinity])), 1);
   assert.equal(firstNonFinite(new Float32Array([1, 2, -Infinity])), 2);
   assert.equal(firstNonFinite(new Float32Array([NaN, 2, 3]), 1), -1);
+});
+
+/** Every 16-bit pattern once (NaN, ±Inf, subnormals included), in an aligned buffer. */
+function allHalfPatterns(): ArrayBuffer {
+  return Uint16Array.from({ length: 65536 }, (_, i) => i).buffer;
+}
+
+test('widenChecked equals widenToFloat32 bit for bit on every bf16 and f16 pattern, and flags the first non-finite one', () => {
+  for (const dtype of ['BF16', 'F16'] as const) {
+    const src = allHalfPatterns();
+    const mask = dtype === 'BF16' ? 0x7f80 : 0x7c00;
+    const finite = Uint16Array.from(new Uint16Array(src).filter((h) => (h & mask) !== mask));
+    // Finite patterns only: nothing flagged, every bit as the reference widening gives it.
+    const out = new Float32Array(finite.length + 3);
+    assert.equal(widenChecked(finite.buffer, 0, finite.length, dtype, out, 3), -1, dtype);
+    const reference = widenToFloat32(new Uint8Array(finite.buffer), dtype);
+    assert.deepEqual(new Uint32Array(out.buffer, 12), new Uint32Array(reference.buffer), dtype);
+    assert.equal(firstNonFiniteBits(finite.buffer, 0, finite.length, dtype), -1);
+    // All patterns: the first flagged index is the first exponent-all-ones pattern.
+    const first = new Uint16Array(src).findIndex((h) => (h & mask) === mask);
+    assert.equal(widenChecked(src, 0, 65536, dtype, new Float32Array(65536), 0), first, dtype);
+    assert.equal(firstNonFiniteBits(src, 0, 65536, dtype), first, dtype);
+  }
+});
+
+test('widenChecked finds a non-finite value in either half of a word and in an odd tail element', () => {
+  const cases: Array<[WireDType, number, number]> = [['BF16', 0x7f80, 0x3f80], ['BF16', 0xffc0, 0x3f80], ['F16', 0x7c00, 0x3c00], ['F16', 0xfe00, 0x3c00]];
+  for (const [dtype, badBits, oneBits] of cases) {
+    for (const count of [1, 2, 5, 6]) {
+      for (let at = 0; at < count; at++) {
+        const src = new Uint16Array(count + 1).fill(oneBits);
+        src[at] = badBits;
+        const out = new Float32Array(count);
+        assert.equal(widenChecked(src.buffer, 0, count, dtype, out, 0), at, `${dtype} ${badBits.toString(16)} count ${count} at ${at}`);
+        assert.equal(firstNonFiniteBits(src.buffer, 0, count, dtype), at);
+        if (count > 1) assert.equal(out[at === count - 1 ? 0 : count - 1], 1, 'the other elements are widened');
+        const v = elementValue(src.buffer, 0, at, dtype);
+        assert.ok(!Number.isFinite(v));
+      }
+    }
+  }
+  const f32 = new Float32Array([1, -0, 3.5, Number.NEGATIVE_INFINITY, Number.NaN]);
+  const copy = new Float32Array(5);
+  assert.equal(widenChecked(f32.buffer, 0, 3, 'F32', copy, 0), -1);
+  assert.deepEqual(Array.from(copy.subarray(0, 3)), [1, -0, 3.5]);
+  assert.equal(widenChecked(f32.buffer, 0, 5, 'F32', copy, 0), 3);
+  assert.equal(firstNonFiniteBits(f32.buffer, 16, 1, 'F32'), 0);
+  assert.equal(elementValue(f32.buffer, 0, 3, 'F32'), Number.NEGATIVE_INFINITY);
 });
 
 test('pooling over response tokens', () => {

@@ -19,6 +19,7 @@ import type { RegisterSharedMemoryResponse } from '../../generated/mechreward/v1
 import type { UnregisterSharedMemoryRequest__Output } from '../../generated/mechreward/v1/UnregisterSharedMemoryRequest.js';
 import { checkClientId, CLIENT_ID_METADATA_KEY } from '../../shm/registry.js';
 import { loadContract, SERVICE_NAME } from './contract.js';
+import { encodeScoreResponse } from './score-reply.js';
 import { unary, type CallContext } from './unary.js';
 
 /** The calling client's id (shared-memory regions are scoped to it). */
@@ -45,29 +46,31 @@ export interface BuiltGrpcServer {
   endWatches(): void;
 }
 
-export function buildGrpcServer(service: Service): BuiltGrpcServer {
-  const contract = loadContract();
-  const max = service.config.maxMessageBytes;
-  const server = new grpc.Server({
-    'grpc.max_receive_message_length': max,
-    'grpc.max_send_message_length': max,
+/** The grpc-js server options (also used by the benchmark's bare echo server, so both run the same grpc-js). */
+export function grpcServerOptions(maxMessageBytes: number): grpc.ServerOptions {
+  return {
+    'grpc.max_receive_message_length': maxMessageBytes,
+    'grpc.max_send_message_length': maxMessageBytes,
     // A loopback sidecar: ping idle trainers every 60 s rather than gRPC's 2 h default.
     'grpc.keepalive_time_ms': 60_000,
     'grpc.keepalive_timeout_ms': 20_000,
-  });
+  };
+}
+
+export function buildGrpcServer(service: Service): BuiltGrpcServer {
+  const contract = loadContract();
+  const server = new grpc.Server(grpcServerOptions(service.config.maxMessageBytes));
 
   const handlers: RewardServiceHandlers = {
-    Score: unary<ScoreRequest__Output, ScoreResponse>(service, 'Score', { requiresReady: true }, async (req, ctx) => {
-      // Shared-memory descriptors become the bytes they name here, so the scorer sees one kind of sequence.
+    // Shared-memory descriptors become the bytes they name here, so the scorer sees one kind of sequence.
+    // The reply is encoded here, once (score-reply.ts); the Score serializer below passes those bytes through.
+    Score: unary<ScoreRequest__Output, Buffer>(service, 'Score', { requiresReady: true }, async (req, ctx) => {
       const sequences = req.sequences.some((s) => s.shm) ? service.shm.resolve(clientId(ctx), req.sequences) : req.sequences;
       const out = await service.scorer.score({ pack: req.pack, sequences, runId: req.run_id, step: parseStep(req.step) }, ctx.signal);
       ctx.timings = { queueMs: out.queueMs, inferenceMs: out.inferenceMs, tokens: out.tokens };
       service.recordScore(out);
-      return {
-        pack: out.pack,
-        results: Service.wireResults(out),
-      };
-    }),
+      return encodeScoreResponse({ pack: out.pack, results: out.results.map((r) => ({ token_rewards: r.tokenRewards, ...Service.wireFields(r) })) });
+    }) as unknown as RewardServiceHandlers['Score'],
     RegisterSharedMemory: unary<RegisterSharedMemoryRequest__Output, RegisterSharedMemoryResponse>(service, 'RegisterSharedMemory', { requiresReady: false }, async (req, ctx) => {
       service.shm.register(clientId(ctx), req);
       return { lease_ms: service.shm.leaseMs };
@@ -84,7 +87,9 @@ export function buildGrpcServer(service: Service): BuiltGrpcServer {
       return { summary: toWireSummary(run), history: run.history, recent_flagged: run.recent_flagged };
     }),
   };
-  server.addService(contract.mechreward.v1.RewardService.service, handlers);
+  const definition = contract.mechreward.v1.RewardService.service;
+  const score = definition.Score;
+  server.addService({ ...definition, Score: { ...score, responseSerialize: (reply: Buffer | ScoreResponse) => (Buffer.isBuffer(reply) ? reply : score.responseSerialize(reply)) } }, handlers);
 
   const health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
   // Watch streams never end on their own; track them so shutdown can end them (grpc-health-check has no hook).
