@@ -23,12 +23,12 @@ import { VERSION } from './version.js';
 
 /** `serve --help` in sections; an option missing here is listed under "Other options". */
 export const SERVE_HELP_GROUPS: ReadonlyArray<readonly [string, ReadonlyArray<keyof ServeConfig>]> = [
-  ['Network', ['host', 'grpcPort', 'httpPort']],
-  ['Packs', ['packs', 'allowUnvalidated', 'maxPacks']],
+  ['Network', ['host', 'grpcPort', 'grpcSocket', 'httpPort', 'shm', 'shmDir', 'shmLeaseMs']],
+  ['Packs', ['packs', 'allowUnvalidated', 'allowPacksOutside', 'maxPacks']],
   ['Engine', ['workers', 'intraOpThreads', 'executionProvider', 'allowSpinning', 'cpuMemArena', 'maxBatchTokens', 'maxQueueDelayMs']],
-  ['Limits', ['maxInflight', 'maxTokensPerRequest', 'maxSequencesPerRequest', 'maxQueueTokens', 'maxMessageBytes', 'shutdownGraceMs']],
-  ['Security', ['authToken', 'tlsCert', 'tlsKey', 'tlsClientCa']],
-  ['Monitor', ['runsDb']],
+  ['Limits', ['maxInflight', 'maxTokensPerRequest', 'maxSequencesPerRequest', 'maxQueueTokens', 'maxMessageBytes', 'maxBodyBytes', 'httpRequestTimeoutMs', 'httpHeadersTimeoutMs', 'httpKeepAliveTimeoutMs', 'httpMaxConnections', 'shutdownGraceMs']],
+  ['Security', ['authToken', 'allowRemoteWithoutAuth', 'tlsCert', 'tlsKey', 'tlsClientCa']],
+  ['Monitor', ['runsDb', 'runsDbMoveAside', 'maxRuns', 'runsFlushMs']],
   ['OpenRLHF reader', ['readerUrl', 'readerTimeoutMs']],
   ['Logging and testing', ['logLevel', 'faultInjection']],
 ];
