@@ -226,7 +226,7 @@ export function httpCases(packs: readonly FuzzPack[]): fc.Arbitrary<HttpCase> {
     { weight: 1, arbitrary: segment.map((s) => ({ path: `/v1/runs/${s}`, route: '/v1/runs/{run_id}' })) },
     { weight: 1, arbitrary: fc.constant({ path: '/admin/reload', route: '/admin/reload' }) },
     { weight: 1, arbitrary: segment.map((s) => ({ path: `/v1/openrlhf/${s}`, route: '/v1/openrlhf/{pack}' })) },
-    { weight: 1, arbitrary: fc.webPath().map((p) => ({ path: p.startsWith('/') ? p : `/${p}`, route: 'other' })) },
+    { weight: 1, arbitrary: fc.webPath().map((p) => ({ path: p.startsWith('/') ? p : `/${p}`, route: p === '' || p === '/' ? '/' : 'other' })) },
   );
   return fc
     .record({
@@ -244,6 +244,7 @@ const OWN_METHODS: Record<string, string[]> = { '/v1/score': ['POST'], '/admin/r
 /**
  * Documented statuses per route family (docs/errors.md): a route's own method gets its documented codes;
  * another method or an unknown path gets fastify's 404, or 400 when the body or URL could not be parsed first.
+ * `GET /` (the route index, or a redirect for browsers) is a GET route like the others.
  * Nothing is ever 5xx.
  */
 function allowedHttp(c: HttpCase, status: number): boolean {

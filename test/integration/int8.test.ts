@@ -39,7 +39,8 @@ let client: RewardServiceClient;
 const report = ['| pack | sequences | tokens compared | ambiguous (skipped) | tokens where int8 ≠ exact | worst error / tolerance |', '|---|---|---|---|---|---|'];
 
 before(async () => {
-  server = await startTestServer(path.join(INT8_DIR, 'packs'));
+  // The int8 fixture packs point at the shipped pack's real SAE, outside their own packs directory.
+  server = await startTestServer(path.join(INT8_DIR, 'packs'), { allowPacksOutside: true });
   client = grpcClient(server.grpcPort);
 });
 
