@@ -49,16 +49,20 @@ def main():
     p.add_argument("--dtype", choices=["bf16", "f32"], default="bf16")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1])
     p.add_argument("--seconds", type=float, default=5)
+    # bytes: activations in the message; shm: through a registered shared-memory segment (co-located only).
+    p.add_argument("--transport", choices=["bytes", "shm"], default="bytes")
     a = p.parse_args()
     torch.manual_seed(0)
     dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
     sequences = [(torch.rand(a.tokens, a.d_model) * 4 - 2).to(dtype) for _ in range(4)]
-    client = RewardClient(a.target, timeout=60, retries=0)
-    # Untimed: connect, and check a real answer comes back.
+    client = RewardClient(a.target, timeout=60, retries=0, shared_memory=a.transport == "shm")
+    # Untimed: connect (and register a segment), and check a real answer comes back.
     first = client.score(a.pack, [sequences[0]])
     assert len(first) == 1 and len(first[0].token_rewards) == a.tokens, first
     for c in a.concurrency:
         n, elapsed, errors = run(client, a.pack, sequences, c, a.seconds)
+        if client.transport_counts[a.transport] == 0:
+            errors = [f"no request went by {a.transport}: {dict(client.transport_counts)}", *errors]
         print(json.dumps({"concurrency": c, "requests": n, "seconds": elapsed, "tokens_per_s": n * a.tokens / elapsed, "errors": errors[:3]}), flush=True)
     client.close()
 

@@ -5,7 +5,8 @@
 //   - bare grpc-js echo: bench/echo-server.ts, the same request bytes, no decoding, a reply of Score's size;
 //   - sidecar over TCP and over the Unix socket (--grpc-socket), from the Node load client;
 //   - the same from the Python client (RewardClient.score with torch tensors, bench/py_load.py);
-//   - in-process ceiling: copy the wire bytes, widen them and run the same graph in this process, no transport.
+//   - in-process ceiling: copy the wire bytes, widen them and run the same graph in this process, no transport;
+//   - shared memory (co-located): bench/shm-client.ts (Node, bf16) and py_load.py --transport shm (Python).
 // Each path is one entry of TRANSPORT_PATHS (a name and a measure function), so new paths are one more entry.
 //   npm run bench:transport   (about 7 minutes: 3 rounds of 2 s windows, medians)
 //   BENCH_QUICK=1: d_model 2560 only, 1 round (about 1 minute); BENCH_TRANSPORT_ROUNDS, BENCH_TRANSPORT_SECONDS override.
@@ -70,15 +71,29 @@ async function nodeLoad(target: string, c: TransportCase, env: TransportEnv, ext
   return out;
 }
 
-async function pythonLoad(target: string, c: TransportCase, env: TransportEnv): Promise<PathResult> {
+async function pythonLoad(target: string, c: TransportCase, env: TransportEnv, transport: 'bytes' | 'shm' = 'bytes'): Promise<PathResult> {
   if ('missing' in env.python) return env.python.missing;
-  const args = [path.join(ROOT, 'bench/py_load.py'), '--target', target, '--pack', c.pack, '--d-model', String(c.dModel), '--tokens', String(TOKENS), '--dtype', c.dtype, '--seconds', String(env.seconds), '--concurrency', ...TRANSPORT_CONCURRENCY.map(String)];
+  const args = [path.join(ROOT, 'bench/py_load.py'), '--transport', transport, '--target', target, '--pack', c.pack, '--d-model', String(c.dModel), '--tokens', String(TOKENS), '--dtype', c.dtype, '--seconds', String(env.seconds), '--concurrency', ...TRANSPORT_CONCURRENCY.map(String)];
   const { stdout } = await execFileAsync(env.python.path, args, { maxBuffer: 1 << 20, timeout: 5 * 60_000 });
   const out = new Map<number, number>();
   for (const line of stdout.trim().split('\n')) {
     const r = JSON.parse(line) as { concurrency: number; tokens_per_s: number; errors: string[] };
     if (r.errors.length > 0) return `errors: ${r.errors.join('; ')}`;
     out.set(r.concurrency, r.tokens_per_s);
+  }
+  return out;
+}
+
+/** The Node shared-memory client (bench/shm-client.ts: one segment per concurrent slot, written per request). */
+async function nodeShm(target: string, c: TransportCase, env: TransportEnv): Promise<PathResult> {
+  if (c.dtype !== 'bf16') return 'bf16 only (bench/shm-client.ts)';
+  const out = new Map<number, number>();
+  for (const k of TRANSPORT_CONCURRENCY) {
+    const { stdout } = await execFileAsync(process.execPath, [path.join(ROOT, 'dist/bench/shm-client.js'), '--target', target, '--pack', c.pack, '--d-model', String(c.dModel),
+      '--tokens', String(TOKENS), '--concurrency', String(k), '--seconds', String(env.seconds), '--mode', 'shm'], { maxBuffer: 1 << 20, timeout: 5 * 60_000 });
+    const r = JSON.parse(stdout.trim().split('\n').at(-1)!) as { tokens_per_s: number; errors?: number; codes?: Record<string, number> };
+    if (r.errors || (r.codes && Object.keys(r.codes).some((code) => code !== 'OK'))) return `errors: ${stdout.trim()}`;
+    out.set(k, r.tokens_per_s);
   }
   return out;
 }
@@ -130,6 +145,9 @@ export const TRANSPORT_PATHS: readonly TransportPath[] = [
   { name: 'sidecar gRPC TCP, Python client', measure: (env, c) => pythonLoad(`127.0.0.1:${env.server.grpcPort}`, c, env) },
   { name: 'sidecar gRPC Unix socket, Python client', measure: (env, c) => pythonLoad(`unix:${env.socket}`, c, env) },
   { name: 'in-process ceiling (copy + widen + graph)', measure: inProcess },
+  // Co-located: the activations go through a registered /dev/shm segment, only a descriptor on the wire.
+  { name: 'sidecar shared memory (Unix socket), Node client', measure: (env, c) => nodeShm(`unix:${env.socket}`, c, env) },
+  { name: 'sidecar shared memory (Unix socket), Python client', measure: (env, c) => pythonLoad(`unix:${env.socket}`, c, env, 'shm') },
 ];
 
 /** Names of the paths the targets compare (kept next to the list they name). */
@@ -137,6 +155,8 @@ const ECHO = TRANSPORT_PATHS[0]!.name;
 const NODE_TCP = TRANSPORT_PATHS[1]!.name;
 const PYTHON_TCP = TRANSPORT_PATHS[3]!.name;
 const CEILING = TRANSPORT_PATHS[5]!.name;
+const SHM_NODE = TRANSPORT_PATHS[6]!.name;
+const SHM_PYTHON = TRANSPORT_PATHS[7]!.name;
 
 /** A direction pack (weight [d_model], bias [1], float32 safetensors); returns its weights. */
 function writeDirectionPack(root: string, name: string, dModel: number): { weight: Float32Array; bias: number } {
@@ -255,6 +275,17 @@ export function transportReport(rows: readonly TransportRow[]): string[] {
     const node = find(Number(d), dtype, NODE_TCP);
     const py = find(Number(d), dtype, PYTHON_TCP);
     lines.push(`| ${d} | ${dtype} | ${ratio(get(node, 8), get(find(Number(d), dtype, ECHO), 8))} | ${ratio(get(py, 1), get(node, 1))} | ${ratio(get(py, 8), get(node, 8))} |`);
+  }
+  lines.push('');
+  // Issue 13's shared-memory targets: >= 200k tokens/s at d_model 2560 bf16, and >= 0.5x the in-process ceiling.
+  lines.push('| d_model | dtype | shm Node c=8 tok/s (target ≥ 200k at 2560 bf16) | shm Node c=8 / in-process (target ≥ 0.5) | shm Python c=8 / in-process | shm Node c=8 / TCP Node c=8 |');
+  lines.push('|---|---|---|---|---|---|');
+  for (const key of new Set(rows.map((r) => `${r.dModel}/${r.dtype}`))) {
+    const [d, dtype] = key.split('/') as [string, string];
+    const shm = find(Number(d), dtype, SHM_NODE);
+    if (!shm || typeof shm.tokensPerS === 'string') continue;
+    const ceiling = find(Number(d), dtype, CEILING);
+    lines.push(`| ${d} | ${dtype} | ${fmt(get(shm, 8)!)} | ${ratio(get(shm, 8), get(ceiling, 8))} | ${ratio(get(find(Number(d), dtype, SHM_PYTHON), 8), get(ceiling, 8))} | ${ratio(get(shm, 8), get(find(Number(d), dtype, NODE_TCP), 8))} |`);
   }
   lines.push('');
   return lines;
