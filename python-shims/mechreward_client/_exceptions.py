@@ -132,6 +132,7 @@ CODE_TO_EXCEPTION: dict[str, type[APIError]] = {
     "MR_ERR_OVERLOADED": OverloadedError,
     "MR_ERR_NOT_READY": UnavailableError,
     "MR_ERR_WORKER_LOST": UnavailableError,  # the engine worker died mid-request; a fresh one takes the retry
+    "MR_ERR_STORE_UNAVAILABLE": UnavailableError,  # the runs database refused the write; rolled back, a retry counts once
     "MR_ERR_CANCELLED": APIStatusError,
     "MR_ERR_DEADLINE": APITimeoutError,
     "MR_ERR_NONFINITE_OUTPUT": InternalServerError,

@@ -25,4 +25,5 @@ def test_installed_stubs_match_a_fresh_generation(tmp_path):
 def test_service_keeps_its_wire_name():
     service = reward_pb2.DESCRIPTOR.services_by_name["RewardService"]
     assert service.full_name == "mechreward.v1.RewardService"
-    assert [m.name for m in service.methods] == ["Score", "ListPacks", "GetInfo", "ListRuns", "GetRun"]
+    # Methods are only ever added at the end: existing clients keep their names.
+    assert [m.name for m in service.methods] == ["Score", "ListPacks", "GetInfo", "ListRuns", "GetRun", "RegisterSharedMemory", "UnregisterSharedMemory"]
