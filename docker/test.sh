@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CI check of the image and the Kubernetes manifests (docs/deployment.md):
+# CI check of the image and the Kubernetes manifests (docs/deploy.md):
 #   1. build the image (base from Debian packages, cached by content hash; Docker's layer cache does the rest);
 #   2. run it with published loopback ports and a bearer token: it becomes ready, Docker's HEALTHCHECK says
 #      healthy, it runs as the non-root user, and the Python client (docker/smoke_client.py) scores through it

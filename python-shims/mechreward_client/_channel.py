@@ -12,7 +12,7 @@ makes a set of replicas look like one sidecar to a trainer:
 - a ``retryPolicy`` retries UNAVAILABLE on another replica at once, within the call's deadline: a replica
   that goes away between the pick and the reply costs a retry, not a failed step. Scoring is idempotent (the
   same activations give the same rewards); the only side effect is the run monitor's counts, which may count
-  a batch twice when a replica persisted it and then died before replying (docs/deployment.md).
+  a batch twice when a replica persisted it and then died before replying (docs/deploy.md).
 
 The client's own retries (``_retry.RetryPolicy``, with backoff) still wrap each call, for gaps longer than a
 transparent retry covers, such as every replica restarting at once.
