@@ -23,7 +23,7 @@ import { VERSION } from './version.js';
 
 /** `serve --help` in sections; an option missing here is listed under "Other options". */
 export const SERVE_HELP_GROUPS: ReadonlyArray<readonly [string, ReadonlyArray<keyof ServeConfig>]> = [
-  ['Network', ['host', 'grpcPort', 'grpcSocket', 'httpPort', 'shm', 'shmDir', 'shmLeaseMs']],
+  ['Network', ['host', 'grpcPort', 'grpcSocket', 'grpcMaxConnectionAgeMs', 'httpPort', 'shm', 'shmDir', 'shmLeaseMs']],
   ['Packs', ['packs', 'allowUnvalidated', 'allowPacksOutside', 'maxPacks']],
   ['Engine', ['workers', 'intraOpThreads', 'executionProvider', 'allowSpinning', 'cpuMemArena', 'maxBatchTokens', 'maxQueueDelayMs']],
   ['Limits', ['maxInflight', 'maxTokensPerRequest', 'maxSequencesPerRequest', 'maxQueueTokens', 'maxMessageBytes', 'maxBodyBytes', 'httpRequestTimeoutMs', 'httpHeadersTimeoutMs', 'httpKeepAliveTimeoutMs', 'httpMaxConnections', 'shutdownGraceMs']],

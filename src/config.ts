@@ -15,6 +15,7 @@ export interface ServeConfig {
   host: string;
   grpcPort: number;
   grpcSocket: string;
+  grpcMaxConnectionAgeMs: number;
   httpPort: number;
   workers: number;
   intraOpThreads: number;
@@ -72,6 +73,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   { key: 'host', flag: '--host <host>', env: 'MECHREWARD_HOST', kind: 'string', help: 'address to bind both ports on; 0.0.0.0 exposes the server beyond this machine', defaultValue: () => '127.0.0.1' },
   { key: 'grpcPort', flag: '--grpc-port <n>', env: 'MECHREWARD_GRPC_PORT', kind: 'int', help: 'gRPC port (0 = pick a free port; the chosen port is logged)', defaultValue: () => 50051 },
   { key: 'grpcSocket', flag: '--grpc-socket <path>', env: 'MECHREWARD_GRPC_SOCKET', kind: 'string', help: "also serve gRPC on this Unix domain socket (clients use the target unix:PATH; same auth and TLS as the port); a stale socket file is replaced, one a live server owns is refused, and it is removed on shutdown ('' = none)", defaultValue: () => '' },
+  { key: 'grpcMaxConnectionAgeMs', flag: '--grpc-max-connection-age-ms <n>', env: 'MECHREWARD_GRPC_MAX_CONNECTION_AGE_MS', kind: 'int', help: 'close each gRPC connection (GOAWAY) after this long, letting its calls finish within --shutdown-grace-ms, so clients balancing over several replicas re-resolve and reach new ones (0 = never; a sidecar beside one trainer needs none)', defaultValue: () => 0 },
   { key: 'httpPort', flag: '--http-port <n>', env: 'MECHREWARD_HTTP_PORT', kind: 'int', help: 'HTTP port for /healthz, /readyz, /metrics, /info, /v1/score (0 = pick a free port)', defaultValue: () => 8080 },
   { key: 'workers', flag: '--workers <n>', env: 'MECHREWARD_WORKERS', kind: 'int', help: 'engine worker threads; each holds its own copy of every SAE', defaultValue: () => 1 },
   { key: 'intraOpThreads', flag: '--intra-op-threads <n>', env: 'MECHREWARD_INTRA_OP_THREADS', kind: 'int', help: 'onnxruntime threads per worker (0 = cores / workers); workers x threads may not exceed the cores', defaultValue: () => 0 },

@@ -47,8 +47,11 @@ export interface BuiltGrpcServer {
 }
 
 /** The grpc-js server options (also used by the benchmark's bare echo server, so both run the same grpc-js). */
-export function grpcServerOptions(maxMessageBytes: number): grpc.ServerOptions {
+export function grpcServerOptions(maxMessageBytes: number, maxConnectionAgeMs = 0, graceMs = 0): grpc.ServerOptions {
   return {
+    // Behind client-side round-robin a long-lived connection never learns of replicas added later: an age
+    // makes clients reconnect (and re-resolve) now and then; calls in flight get the grace to finish.
+    ...(maxConnectionAgeMs > 0 ? { 'grpc.max_connection_age_ms': maxConnectionAgeMs, 'grpc.max_connection_age_grace_ms': graceMs } : {}),
     'grpc.max_receive_message_length': maxMessageBytes,
     'grpc.max_send_message_length': maxMessageBytes,
     // A loopback sidecar: ping idle trainers every 60 s rather than gRPC's 2 h default.
@@ -59,7 +62,7 @@ export function grpcServerOptions(maxMessageBytes: number): grpc.ServerOptions {
 
 export function buildGrpcServer(service: Service): BuiltGrpcServer {
   const contract = loadContract();
-  const server = new grpc.Server(grpcServerOptions(service.config.maxMessageBytes));
+  const server = new grpc.Server(grpcServerOptions(service.config.maxMessageBytes, service.config.grpcMaxConnectionAgeMs, service.config.shutdownGraceMs));
 
   const handlers: RewardServiceHandlers = {
     // Shared-memory descriptors become the bytes they name here, so the scorer sees one kind of sequence.
