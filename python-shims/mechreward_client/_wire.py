@@ -138,16 +138,9 @@ def add_text_fields(wire: reward_pb2.Sequence, text: Any, expected_answer: Any, 
     wire.tokens.extend(strings)
 
 
-def build_score_request(
-    pack: str,
-    sequences: SequenceABC[Any],
-    score_from: Any,
-    run_id: str | None,
-    texts: SequenceABC[str | None] | None = None,
-    expected_answers: SequenceABC[str | None] | None = None,
-    tokens: SequenceABC[SequenceABC[str] | None] | None = None,
-    step: int | None = None,
-) -> reward_pb2.ScoreRequest:
+def _per_sequence_arguments(pack: Any, sequences: Any, score_from: Any, texts: Any, expected_answers: Any, tokens: Any) -> tuple[list[Any], list[int], list[Any], list[Any], list[Any]]:
+    """The checks both request builders share: the pack name, the sequence list, and one entry per sequence of
+    score_from, texts, expected_answers and tokens (their contents are checked by each builder)."""
     if not isinstance(pack, str) or not pack:
         raise ValueError(f"pack: expected a pack name, got {pack!r}")
     if _is_torch_tensor(sequences) or isinstance(sequences, np.ndarray):
@@ -159,17 +152,30 @@ def build_score_request(
     text_list = per_sequence("texts", texts, len(items))
     answer_list = per_sequence("expected_answers", expected_answers, len(items))
     token_list = per_sequence("tokens", tokens, len(items))
+    return items, starts, text_list, answer_list, token_list
+
+
+def build_score_request(
+    pack: str,
+    sequences: SequenceABC[Any],
+    score_from: Any,
+    run_id: str | None,
+    texts: SequenceABC[str | None] | None = None,
+    expected_answers: SequenceABC[str | None] | None = None,
+    tokens: SequenceABC[SequenceABC[str] | None] | None = None,
+    step: int | None = None,
+) -> reward_pb2.ScoreRequest:
+    items, starts, text_list, answer_list, token_list = _per_sequence_arguments(pack, sequences, score_from, texts, expected_answers, tokens)
     wire = []
     for i, (a, s) in enumerate(zip(items, starts)):
         seq = encode_sequence(a, s, i)
         add_text_fields(seq, text_list[i], answer_list[i], token_list[i], i)
         wire.append(seq)
     request = reward_pb2.ScoreRequest(pack=pack, sequences=wire, run_id=run_id or "")
-    if step is not None:
+    checked_step = _checked_step(step)
+    if checked_step is not None:
         # ScoreRequest.step is optional: unset means "no step", so 0 stays a real first step.
-        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-            raise ValueError(f"step: expected the trainer's global step, an int >= 0, got {step!r}")
-        request.step = int(step)
+        request.step = checked_step
     return request
 
 
@@ -259,17 +265,7 @@ def prepare_batch(
     step: int | None = None,
 ) -> PreparedBatch:
     """Every argument checked (the same rules and messages as build_score_request), nothing copied yet."""
-    if not isinstance(pack, str) or not pack:
-        raise ValueError(f"pack: expected a pack name, got {pack!r}")
-    if _is_torch_tensor(sequences) or isinstance(sequences, np.ndarray):
-        raise TypeError("sequences: expected a list of [num_tokens, d_model] arrays, got a single array")
-    items = list(sequences)
-    if not items:
-        raise ValueError("sequences: expected at least one sequence")
-    starts = score_froms(score_from, len(items))
-    text_list = per_sequence("texts", texts, len(items))
-    answer_list = per_sequence("expected_answers", expected_answers, len(items))
-    token_list = per_sequence("tokens", tokens, len(items))
+    items, starts, text_list, answer_list, token_list = _per_sequence_arguments(pack, sequences, score_from, texts, expected_answers, tokens)
     arrays = tuple(wire_array(a, s, i) for i, (a, s) in enumerate(zip(items, starts)))
     return PreparedBatch(
         pack=pack,
