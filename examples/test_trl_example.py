@@ -8,9 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import threading
-import time
+import sys
 import urllib.request
 
 import pytest
@@ -18,35 +16,15 @@ import pytest
 import trl_grpo
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "pipelines", "g2"))
+from sidecar import Sidecar  # noqa: E402  (pipelines/g2/sidecar.py: the real `mechreward serve`, port 0)
 
 
 @pytest.fixture(scope="module")
 def sidecar():
     """`mechreward serve` on the bundled packs, on ports the system picks; yields (grpc target, http base)."""
-    process = subprocess.Popen(["node", "bin/mechreward.js", "serve", "--grpc-port", "0", "--http-port", "0", "--runs-db", ""],
-                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    ready: dict = {}
-    event = threading.Event()
-
-    def drain() -> None:  # keep reading so the server never blocks on a full pipe
-        for line in process.stderr:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if record.get("msg") == "mechreward ready":
-                ready.update(record)
-                event.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    deadline = time.monotonic() + 120
-    while not event.wait(0.2):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("the sidecar did not become ready (is it built? npm run build)")
-    yield f"127.0.0.1:{ready['grpcPort']}", f"http://127.0.0.1:{ready['httpPort']}"
-    process.terminate()
-    process.wait(timeout=60)
+    with Sidecar("node bin/mechreward.js serve", REPO) as served:
+        yield served.target, served.http
 
 
 @pytest.mark.parametrize("mode", ["per-token", "scalar"])

@@ -24,6 +24,7 @@ class Sidecar:
         self.process: subprocess.Popen | None = None
         self.lines: list[str] = []
         self.target = ""
+        self.http = ""  # http://127.0.0.1:PORT once ready
 
     def __enter__(self) -> "Sidecar":
         self.process = subprocess.Popen(self.command, cwd=self.cwd, stdout=subprocess.DEVNULL,
@@ -51,6 +52,7 @@ class Sidecar:
                 raise SystemExit(f"sidecar did not become ready ({' '.join(self.command)}):\n"
                                  + "\n".join(self.lines[-20:]))
         self.target = f"127.0.0.1:{int(ready['grpcPort'])}"
+        self.http = f"http://127.0.0.1:{int(ready['httpPort'])}"
         return self
 
     def __exit__(self, *exc) -> None:
