@@ -43,7 +43,7 @@ def test_trl_example_runs_one_step_and_the_monitor_has_it_by_step(sidecar, mode,
     with urllib.request.urlopen(f"{http}/v1/runs/{run_id}") as response:
         run = json.load(response)
     assert run["sequences"] == 2  # 1 prompt x 2 completions, scored once
-    assert [p["step"] for p in run["history"]] == [0], "MechReward sent the trainer's global step"
+    assert [p["step"] for p in run["history"]] == [1], "MechReward sent the step as TRL logs it (1 for the first)"
 
 
 def test_outcome_reward_reads_the_final_answer():

@@ -63,8 +63,8 @@ class MechReward:
         on_error: ``"none"`` returns None for rows the sidecar could not score; ``"raise"`` raises.
         timeout, retries: per-call deadline (seconds) and retries of safe failures.
         capture_batch_size: rows per forward pass (and per Score request).
-        run_id: sent with each request for per-run statistics on the server, with the trainer's global step
-            (from TRL's ``trainer_state``), so the sidecar's monitor page plots the run by step.
+        run_id: sent with each request for per-run statistics on the server, with the optimizer step as TRL
+            logs it (1 for the first; from ``trainer_state``), so the sidecar's monitor page plots the run by step.
         chat_template_kwargs: passed to ``apply_chat_template`` for conversational prompts, as the trainer does.
         name: logged by TRL as ``rewards/<name>/mean``.
 
@@ -281,9 +281,14 @@ class MechReward:
 
 
 def _global_step(reward_kwargs: dict[str, Any]) -> int | None:
-    """The trainer's global step from the ``trainer_state`` TRL passes to reward functions (None outside TRL)."""
+    """The optimizer step these rollouts train, numbered as TRL logs it (None outside TRL).
+
+    ``trainer_state.global_step`` counts the steps already finished, so it is 0 while the first step's rollouts
+    are scored; TRL then logs that step's metrics (and W&B plots them) as step 1. The sidecar gets the same
+    number, so the monitor page and the trainer's logs agree, and so does verl, whose ``global_steps`` starts at 1.
+    """
     step = getattr(reward_kwargs.get("trainer_state"), "global_step", None)
-    return step if isinstance(step, int) and step >= 0 else None
+    return step + 1 if isinstance(step, int) and step >= 0 else None
 
 
 def _chunks(items: list[int], size: int) -> list[list[int]]:

@@ -94,6 +94,8 @@ before(async () => {
 
   await scoreRun(OLDER_RUN, [normal(2, 2), normal(4, 1)], 100);
   for (const step of STEPS) await scoreRun(STEP_RUN, [normal(1, 1), normal(2, 3), normal(4, 5)], 200 + step, { step });
+  // A second, smaller call in the first step (gradient accumulation, another process): one point per step.
+  await scoreRun(STEP_RUN, [normal(9, 2), normal(7, 1)], 250, { step: STEPS[0] });
   await scoreRun(VERIFIED_RUN, [normal(1, 2), normal(3, 4), normal(5, 6)], 300, { pack: VERIFIER_PACK });
   await scoreRun(RUN, [normal(5, 3), normal(1, 6), normal(7, 2), normal(3, 3)], 1);
   await scoreRun(RUN, [normal(2, 9), normal(4, 4), THEREFORE_HACK, normal(6, 1)], 11);
@@ -349,10 +351,25 @@ test('x-axis: trainer steps when the calls carried ScoreRequest.step, else Score
   assert.equal(await stepped.page.getAttribute('body', 'data-x-axis'), 'step');
   const byStep = await chartState(stepped.page, 'reward-chart');
   assert.equal(byStep.xTitle, 'trainer step');
-  assert.deepEqual(byStep.datasets.find((d) => d.label === 'median')!.xs, STEPS);
+  assert.deepEqual(byStep.datasets.find((d) => d.label === 'median')!.xs, STEPS, 'one point per step, though step 3 took two calls');
   assert.deepEqual((await chartState(stepped.page, 'flag-chart')).datasets.find((d) => d.label === 'run flag rate')!.xs, STEPS);
-  const api = (await (await fetch(httpUrl(server, `/v1/runs/${STEP_RUN}`))).json()) as { history: Array<{ step?: number }> };
-  assert.deepEqual(api.history.map((p) => p.step), STEPS, 'the JSON API returns each point\'s step');
+  type Point = { step?: number; sequences: number; reward_mean: number; reward_p10: number; reward_p90: number };
+  const api = (await (await fetch(httpUrl(server, `/v1/runs/${STEP_RUN}`))).json()) as { history: Point[] };
+  assert.deepEqual(api.history.map((p) => p.step), [STEPS[0], STEPS[1], STEPS[0]], 'the JSON API returns each call with its step');
+  // The merged first step from the API's per-call points: the exact sequence-weighted mean, the band's envelope.
+  const first = api.history.filter((p) => p.step === STEPS[0]);
+  const n = first.reduce((a, p) => a + p.sequences, 0);
+  const want = {
+    mean: first.reduce((a, p) => a + p.reward_mean * p.sequences, 0) / n,
+    p10: Math.min(...first.map((p) => p.reward_p10)),
+    p90: Math.max(...first.map((p) => p.reward_p90)),
+  };
+  const drawn = await stepped.page.evaluate(() => {
+    const chart = (window as unknown as { Chart: { getChart(id: string): any } }).Chart.getChart('reward-chart'); // eslint-disable-line @typescript-eslint/no-explicit-any
+    const y0 = (label: string) => (chart.data.datasets.find((d: { label: string }) => d.label === label).data[0] as { y: number }).y;
+    return { mean: y0('mean'), p10: y0('_p10'), p90: y0('p10–p90') };
+  });
+  for (const k of ['mean', 'p10', 'p90'] as const) assert.ok(Math.abs(drawn[k] - want[k]) <= 1e-9 * Math.max(1, Math.abs(want[k])), `step ${STEPS[0]} ${k}: drawn ${drawn[k]}, want ${want[k]}`);
   await stepped.page.close();
 
   const calls = await open(httpUrl(server, `/monitor?run=${RUN}`), 'ready');

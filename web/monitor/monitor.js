@@ -77,6 +77,36 @@
     return { byStep, xs: history.map((p, i) => (byStep ? p.step : i + 1)) };
   }
 
+  /**
+   * One point per trainer step. A step often takes several Score calls (gradient accumulation, one call per
+   * process), which would otherwise stack at one x. Counts add up and the mean is exact (weighted by
+   * sequences); a call's p10/p50/p90 cannot be merged exactly without its rewards, so the band is the calls'
+   * lowest p10 to highest p90 and the median the sequence-weighted mean of their medians (the caption says so).
+   * History without steps is returned as is: one point per call.
+   */
+  function perStep(history) {
+    if (!xOf(history).byStep) return history;
+    const steps = new Map();
+    for (const p of history) {
+      const s = steps.get(p.step);
+      if (!s) {
+        steps.set(p.step, { ...p, calls: 1 });
+        continue;
+      }
+      const n = s.sequences + p.sequences;
+      const w = (a, b) => (n > 0 ? (a * s.sequences + b * p.sequences) / n : a);
+      s.reward_mean = w(s.reward_mean, p.reward_mean);
+      s.reward_p50 = w(s.reward_p50, p.reward_p50);
+      s.reward_p10 = Math.min(s.reward_p10, p.reward_p10);
+      s.reward_p90 = Math.max(s.reward_p90, p.reward_p90);
+      s.sequences = n;
+      s.flagged += p.flagged;
+      s.t_ms = Math.max(s.t_ms, p.t_ms);
+      s.calls += 1;
+    }
+    return [...steps.values()].sort((a, b) => a.step - b.step);
+  }
+
   const xTitle = (byStep) => (byStep ? 'trainer step' : 'Score call (no step sent)');
 
   /**
@@ -236,7 +266,7 @@
 
   function renderCharts(run) {
     if (!state.charts) state.charts = makeCharts();
-    const history = run.history || [];
+    const history = perStep(run.history || []);
     const { byStep, xs } = xOf(history);
     // `t` kept for the tooltip's clock time.
     const pt = (i, y) => ({ x: xs[i], y, t: history[i].t_ms });
@@ -295,15 +325,16 @@
     // A compared run that has gone (another sidecar, a new database) is skipped, not an error.
     const others = await Promise.all(wanted.map((id) => getJson(`v1/runs/${encodeURIComponent(id)}`).catch(() => null)));
     const runs = [run, ...others.filter(Boolean)];
-    const axes = runs.map((r) => xOf(r.history || []));
+    const histories = runs.map((r) => perStep(r.history || []));
+    const axes = histories.map((h) => xOf(h));
     const byStep = axes.every((a) => a.byStep);
     if (!state.compareChart) {
       state.compareChart = new Chart($('compare-chart'), { type: 'line', data: { datasets: [] }, options: baseOptions('mean reward', (v) => num(v)) });
     }
     state.compareChart.data.datasets = runs.map((r, k) => {
       const color = COMPARE_COLORS[k % COMPARE_COLORS.length];
-      const history = r.history || [];
-      // Mixed runs (some without steps) fall back to call numbers for all, so the axes agree.
+      // Mixed runs (some without steps) fall back to one point per call for all, so the axes agree.
+      const history = byStep ? histories[k] : r.history || [];
       const xs = byStep ? axes[k].xs : history.map((_, i) => i + 1);
       return { label: r.run_id, data: history.map((p, i) => ({ x: xs[i], y: p.reward_mean, t: p.t_ms })), borderColor: color, backgroundColor: color, borderWidth: 2, pointRadius: markPoints, pointStyle: 'circle', tension: 0 };
     });
