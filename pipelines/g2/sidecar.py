@@ -1,68 +1,46 @@
 """The reward sidecar for the pack runs: either one already serving (--target) or one started here.
 
-A started sidecar is the real `mechreward serve` command on loopback with ports chosen by the OS; it is told
-to log JSON to stderr and we wait for its `mechreward ready` line, which carries the bound gRPC port.
+A started sidecar is the real `mechreward serve` command on loopback with ports chosen by the OS, started and
+waited for by the client package's launcher (`mechreward_client.launch`).
 """
 
 from __future__ import annotations
 
-import json
 import shlex
-import subprocess
-import threading
-import time
+
+from mechreward_client.launch import LaunchedSidecar, SidecarStartError, launch_sidecar
 
 READY_TIMEOUT_S = 180  # loading an SAE pack on a loaded 2-core machine can take a while
 
 
 class Sidecar:
+    """``mechreward serve`` from a command line, on ports the OS chooses, as a context manager."""
+
     def __init__(self, command: str, cwd: str):
         self.command = shlex.split(command) + [
             "--grpc-port", "0", "--http-port", "0", "--host", "127.0.0.1", "--runs-db", "",
         ]
         self.cwd = cwd
-        self.process: subprocess.Popen | None = None
-        self.lines: list[str] = []
+        self.launched: LaunchedSidecar | None = None
         self.target = ""
         self.http = ""  # http://127.0.0.1:PORT once ready
 
+    @property
+    def lines(self) -> list[str]:
+        """The server's log lines so far (JSON, one a line)."""
+        return list(self.launched.log_lines) if self.launched else []
+
     def __enter__(self) -> "Sidecar":
-        self.process = subprocess.Popen(self.command, cwd=self.cwd, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, text=True)
-        ready: dict = {}
-        event = threading.Event()
-
-        def drain() -> None:  # keep reading so the server never blocks on a full pipe
-            for line in self.process.stderr:
-                self.lines.append(line.rstrip("\n"))
-                if not event.is_set():
-                    try:
-                        record = json.loads(line)
-                    except ValueError:
-                        continue
-                    if record.get("msg") == "mechreward ready":
-                        ready.update(record)
-                        event.set()
-
-        threading.Thread(target=drain, daemon=True).start()
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not event.wait(0.1):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.process.kill()
-                raise SystemExit(f"sidecar did not become ready ({' '.join(self.command)}):\n"
-                                 + "\n".join(self.lines[-20:]))
-        self.target = f"127.0.0.1:{int(ready['grpcPort'])}"
-        self.http = f"http://127.0.0.1:{int(ready['httpPort'])}"
+        try:
+            self.launched = launch_sidecar(self.command, cwd=self.cwd, ready_timeout=READY_TIMEOUT_S)
+        except SidecarStartError as e:
+            raise SystemExit(str(e)) from None
+        self.target, self.http = self.launched.target, self.launched.http
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.launched:
+            self.launched.stop()
 
 
 class Existing:

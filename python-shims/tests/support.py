@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
-import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
+
+from mechreward_client.launch import LaunchedSidecar, launch_sidecar
 
 SHIMS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO = os.path.dirname(SHIMS)
@@ -38,29 +37,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@dataclass
-class Sidecar:
-    """A running `mechreward serve` process and the ports it reported."""
-
-    process: subprocess.Popen
-    grpc_port: int
-    http_port: int
-    log_lines: list[str] = field(default_factory=list)
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    def stop(self, timeout: float = 30.0) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGCONT)  # in case a test froze it
-            self.process.terminate()  # SIGTERM: graceful shutdown, exit 0
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+# The launcher the package ships (mechreward_client.launch): the same object tests, pipelines and users get.
+Sidecar = LaunchedSidecar
 
 
 def start_sidecar(packs_dir: str, *extra_args: str, grpc_port: int = 0, wait_ready: bool = True, env: dict[str, str] | None = None,
@@ -74,33 +52,10 @@ def start_sidecar(packs_dir: str, *extra_args: str, grpc_port: int = 0, wait_rea
         # Test packs are synthetic, with no stage-gate-1 validation block.
         "--allow-unvalidated", "--runs-db", "", *extra_args,
     ]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, **(env or {})})
-    lines: list[str] = []
-    ready: dict = {}
-    ready_event = threading.Event()
-
-    def drain() -> None:  # keep reading so a chatty server never blocks on a full pipe
-        for line in process.stderr:
-            lines.append(line.rstrip("\n"))
-            if not ready_event.is_set():
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if record.get("msg") == "mechreward ready":
-                    ready.update(record)
-                    ready_event.set()
-
-    threading.Thread(target=drain, daemon=True).start()
+    sidecar = launch_sidecar(command, cwd=REPO, env=env, ready_timeout=SIDECAR_READY_TIMEOUT_S, wait_ready=wait_ready)
     if not wait_ready:
-        return Sidecar(process, grpc_port, 0, lines)
-    deadline = time.monotonic() + SIDECAR_READY_TIMEOUT_S
-    while not ready_event.wait(0.05):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError("sidecar did not become ready:\n" + "\n".join(lines[-20:]))
-    return Sidecar(process, int(ready["grpcPort"]), int(ready["httpPort"]), lines)
+        sidecar.grpc_port = grpc_port  # the caller chose it; the process may not have bound it yet
+    return sidecar
 
 
 # --- packs --------------------------------------------------------------------------------------------------
