@@ -199,12 +199,18 @@ def test_numpy_reference_encodes_every_saved_variant_as_the_library(built, refer
 
 
 def _library_sae(sae_dir: str):
-    from sae_lens import SAE
+    from safetensors import safe_open
+    from sae_lens import SAE, TrainingSAE
     from sparsify import SparseCoder
 
     if os.path.exists(os.path.join(sae_dir, "sae.safetensors")):
         return SparseCoder.load_from_disk(sae_dir).double().requires_grad_(False).eval()
-    return SAE.load_from_disk(sae_dir, dtype="float64").requires_grad_(False).eval()
+    with safe_open(os.path.join(sae_dir, "sae_weights.safetensors"), "np") as f:
+        stores_log_threshold = "log_threshold" in f.keys()
+    # SAELens 6.54.12 converts log_threshold to threshold in JumpReLUTrainingSAE.process_state_dict_for_loading
+    # only; its inference JumpReLUSAE refuses the key. So such a checkpoint is read as the training class.
+    loader = TrainingSAE if stores_log_threshold else SAE
+    return loader.load_from_disk(sae_dir, dtype="float64").requires_grad_(False).eval()
 
 
 def _library_dense(obj, x: np.ndarray) -> np.ndarray:
@@ -248,5 +254,5 @@ def test_parity_fixtures_equal_the_library_encode(parity_dir, parity_cases, refe
             for c in pack.canaries:
                 value, want = float(dense[sf:, c.feature].max()), seq["canary_values"][c.name]
                 assert abs(value - want) <= REFERENCE_RTOL * max(abs(want), 1e-9), f"{case['pack']} seq {i} canary {c.name}: library {value}, reference {want}"
-    assert {"gated-saelens", "abstopk-saelens", "groupmax-sparsify", "jumprelu-skip-transcoder", "topk-sparsify-transcode"} <= packs
+    assert {"gated-saelens", "abstopk-saelens", "groupmax-sparsify", "jumprelu-skip-transcoder", "topk-sparsify-transcode", "jumprelu-log-threshold"} <= packs
     print(f"\nparity fixtures vs library encode: {len(packs)} packs, {tokens} scored tokens, worst {worst:.1e}")

@@ -624,9 +624,9 @@ def pack_json(spec, features, canaries, sae_spec, sae_rel):
 
 # ------------------------------------------------------------------ SAE variants
 # The architectures the loader reads beyond TopK / ReLU / JumpReLU: SAELens gated and AbsTopK, sparsify
-# group-max, and transcoders (a SAELens jumprelu_skip_transcoder stored with log_threshold, a sparsify
-# transcode). Small (d_model 32, d_sae <= 256: tens of KB each) and drawn from their own random stream, so the
-# packs above keep their bytes. Besides the common rows, each gets rows at its own discontinuities, placed
+# group-max, transcoders (a SAELens jumprelu_skip_transcoder with d_out != d_in, a sparsify transcode) and a
+# JumpReLU SAE stored with log_threshold. Small (d_model 32, d_sae <= 256: tens of KB each) and drawn from
+# their own random stream, so the packs above keep their bytes. Besides the common rows, each gets rows at its own discontinuities, placed
 # 1e-4 to 1e-3 (relative) from them, and ranking SAEs get an exact tie between "twin" features (identical
 # encoder columns and one pack weight, so either may win: one and only one must count).
 VARIANT_SEED_OFFSET = 104729
@@ -645,6 +645,9 @@ VARIANT_SAE_SPECS = {
     "jumprelu-skip-transcoder": dict(layout="saelens", architecture="jumprelu_skip_transcoder", d_model=32,
                                      d_out=24, d_sae=256, k=None, apply_b_dec=False, normalize="none",
                                      rescale=False, dtype="F16", sae_lens_version="6.54.12"),
+    "jumprelu-log-threshold": dict(layout="saelens", architecture="jumprelu", d_model=32, d_sae=128, k=None,
+                                   apply_b_dec=True, normalize="none", rescale=False, dtype="BF16",
+                                   log_threshold=True, sae_lens_version="6.54.12"),
 }
 VARIANT_PACK_SPECS = [
     dict(name="gated-saelens", schema="own", sae="gated-saelens", encode="topk", pooling={"method": "mean"}),
@@ -658,6 +661,8 @@ VARIANT_PACK_SPECS = [
          pooling={"method": "max"}),
     dict(name="jumprelu-skip-transcoder", schema="own", sae="jumprelu-skip-transcoder", encode="topk",
          pooling={"method": "mean"}),
+    dict(name="jumprelu-log-threshold", schema="own", sae="jumprelu-log-threshold", encode="topk",
+         pooling={"method": "last_k", "k": 4}),
 ]
 ALL_SAE_SPECS = {**SAE_SPECS, **VARIANT_SAE_SPECS}
 ALL_PACK_SPECS = PACK_SPECS + VARIANT_PACK_SPECS
@@ -713,7 +718,9 @@ def make_variant_sae(rng, spec):
         if ref.TRANSCODERS[arch][1]:
             tensors["W_skip"] = rng.normal(0.0, 0.1, (d_out, spec["d_model"]))
         if ref.TRANSCODERS[arch][0] == "jumprelu":
-            tensors["log_threshold"] = np.log(rng.uniform(0.2, 1.0, n))  # an older checkpoint's form
+            tensors["threshold"] = rng.uniform(0.2, 1.0, n)
+    if spec.get("log_threshold"):  # an older checkpoint's form (SAELens converts it for JumpReLUSAE only)
+        tensors["log_threshold"] = np.log(tensors.pop("threshold"))
     return tensors, pack_ids, canary_ids
 
 

@@ -46,7 +46,7 @@ let client: RewardServiceClient;
 const report: string[] = ['| pack | dtype | sequences | tokens | near-tie rows | few-positive rows | high-norm rows | other edge rows | max rel. error (token) | max rel. error (pooled) |', '|---|---|---|---|---|---|---|---|---|---|'];
 // Row kinds of the SAE variants' fixtures, each at one of the encode's discontinuities or number-format edges.
 const EDGE_KINDS = ['exact_tie', 'gate_edge', 'near_threshold', 'negative', 'denormal', 'huge'];
-const VARIANT_PACKS = ['gated-saelens', 'abstopk-saelens', 'abstopk-selected', 'groupmax-sparsify', 'topk-sparsify-transcode', 'jumprelu-skip-transcoder'];
+const VARIANT_PACKS = ['gated-saelens', 'abstopk-saelens', 'abstopk-selected', 'groupmax-sparsify', 'topk-sparsify-transcode', 'jumprelu-skip-transcoder', 'jumprelu-log-threshold'];
 
 before(async () => {
   server = await startTestServer(PARITY_PACKS);
@@ -63,7 +63,7 @@ after(async () => {
 
 test('the fixtures cover every architecture, both encode modes, all dtypes and the nasty rows', () => {
   const packs = new Set(cases.map((c) => c.pack));
-  assert.ok(packs.size >= 14, `only ${packs.size} fixture packs`);
+  assert.ok(packs.size >= 15, `only ${packs.size} fixture packs`);
   for (const pack of VARIANT_PACKS) assert.ok(packs.has(pack), `no ${pack} fixtures`);
   assert.deepEqual(new Set(cases.map((c) => c.dtype)), new Set(['f32', 'f16', 'bf16']));
   const kinds = cases.flatMap((c) => c.sequences.flatMap((s) => s.row_kinds));
