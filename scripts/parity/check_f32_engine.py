@@ -6,7 +6,8 @@
 A plain float32 engine (and one that folds b_dec into the bias) must pass every
 case within the tolerance rule; deliberately wrong engines ("mutants") must fail
 somewhere. Exits 1 if a correct engine fails or a mutant survives. This is a
-check on the fixtures, not part of the TypeScript test suite.
+check on the fixtures, not on the engine: python-shims/tests/test_parity_fixtures.py
+runs it on every test run.
 """
 
 from __future__ import annotations
