@@ -29,8 +29,9 @@ SCALE_FLOOR = 1e-3
 UNRESOLVABLE_GAP = 1e-4  # float32 pre-activations cannot be trusted to order closer values
 
 
-def _fixtures_module():
-    spec = importlib.util.spec_from_file_location("library_fixtures", os.path.join(REPO, "scripts", "parity", "library_fixtures.py"))
+def _parity_module(name: str):
+    """scripts/parity/<name>.py, imported by path (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "scripts", "parity", f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -38,8 +39,14 @@ def _fixtures_module():
 
 
 @pytest.fixture(scope="module")
+def reference():
+    """The float64 numpy reference that the parity fixtures' expected values come from."""
+    return _parity_module("reference")
+
+
+@pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    lf = _fixtures_module()
+    lf = _parity_module("library_fixtures")
     out = str(tmp_path_factory.mktemp("library-saes"))
     return lf, out, lf.build(out)
 
@@ -154,3 +161,98 @@ def test_inspect_shows_what_the_loader_understood(built):
     assert infos[-1]["tensors"]["W_enc"] == {"dtype": "F64", "shape": [32, 128], "read_as": "float32, narrowed (round to nearest even)"}
     text = _inspect(dirs[-1]).stdout
     assert "F64" in text and "narrowed" in text and "encode:" in text
+
+
+# ---------------------------------------------------------------------------------------------- the numpy reference
+
+REFERENCE_RTOL = 1e-9  # float64 against float64: only the order of the sums differs
+
+
+def _merge_twins(dense: np.ndarray, a: int, b: int) -> np.ndarray:
+    """Dense codes with two tied features' columns summed: which of the two a ranking encode keeps is a tie-break."""
+    out = dense.copy()
+    out[:, a] += out[:, b]
+    out[:, b] = 0.0
+    return out
+
+
+def test_numpy_reference_encodes_every_saved_variant_as_the_library(built, reference):
+    """scripts/parity/reference.py, which computes the parity fixtures' expected values, reads every folder the
+    libraries saved (every exact variant above: gated, AbsTopK, group-max, transcoders, BatchTopK and Matryoshka
+    inference saves, training saves, pre-6.0 cfgs, f64/f16/bf16 weights) and its encode of every row equals
+    the library's own float64 encode(), all d_sae features, near-ties and all-negative rows included."""
+    lf, out, cases = built
+    worst, rows = 0.0, 0
+    for case in cases["exact"]:
+        sae = reference.load_sae(os.path.join(out, "packs", case["name"], "sae"))
+        for seq in case["sequences"]:
+            x = seq["x"].astype(np.float64)
+            ours = reference.encode_exact(sae, reference.pre_activations(sae, x), reference.gate_pre_activations(sae, x))
+            theirs = lf.library_encode(case["variant"], case["ref"], x)
+            ours, theirs = _merge_twins(ours, lf.TIE_A, lf.TIE_B), _merge_twins(theirs, lf.TIE_A, lf.TIE_B)
+            scale = np.maximum(np.abs(theirs).max(axis=1, keepdims=True), 1e-9)
+            err = float((np.abs(ours - theirs) / scale).max())
+            worst, rows = max(worst, err), rows + len(x)
+            assert err <= REFERENCE_RTOL, f"{case['name']}: reference differs from the library by {err:.2e} (relative to the row's largest activation)"
+    assert rows >= 30 * len(cases["exact"])
+    print(f"\nnumpy reference vs library encode: {len(cases['exact'])} variants, {rows} rows, worst {worst:.1e}")
+
+
+def _library_sae(sae_dir: str):
+    from safetensors import safe_open
+    from sae_lens import SAE, TrainingSAE
+    from sparsify import SparseCoder
+
+    if os.path.exists(os.path.join(sae_dir, "sae.safetensors")):
+        return SparseCoder.load_from_disk(sae_dir).double().requires_grad_(False).eval()
+    with safe_open(os.path.join(sae_dir, "sae_weights.safetensors"), "np") as f:
+        stores_log_threshold = "log_threshold" in f.keys()
+    # SAELens 6.54.12 converts log_threshold to threshold in JumpReLUTrainingSAE.process_state_dict_for_loading
+    # only; its inference JumpReLUSAE refuses the key. So such a checkpoint is read as the training class.
+    loader = TrainingSAE if stores_log_threshold else SAE
+    return loader.load_from_disk(sae_dir, dtype="float64").requires_grad_(False).eval()
+
+
+def _library_dense(obj, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        xt = torch.from_numpy(x)
+        if hasattr(obj, "num_latents"):  # sparsify: top indices and values
+            out = obj.encode(xt)
+            return torch.zeros(len(x), obj.num_latents, dtype=torch.float64).scatter_(-1, out.top_indices, out.top_acts).numpy()
+        return obj.encode(xt).numpy()
+
+
+def test_parity_fixtures_equal_the_library_encode(parity_dir, parity_cases, reference):
+    """Every exact-encode case of the parity fixtures that test/integration/parity.test.ts serves (folders
+    written by scripts/parity/make_parity_fixtures.py, expected values from reference.py): the libraries' own
+    readers load the same folders and their float64 encode() of the same stored rows gives the same token
+    rewards and canary values, on every nasty row (near-ties, exact ties between twin features, gate and
+    threshold edges, negative AbsTopK values, denormals, huge rows). Twins share one weight, so which of them a
+    tie keeps does not move r_t."""
+    worst, tokens, packs, libraries = 0.0, 0, set(), {}
+    for case in parity_cases:
+        pack = reference.load_pack(os.path.join(parity_dir, "packs", case["pack"]))
+        if pack.encode != "topk":
+            continue  # selected_relu is this project's shortcut, not an encode the libraries have
+        if pack.sae_dir not in libraries:
+            libraries[pack.sae_dir] = _library_sae(pack.sae_dir)
+        packs.add(case["pack"])
+        for i, seq in enumerate(case["sequences"]):
+            with open(os.path.join(parity_dir, seq["file"]), "rb") as f:
+                x = reference.decode_input(f.read(), case["dtype"], case["d_model"])
+            dense = _library_dense(libraries[pack.sae_dir], x)
+            acts = dense[:, pack.feature_ids]
+            kept = np.where(acts > pack.thresholds, acts, 0.0)
+            rewards, scales = kept @ pack.weights, np.abs(kept * pack.weights).sum(axis=1)
+            sf = seq["score_from"]
+            for t in range(sf, seq["num_tokens"]):
+                err = abs(rewards[t] - seq["token_rewards"][t]) / max(scales[t], 1e-9)
+                worst, tokens = max(worst, err), tokens + 1
+                assert err <= REFERENCE_RTOL, f"{case['pack']} {case['dtype']} seq {i} token {t} ({seq['row_kinds'][t]}): library {rewards[t]}, reference {seq['token_rewards'][t]}"
+            for c in pack.canaries:
+                value, want = float(dense[sf:, c.feature].max()), seq["canary_values"][c.name]
+                assert abs(value - want) <= REFERENCE_RTOL * max(abs(want), 1e-9), f"{case['pack']} seq {i} canary {c.name}: library {value}, reference {want}"
+    assert {"gated-saelens", "abstopk-saelens", "groupmax-sparsify", "jumprelu-skip-transcoder", "topk-sparsify-transcode", "jumprelu-log-threshold"} <= packs
+    print(f"\nparity fixtures vs library encode: {len(packs)} packs, {tokens} scored tokens, worst {worst:.1e}")

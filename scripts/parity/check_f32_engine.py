@@ -6,7 +6,8 @@
 A plain float32 engine (and one that folds b_dec into the bias) must pass every
 case within the tolerance rule; deliberately wrong engines ("mutants") must fail
 somewhere. Exits 1 if a correct engine fails or a mutant survives. This is a
-check on the fixtures, not part of the TypeScript test suite.
+check on the fixtures, not on the engine: python-shims/tests/test_parity_fixtures.py
+runs it on every test run.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ def engine_scores(sae, pack, X, score_from, mut=None):
     X = X.astype(f32)
     W = sae.W_enc.astype(f32)
     b_enc = sae.b_enc.astype(f32)
+    G = None
+    if sae.architecture == "gated":  # gate x W_enc + b_gate; magnitude x (W_enc exp(r_mag)) + b_mag
+        Xin = X - sae.b_dec.astype(f32) if sae.apply_b_dec else X
+        G = Xin @ W + sae.b_gate.astype(f32)
+        W = (sae.W_enc * np.exp(sae.r_mag)).astype(f32)
     b_dec = sae.b_dec.astype(f32)
     d = sae.d_model
     if sae.normalize == "constant_norm_rescale":
@@ -55,14 +61,29 @@ def engine_scores(sae, pack, X, score_from, mut=None):
         if sae.architecture == "relu":
             return np.maximum(H[:, ids], 0)
         if sae.architecture == "jumprelu":
-            return np.where(H[:, ids] > sae.threshold.astype(f32)[ids], np.maximum(H[:, ids], 0), 0)
+            th = sae.threshold.astype(f32)
+            if mut == "raw_log_threshold" and "log_threshold" in sae.tensor_dtypes:
+                th = np.log(sae.threshold).astype(f32)
+            return np.where(H[:, ids] > th[ids], np.maximum(H[:, ids], 0), 0)
+        if sae.architecture == "gated":
+            return np.maximum(H[:, ids], 0) * (True if mut == "no_gate" else G[:, ids] > 0)
         F = np.zeros_like(H)
+        if sae.architecture == "groupmax" and mut != "topk_for_groupmax":
+            size = sae.d_sae // sae.k
+            R = np.maximum(H, 0).reshape(H.shape[0], sae.k, size)
+            idx = np.argmax(R, axis=2) + np.arange(sae.k) * size
+            np.put_along_axis(F, idx, np.take_along_axis(np.maximum(H, 0), idx, axis=1), axis=1)
+            return F[:, ids]
+        signed = sae.architecture == "abstopk" and mut != "relu_abstopk"
+        keys = np.abs(H) if signed else H
         for t in range(H.shape[0]):
-            order = np.argsort(-H[t], kind="stable")
+            order = np.argsort(-keys[t], kind="stable")
             idx = order[:sae.k]
             if mut == "swap_boundary":
                 idx = np.concatenate([order[:sae.k - 1], order[sae.k:sae.k + 1]])
-            F[t, idx] = np.maximum(H[t, idx], 0)
+            if mut == "keep_ties":  # every feature level with the k-th: both twins of an exact tie
+                idx = np.flatnonzero(keys[t] >= keys[t, order[sae.k - 1]])
+            F[t, idx] = H[t, idx] if signed else np.maximum(H[t, idx], 0)
         return F[:, ids]
 
     A = acts(pack.feature_ids)
@@ -116,7 +137,8 @@ def main(argv):
         print(f"correct engine {mut or 'plain'}: {bad}/{n} sequences out of tolerance")
         failed |= bad > 0
     for mut in ("swap_boundary", "selected_for_topk", "no_rescale", "no_b_dec", "ln_ddof0",
-                "ignore_feature_threshold", "score_prompt"):
+                "ignore_feature_threshold", "score_prompt", "relu_abstopk", "topk_for_groupmax", "no_gate",
+                "raw_log_threshold", "keep_ties"):
         bad = compare(doc, root, mut)
         print(f"mutant {mut}: caught in {bad}/{n} sequences")
         failed |= bad == 0

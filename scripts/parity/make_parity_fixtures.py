@@ -139,11 +139,14 @@ def store_tensor(a: np.ndarray, dtype: str) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ SAE construction
-def make_sae(rng, name, spec):
+def make_sae(rng, name, spec, pack_ids=None):
     d, n = spec["d_model"], spec["d_sae"]
     perm = rng.permutation(n)
-    pack_ids = np.sort(perm[:N_FEATURES])
-    canary_ids = perm[N_FEATURES:N_FEATURES + N_CANARY_CANDIDATES]
+    if pack_ids is None:
+        pack_ids = np.sort(perm[:N_FEATURES])
+        canary_ids = perm[N_FEATURES:N_FEATURES + N_CANARY_CANDIDATES]
+    else:
+        canary_ids = perm[~np.isin(perm, pack_ids)][:N_CANARY_CANDIDATES]
     hot = np.concatenate([pack_ids, canary_ids])
     # encoder: columns ~ N(0, 1/d) with a spread of norms; pack/canary features boosted so
     # they fire on a useful share of tokens
@@ -188,9 +191,11 @@ def write_sae(sae_dir, spec, tensors):
     dt = spec["dtype"]
     d, n = spec["d_model"], spec["d_sae"]
     if spec["layout"] == "sparsify":
-        cfg = {"k": spec["k"], "num_latents": n, "expansion_factor": n // d, "activation": "topk",
-               "d_in": d, "normalize_decoder": True, "multi_topk": False,
-               "skip_connection": False}
+        cfg = {"k": spec["k"], "num_latents": n, "expansion_factor": n // d,
+               "activation": spec["architecture"], "d_in": d, "normalize_decoder": True,
+               "multi_topk": False, "skip_connection": False}
+        if "transcode" in spec:
+            cfg["transcode"] = spec["transcode"]
         stored = {"encoder.weight": store_tensor(tensors["W_enc"].T, dt),
                   "encoder.bias": store_tensor(tensors["b_enc"], dt),
                   "W_dec": store_tensor(tensors["W_dec"], dt),
@@ -198,8 +203,12 @@ def write_sae(sae_dir, spec, tensors):
         path = os.path.join(sae_dir, "sae.safetensors")
     else:
         cfg = {"d_in": d, "d_sae": n, "architecture": spec["architecture"]}
-        if spec["architecture"] == "topk":
+        if spec["architecture"] in ("topk", "abstopk"):
             cfg["k"] = spec["k"]
+        if "d_out" in spec:
+            cfg["d_out"] = spec["d_out"]
+        if "sae_lens_version" in spec:  # what SAELens 6.x writes; without it SAELens reads the pre-6.0 form
+            cfg["sae_lens_version"] = spec["sae_lens_version"]
         cfg.update({"apply_b_dec_to_input": spec["apply_b_dec"],
                     "normalize_activations": spec["normalize"],
                     "rescale_acts_by_decoder_norm": spec["rescale"],
@@ -215,17 +224,21 @@ def write_sae(sae_dir, spec, tensors):
 
 
 # ------------------------------------------------------------------ robustness margins
-def row_margins(sae: ref.Sae, x: np.ndarray):
+def row_margins(sae: ref.Sae, x: np.ndarray, W=None, b=None):
     """Per-feature (m, e) for one row: m bounds a float32 engine's error in h (used to keep
     every discontinuity clear), e is a generous estimate of its typical error (used to keep
-    continuous errors well inside the parity tolerance)."""
+    continuous errors well inside the parity tolerance). W, b: the encoder product whose error is
+    wanted (default: the one giving h; a gated SAE's magnitude path is W_enc * exp(r_mag), b_mag)."""
     d = sae.d_model
+    if W is None:
+        W = sae.W_enc * np.exp(sae.r_mag) if sae.architecture == "gated" else sae.W_enc
+        b = sae.b_enc
     x = x[None, :]
     xp = ref.normalize(sae, x)
     b_eff = ref.b_dec_applied(sae)
     s = sae.act_scale
-    absW = np.abs(sae.W_enc)
-    S = ((np.abs(xp) + np.abs(b_eff)) @ absW + np.abs(sae.b_enc))[0] * s
+    absW = np.abs(W)
+    S = ((np.abs(xp) + np.abs(b_eff)) @ absW + np.abs(b))[0] * s
     Sx = np.zeros_like(S)
     Pw = np.zeros_like(S)  # layer norm: per-coordinate centring error
     Pm = np.zeros_like(S)  # layer norm: error of the mean, common to every coordinate
@@ -235,10 +248,26 @@ def row_margins(sae: ref.Sae, x: np.ndarray):
         mu = x.mean()
         std = x.std(ddof=1) + ref.LN_EPS
         Pw = (((np.abs(x - mu) + abs(mu)) / std) @ absW)[0] * s
-        Pm = np.abs(np.abs(x).mean() / std * sae.W_enc.sum(axis=0)) * s
+        Pm = np.abs(np.abs(x).mean() / std * W.sum(axis=0)) * s
     m = U32 * ((d + 16) * S + (d + 8) * Sx + 4 * Pw + d * Pm)
     e = U32 * (2 * (S + Sx) + Pw + math.sqrt(d) * Pm)
     return m, e
+
+
+def twin_partners(sae: ref.Sae, ids) -> dict:
+    """Pack features with identical encoder columns, biases and decoder norms (an exact tie on every row):
+    {feature: its twin}. Which of the two a ranking encode keeps is a tie-break, not a float32 error."""
+    cache = sae.__dict__.setdefault("_twins", {})  # the weights never change after loading
+    key = tuple(int(i) for i in ids)
+    if key not in cache:
+        seen, out = {}, {}
+        for a in key:
+            signature = (sae.W_enc[:, a].tobytes(), sae.b_enc[a], sae.act_scale[a])
+            if signature in seen:
+                out[a], out[seen[signature]] = seen[signature], a
+            seen[signature] = a
+        cache[key] = out
+    return cache[key]
 
 
 def row_problems(sae: ref.Sae, pack: ref.Pack, x: np.ndarray):
@@ -246,42 +275,69 @@ def row_problems(sae: ref.Sae, pack: ref.Pack, x: np.ndarray):
     beyond the parity tolerance (empty list = row is safe)."""
     probs = []
     H = ref.pre_activations(sae, x[None, :])[0]
+    G = ref.gate_pre_activations(sae, x[None, :])
     m, e = row_margins(sae, x)
     ids = pack.feature_ids
     can_ids = np.array([c.feature for c in pack.canaries], dtype=np.int64)
     relevant = np.unique(np.concatenate([ids, can_ids]))
+    twin = twin_partners(sae, ids)
     exact = pack.encode == "topk"
-    if exact and sae.architecture == "topk":
+    if exact and sae.architecture in ("topk", "abstopk"):
         k = sae.k
-        order = np.argsort(-H, kind="stable")
+        keys = ref.rank_keys(sae, H)
+        order = np.argsort(-keys, kind="stable")
         kth, k1th = order[k - 1], order[k]
         selected = np.zeros(sae.d_sae, bool)
         selected[order[:k]] = True
         for j in relevant:
-            if H[j] <= m[j]:
+            if keys[j] <= m[j]:
                 continue
             other = k1th if selected[j] else kth
-            if abs(H[j] - H[other]) <= m[j] + m[other]:
+            if twin.get(int(j)) == other:
+                continue
+            if abs(keys[j] - keys[other]) <= m[j] + m[other]:
                 probs.append(f"feature {j} within float32 error of the TopK boundary")
+    if exact and sae.architecture == "groupmax":
+        size = ref.group_size(sae)
+        R = np.maximum(H, 0.0)
+        for j in relevant:
+            if R[j] <= m[j]:
+                continue
+            start = int(j) // size * size
+            group = np.arange(start, start + size)
+            rivals = [i for i in group if i != j and twin.get(int(j)) != i]
+            best = max(rivals, key=lambda i: R[i])
+            if abs(R[j] - R[best]) <= m[j] + m[best]:
+                probs.append(f"feature {j} within float32 error of its group's maximum")
+    if exact and sae.architecture == "gated":
+        mg, _ = row_margins(sae, x, sae.W_enc, sae.b_gate)
+        for j in relevant:
+            if H[j] > -m[j] and abs(G[0, j]) <= mg[j]:
+                probs.append(f"feature {j}: gate within float32 error of 0")
     if exact and sae.architecture == "jumprelu":
         for j in relevant:
             th = sae.threshold[j]
             if H[j] > -m[j] and abs(H[j] - th) <= m[j] + 4 * U32 * abs(th):
                 probs.append(f"feature {j} within float32 error of its JumpReLU threshold")
-    A = ref.mode_activations(sae, H[None, :], pack.encode, ids)[0]
+    A = ref.mode_activations(sae, H[None, :], pack.encode, ids, G)[0]
+
+    def near_threshold(value, j, threshold):
+        # A value of exactly 0 (feature off) stays 0 in float32 unless h is within error of switching on.
+        return abs(value - threshold) <= m[j] and (value != 0 or H[j] > -m[j])
+
     for i, f in enumerate(pack.features):
-        if f.threshold > 0 and abs(A[i] - f.threshold) <= m[f.id]:
+        if f.threshold != 0 and near_threshold(A[i], f.id, f.threshold):
             probs.append(f"feature {f.id} within float32 error of its activation threshold")
     if pack.canaries:
-        CA = ref.mode_activations(sae, H[None, :], pack.encode, can_ids)[0]
+        CA = ref.mode_activations(sae, H[None, :], pack.encode, can_ids, G)[0]
         for i, c in enumerate(pack.canaries):
-            if abs(CA[i] - c.threshold) <= m[c.feature]:
+            if near_threshold(CA[i], c.feature, c.threshold):
                 probs.append(f"canary {c.name} within float32 error of its threshold")
             if CA[i] > c.threshold and e[c.feature] > RTOL * CA[i]:
                 probs.append(f"canary {c.name} value too imprecise for the tolerance")
     At = np.where(A > pack.thresholds, A, 0.0)
     scale = float(np.sum(np.abs(pack.weights * At)))
-    live = (At > 0) | ((pack.thresholds <= 0) & (np.abs(H[ids]) < m[ids]))
+    live = (At != 0) | ((pack.thresholds <= 0) & (np.abs(H[ids]) < m[ids]))
     err = float(np.sum(np.abs(pack.weights[live]) * e[ids][live]))
     if err > RTOL * max(scale, SCALE_FLOOR):
         probs.append("token error estimate exceeds the parity tolerance")
@@ -334,7 +390,7 @@ def few_positive_row(rng, sae):
 
 
 def few_positive_k(sae):
-    return sae.k if sae.architecture == "topk" else FEW_POSITIVE_K_NON_TOPK
+    return sae.k if sae.architecture in ref.RANKING else FEW_POSITIVE_K_NON_TOPK
 
 
 def near_tie_applicable(sae, pack):
@@ -440,7 +496,10 @@ def near_tie_row(rng, sae, pack, dtype):
 
 
 def count_positive(sae, x):
-    return int(np.sum(ref.pre_activations(sae, x[None, :])[0] > 0))
+    """Positive pre-activations (gated: features whose gate is open and magnitude positive)."""
+    H = ref.pre_activations(sae, x[None, :])[0]
+    G = ref.gate_pre_activations(sae, x[None, :])
+    return int(np.sum((H > 0) & (True if G is None else G[0] > 0)))
 
 
 def make_row(rng, kind, sae, pack, dtype, stats):
@@ -499,7 +558,7 @@ def calibrate_canaries(rng, sae, encode, candidates):
     """Pick the N_CANARIES candidates that fire most on random rows; thresholds at the 30th and
     85th percentile of their positive activations (3 significant digits)."""
     X = np.stack([random_row(rng, sae) for _ in range(256)])
-    CA = ref.mode_activations(sae, ref.pre_activations(sae, X), encode, candidates)
+    CA = ref.activations(sae, X, encode, candidates)
     firing = (CA > 0).sum(axis=0)
     best = np.argsort(-firing, kind="stable")[:N_CANARIES]
     out = []
@@ -563,25 +622,458 @@ def pack_json(spec, features, canaries, sae_spec, sae_rel):
     raise ValueError(spec["schema"])
 
 
+# ------------------------------------------------------------------ SAE variants
+# The architectures the loader reads beyond TopK / ReLU / JumpReLU: SAELens gated and AbsTopK, sparsify
+# group-max, transcoders (a SAELens jumprelu_skip_transcoder with d_out != d_in, a sparsify transcode) and a
+# JumpReLU SAE stored with log_threshold. Small (d_model 32, d_sae <= 256: tens of KB each) and drawn from
+# their own random stream, so the packs above keep their bytes. Besides the common rows, each gets rows at its own discontinuities, placed
+# 1e-4 to 1e-3 (relative) from them, and ranking SAEs get an exact tie between "twin" features (identical
+# encoder columns and one pack weight, so either may win: one and only one must count).
+VARIANT_SEED_OFFSET = 104729
+VARIANT_SAE_SPECS = {
+    "gated-saelens": dict(layout="saelens", architecture="gated", d_model=32, d_sae=256, k=None,
+                          apply_b_dec=True, normalize="none", rescale=False, dtype="F32",
+                          sae_lens_version="6.54.12"),
+    "abstopk-saelens": dict(layout="saelens", architecture="abstopk", d_model=32, d_sae=256, k=8,
+                            apply_b_dec=True, normalize="none", rescale=True, dtype="F32",
+                            dec_norm_range=(0.5, 2.0), twins=True, sae_lens_version="6.54.12"),
+    "groupmax-sparsify": dict(layout="sparsify", architecture="groupmax", d_model=32, d_sae=256, k=16,
+                              apply_b_dec=True, normalize="none", rescale=False, dtype="BF16", twins=True),
+    "topk-sparsify-transcode": dict(layout="sparsify", architecture="topk", d_model=32, d_sae=128, k=8,
+                                    apply_b_dec=False, transcode=True, normalize="none", rescale=False,
+                                    dtype="F32", twins=True),
+    "jumprelu-skip-transcoder": dict(layout="saelens", architecture="jumprelu_skip_transcoder", d_model=32,
+                                     d_out=24, d_sae=256, k=None, apply_b_dec=False, normalize="none",
+                                     rescale=False, dtype="F16", sae_lens_version="6.54.12"),
+    "jumprelu-log-threshold": dict(layout="saelens", architecture="jumprelu", d_model=32, d_sae=128, k=None,
+                                   apply_b_dec=True, normalize="none", rescale=False, dtype="BF16",
+                                   log_threshold=True, sae_lens_version="6.54.12"),
+}
+VARIANT_PACK_SPECS = [
+    dict(name="gated-saelens", schema="own", sae="gated-saelens", encode="topk", pooling={"method": "mean"}),
+    dict(name="abstopk-saelens", schema="own", sae="abstopk-saelens", encode="topk",
+         pooling={"method": "sum"}, negative_thresholds=5, positive_threshold=0.05),
+    dict(name="abstopk-selected", schema="own", sae="abstopk-saelens", encode="selected_relu",
+         pooling={"method": "mean"}, features_from="abstopk-saelens"),
+    dict(name="groupmax-sparsify", schema="own", sae="groupmax-sparsify", encode="topk",
+         pooling={"method": "last_k", "k": 3}),
+    dict(name="topk-sparsify-transcode", schema="own", sae="topk-sparsify-transcode", encode="topk",
+         pooling={"method": "max"}),
+    dict(name="jumprelu-skip-transcoder", schema="own", sae="jumprelu-skip-transcoder", encode="topk",
+         pooling={"method": "mean"}),
+    dict(name="jumprelu-log-threshold", schema="own", sae="jumprelu-log-threshold", encode="topk",
+         pooling={"method": "last_k", "k": 4}),
+]
+ALL_SAE_SPECS = {**SAE_SPECS, **VARIANT_SAE_SPECS}
+ALL_PACK_SPECS = PACK_SPECS + VARIANT_PACK_SPECS
+VARIANT_PACKS = {s["name"] for s in VARIANT_PACK_SPECS}
+NEGATIVE_THRESHOLD = -1000.0  # a pack threshold that keeps a signed AbsTopK activation (f > -1000)
+HUGE_FACTOR = (1e5, 1e7)  # f32 and bf16 only: f16 stops at 65504
+DENORMAL_LOG10 = {"f32": (-40.0, -38.2), "bf16": (-40.0, -38.2), "f16": (-7.0, -4.5)}
+MIN_NORMAL = {"f32": 2.0 ** -126, "bf16": 2.0 ** -126, "f16": 2.0 ** -14}
+VARIANT_ROW_TRIES = 400
+
+
+def expected_architecture(spec):
+    """What reference.load_sae should report for a spec."""
+    if spec["layout"] == "sparsify":
+        return spec["architecture"]
+    arch = spec["architecture"]
+    return ref.TRANSCODERS[arch][0] if arch in ref.TRANSCODERS else ref.ARCHITECTURES[arch]
+
+
+def make_variant_sae(rng, spec):
+    arch, n = spec["architecture"], spec["d_sae"]
+    pack_ids = None
+    if arch == "groupmax":  # four groups hold two pack features each (their own near ties), four hold one
+        size = n // spec["k"]
+        groups = rng.choice(spec["k"], 8, replace=False)
+        ids = [int(g) * size + int(j) for g in groups[:4] for j in rng.choice(size, 2, replace=False)]
+        ids += [int(g) * size + int(rng.integers(size)) for g in groups[4:]]
+        pack_ids = np.sort(np.array(ids))
+    tensors, pack_ids, canary_ids = make_sae(rng, None, spec, pack_ids)
+    if spec.get("twins"):
+        if arch == "groupmax":
+            size = n // spec["k"]
+            a, b = next((a, b) for a in pack_ids for b in pack_ids if a < b and a // size == b // size)
+        else:
+            a, b = np.sort(rng.choice(pack_ids, 2, replace=False))
+        a, b = int(a), int(b)
+        tensors["W_enc"][:, b] = tensors["W_enc"][:, a]
+        tensors["b_enc"][b] = tensors["b_enc"][a]
+        tensors["W_dec"][b] = tensors["W_dec"][a]
+    if arch == "gated":
+        b_gate = tensors["b_enc"]
+        r_mag = rng.normal(0.0, 0.3, n)
+        offset = rng.uniform(-0.2, 0.3, n)  # the magnitude pre-activation where the gate opens (g = 0)
+        offset[pack_ids] = rng.uniform(0.05, 0.4, pack_ids.size)
+        offset[rng.choice(pack_ids, 3, replace=False)] = rng.uniform(-0.4, -0.1, 3)  # open gate, relu 0
+        tensors = {"W_enc": tensors["W_enc"], "b_gate": b_gate, "b_mag": np.exp(r_mag) * b_gate + offset,
+                   "r_mag": r_mag, "W_dec": tensors["W_dec"], "b_dec": tensors["b_dec"]}
+    if arch in ref.TRANSCODERS:
+        d_out = spec["d_out"]
+        dirs = rng.normal(size=(n, d_out))
+        tensors["W_dec"] = dirs / np.linalg.norm(dirs, axis=1, keepdims=True)
+        tensors["b_dec"] = rng.normal(0.0, 0.3, d_out)
+        if ref.TRANSCODERS[arch][1]:
+            tensors["W_skip"] = rng.normal(0.0, 0.1, (d_out, spec["d_model"]))
+        if ref.TRANSCODERS[arch][0] == "jumprelu":
+            tensors["threshold"] = rng.uniform(0.2, 1.0, n)
+    if spec.get("log_threshold"):  # an older checkpoint's form (SAELens converts it for JumpReLUSAE only)
+        tensors["log_threshold"] = np.log(tensors.pop("threshold"))
+    return tensors, pack_ids, canary_ids
+
+
+def variant_feature_settings(rng, spec, sae, features):
+    """Twins share one weight (and threshold); AbsTopK packs keep some features' signed activations."""
+    twin = twin_partners(sae, [f["id"] for f in features])
+    by_id = {f["id"]: f for f in features}
+    for a, b in twin.items():
+        if a < b:
+            by_id[b]["weight"] = by_id[a]["weight"]
+            if spec.get("negative_thresholds"):  # so a negative tie still counts
+                by_id[a]["threshold"] = by_id[b]["threshold"] = NEGATIVE_THRESHOLD
+    plain = [f for f in features if f["id"] not in twin]
+    picks = rng.permutation(len(plain))
+    for j in picks[:spec.get("negative_thresholds", 0)]:
+        plain[j]["threshold"] = NEGATIVE_THRESHOLD
+    if "positive_threshold" in spec:
+        plain[picks[-1]]["threshold"] = spec["positive_threshold"]
+
+
+def special_kinds(sae, pack):
+    """The row kinds at this pack's own discontinuities."""
+    kinds = []
+    exact = pack.encode == "topk"
+    if exact and sae.architecture in ref.RANKING:
+        kinds.append("near_tie")
+        if twin_partners(sae, pack.feature_ids):
+            kinds.append("exact_tie")
+    if sae.architecture == "abstopk":
+        kinds.append("negative")
+    if exact and sae.architecture == "gated":
+        kinds.append("gate_edge")
+    if exact and sae.architecture == "jumprelu":
+        kinds.append("near_threshold")
+    return kinds
+
+
+def common_kinds(dtype):
+    return ["random", "few_positive", "high_norm", "denormal"] + (["huge"] if dtype != "f16" else [])
+
+
+def assign_variant_kinds(rng, T, score_from, special, common):
+    """The first special kind where it is scored, then one of each other kind while room is left; the rest
+    drawn (specials 30 %)."""
+    kinds = [None] * T
+    if special:
+        kinds[int(rng.integers(score_from, T))] = special[0]
+    for kind in special[1:] + common:
+        free = [t for t in range(T) if kinds[t] is None]
+        if not free:
+            break
+        kinds[int(rng.choice(free))] = kind
+    pool = common + special
+    probs = np.array([0.7 / len(common)] * len(common) + [0.3 / max(len(special), 1)] * len(special))
+    probs /= probs.sum()
+    for t in range(T):
+        if kinds[t] is None:
+            kinds[t] = str(pool[rng.choice(len(pool), p=probs)])
+    return kinds
+
+
+def _feature_value(sae, x, j, gate=False):
+    X = x[None, :]
+    return (ref.gate_pre_activations(sae, X) if gate else ref.pre_activations(sae, X))[0, j]
+
+
+def _place(sae, x, j, target, gate=False):
+    """x moved along feature j's encoder column until its pre-activation (gate: its gate pre-activation) is
+    `target`. Without normalisation the encode is affine in x: one step, and one more for the rounding."""
+    u = sae.W_enc[:, j]
+    for _ in range(2):
+        v0 = _feature_value(sae, x, j, gate)
+        x = x + (target - v0) / (_feature_value(sae, x + u, j, gate) - v0) * u
+    return x
+
+
+def _boundary_level(sae, x, pair):
+    """The rank key that puts `pair` at the selection boundary: between the (k-1)-th and k-th largest other
+    keys (TopK, AbsTopK), or clearly above the rest of its group (group-max); None when not positive."""
+    H = ref.pre_activations(sae, x[None, :])[0]
+    if sae.architecture == "groupmax":
+        size = ref.group_size(sae)
+        start = pair[0] // size * size
+        rest = np.delete(np.maximum(H[start:start + size], 0.0), [p - start for p in pair])
+        return rest.max() + max(0.5 * rest.max(), 0.2)
+    keys = np.sort(np.delete(ref.rank_keys(sae, H), list(pair)))[::-1]
+    level = 0.5 * (keys[sae.k - 2] + keys[sae.k - 1])
+    return level if level > 1e-3 else None
+
+
+def _near_tie_variant_row(rng, sae, pack):
+    ids, w = [int(i) for i in pack.feature_ids], pack.weights
+    twin = twin_partners(sae, ids)
+    size = ref.group_size(sae) if sae.architecture == "groupmax" else None
+    pairs = [(ids[i], ids[j]) for i in range(len(ids)) for j in range(len(ids))
+             if i != j and abs(w[i] - w[j]) >= 0.2 and twin.get(ids[i]) != ids[j]
+             and (size is None or ids[i] // size == ids[j] // size)]
+    a, b = pairs[rng.integers(len(pairs))]  # a ends up k-th (or its group's max), b next
+    signs = rng.choice([-1.0, 1.0], 2) if sae.architecture == "abstopk" else np.ones(2)
+    rel = math.exp(rng.uniform(math.log(1.5e-4), math.log(7e-4)))
+    x = rng.normal(size=sae.d_model) * rng.uniform(1.0, 4.0)
+    for _ in range(4):
+        level = _boundary_level(sae, x, (a, b))
+        if level is None:
+            return None
+        x = _newton_place(sae, x, a, b, signs * np.array([level, level * (1 - rel)]))
+        if x is None:
+            return None
+    return x
+
+
+def _exact_tie_row(rng, sae, pack):
+    twin = twin_partners(sae, pack.feature_ids)
+    a = min(twin)
+    sign = rng.choice([-1.0, 1.0]) if sae.architecture == "abstopk" else 1.0
+    x = rng.normal(size=sae.d_model) * rng.uniform(1.0, 4.0)
+    for _ in range(3):
+        level = _boundary_level(sae, x, (a, twin[a]))
+        if level is None:
+            return None
+        x = _place(sae, x, a, sign * level)
+    return x
+
+
+def _edge_row(rng, sae, pack, gate):
+    """A pack feature's gate pre-activation (gate) or pre-activation (JumpReLU) 1.5e-4 to 7e-4 (relative)
+    either side of its edge: 0 for a gate, the threshold for JumpReLU."""
+    x = rng.normal(size=sae.d_model) * rng.uniform(1.0, 4.0)
+    j = int(rng.choice(pack.feature_ids))
+    rel = rng.choice([-1.0, 1.0]) * math.exp(rng.uniform(math.log(1.5e-4), math.log(7e-4)))
+    if gate:
+        scale = float(np.abs(ref.sae_input(sae, x[None, :])[0]) @ np.abs(sae.W_enc[:, j]) + abs(sae.b_gate[j]))
+        return _place(sae, x, j, rel * scale, gate=True)
+    return _place(sae, x, j, sae.threshold[j] * (1 + rel))
+
+
+def _negative_row(rng, sae, pack):
+    """Pack features (those whose threshold keeps a signed value first) pushed far below 0."""
+    counted = [f.id for f in pack.features if f.threshold < 0] or [int(i) for i in pack.feature_ids]
+    x = ref.b_dec_applied(sae) + rng.normal(size=sae.d_model) * 0.05
+    for j in rng.choice(counted, min(3, len(counted)), replace=False):
+        x = _place(sae, x, int(j), -rng.uniform(1.0, 4.0))
+    return x
+
+
+def _denormal_row(rng, sae, dtype):
+    """Half the coordinates subnormal in the wire dtype, the rest exactly 0."""
+    d = sae.d_model
+    lo, hi = DENORMAL_LOG10[dtype]
+    x = np.zeros(d)
+    idx = rng.choice(d, d // 2, replace=False)
+    x[idx] = rng.choice([-1.0, 1.0], idx.size) * 10.0 ** rng.uniform(lo, hi, idx.size)
+    return x
+
+
+def propose_variant_row(rng, kind, sae, pack, dtype):
+    if kind == "random":
+        return random_row(rng, sae)
+    if kind == "high_norm":
+        return high_norm_row(rng, sae)
+    if kind == "few_positive":
+        return few_positive_row(rng, sae)
+    if kind == "huge":
+        return rng.normal(size=sae.d_model) * math.exp(rng.uniform(*np.log(HUGE_FACTOR)))
+    if kind == "denormal":
+        return _denormal_row(rng, sae, dtype)
+    if kind == "negative":
+        return _negative_row(rng, sae, pack)
+    if kind == "near_tie":
+        return _near_tie_variant_row(rng, sae, pack)
+    if kind == "exact_tie":
+        return _exact_tie_row(rng, sae, pack)
+    if kind in ("gate_edge", "near_threshold"):
+        return _edge_row(rng, sae, pack, gate=kind == "gate_edge")
+    raise ValueError(kind)
+
+
+def make_variant_row(rng, kind, sae, pack, dtype, stats):
+    why = Counter()
+    for _ in range(VARIANT_ROW_TRIES):
+        x = propose_variant_row(rng, kind, sae, pack, dtype)
+        if x is None or not np.all(np.isfinite(x)) or (dtype == "f16" and np.max(np.abs(x)) >= F16_LIMIT):
+            why["no candidate"] += 1
+        else:
+            raw, xq = quantize_input(x[None, :], dtype)
+            ok, reason = variant_kind_info(sae, pack, xq[0], kind, dtype)
+            problems = row_problems(sae, pack, xq[0]) if ok else []
+            if ok and not problems:
+                return raw, xq[0]
+            why.update([reason] if not ok else problems)
+        stats["rejected_" + kind] += 1
+    raise FixtureError(f"could not build a safe {kind} row for {pack.name} / {dtype}: {why.most_common(3)}")
+
+
+def _row_reward(sae, pack, F):
+    """(r_t, scale) of one row's dense code F [d_sae] under the pack's weights and thresholds."""
+    A = F[pack.feature_ids]
+    A = np.where(A > pack.thresholds, A, 0.0)
+    return float(A @ pack.weights), float(np.abs(A * pack.weights).sum())
+
+
+def _visible(change, scale):
+    """A change of r_t that no engine within the tolerance could hide."""
+    return abs(change) > 100 * RTOL * max(scale, SCALE_FLOOR)
+
+
+def _ranking_near_tie(sae, pack, x, H):
+    """(ok, why): two pack features with different weights at the selection boundary (TopK, AbsTopK: k-th and
+    (k+1)-th; group-max: a group's two largest), 1e-4 to 1e-3 apart, and the swap visible in r_t."""
+    ids = [int(i) for i in pack.feature_ids]
+    twin = twin_partners(sae, ids)
+    F = ref.encode_exact(sae, H[None, :])[0]
+    r, scale = _row_reward(sae, pack, F)
+    keys = ref.rank_keys(sae, H) if sae.architecture != "groupmax" else np.maximum(H, 0.0)
+    if sae.architecture == "groupmax":
+        size = ref.group_size(sae)
+        candidates = []
+        for g in sorted({i // size for i in ids}):
+            order = g * size + np.argsort(-keys[g * size:(g + 1) * size], kind="stable")
+            candidates.append((int(order[0]), int(order[1])))
+    else:
+        order = np.argsort(-keys, kind="stable")
+        candidates = [(int(order[sae.k - 1]), int(order[sae.k]))]
+    for hi, lo in candidates:
+        if hi not in ids or lo not in ids or twin.get(hi) == lo:
+            continue
+        if pack.weights[ids.index(hi)] == pack.weights[ids.index(lo)] or not keys[lo] > 0:
+            continue
+        rel = (keys[hi] - keys[lo]) / keys[hi]
+        if not NEAR_TIE_REL[0] <= rel <= NEAR_TIE_REL[1]:
+            continue
+        F2 = F.copy()
+        F2[hi], F2[lo] = 0.0, H[lo] if sae.architecture == "abstopk" else max(H[lo], 0.0)
+        if _visible(_row_reward(sae, pack, F2)[0] - r, scale):
+            return True, ""
+    return False, "no visible near tie of two pack features at the selection boundary"
+
+
+def _exact_tie(sae, pack, H):
+    twin = twin_partners(sae, pack.feature_ids)
+    a = min(twin)
+    b = twin[a]
+    if H[a] != H[b]:
+        return False, "the twins' pre-activations differ"
+    if sae.architecture == "groupmax":
+        size = ref.group_size(sae)
+        R = np.maximum(H, 0.0)
+        at_boundary = R[a] > 0 and int(np.argmax(R[a // size * size:(a // size + 1) * size])) == a % size
+    else:
+        order = np.argsort(-ref.rank_keys(sae, H), kind="stable")
+        at_boundary = order[sae.k - 1] == a and order[sae.k] == b and (sae.architecture == "abstopk" or H[a] > 0)
+    if not at_boundary:
+        return False, "the twins are not at the selection boundary"
+    r, scale = _row_reward(sae, pack, ref.encode_exact(sae, H[None, :])[0])
+    w = pack.weights[list(pack.feature_ids).index(a)]
+    thr = pack.thresholds[list(pack.feature_ids).index(a)]
+    kept = H[a] if sae.architecture == "abstopk" else max(H[a], 0.0)
+    if not (kept > thr and _visible(w * kept, scale)):
+        return False, "keeping both twins (or neither) would not be visible"
+    return True, ""
+
+
+def _edge(sae, pack, x, H, gate):
+    A = ref.pack_activations(sae, pack, x[None, :])[0]
+    scale = float(np.abs(A * pack.weights).sum())
+    xin = ref.sae_input(sae, x[None, :])[0]
+    G = ref.gate_pre_activations(sae, x[None, :])
+    for f in pack.features:
+        j = f.id
+        if gate:
+            dist = abs(G[0, j]) / (np.abs(xin) @ np.abs(sae.W_enc[:, j]) + abs(sae.b_gate[j]))
+            jump = f.weight * H[j] if H[j] > 0 else 0.0
+        else:
+            dist = abs(H[j] - sae.threshold[j]) / sae.threshold[j]
+            jump = f.weight * sae.threshold[j]
+        if NEAR_TIE_REL[0] <= dist <= NEAR_TIE_REL[1] and _visible(jump, scale):
+            return True, ""
+    return False, "no pack feature with a visible jump 1e-4 to 1e-3 from its edge"
+
+
+def variant_kind_info(sae, pack, x, kind, dtype):
+    """(ok, why): does the (quantised) row x have what its kind promises?"""
+    d = sae.d_model
+    ratio = np.linalg.norm(x) / math.sqrt(d)
+    if kind == "random":
+        return True, ""
+    if kind == "high_norm":
+        return 0.5 * HIGH_NORM_FACTOR[0] <= ratio <= 1.5 * HIGH_NORM_FACTOR[1], f"norm ratio {ratio:.3g}"
+    if kind == "huge":
+        return ratio >= 0.5 * HUGE_FACTOR[0], f"norm ratio {ratio:.3g}"
+    if kind == "few_positive":
+        n = count_positive(sae, x)
+        return n < few_positive_k(sae), f"{n} positive"
+    if kind == "denormal":
+        sub = int(np.sum((x != 0) & (np.abs(x) < MIN_NORMAL[dtype])))
+        return sub >= d // 4 and np.max(np.abs(x)) < MIN_NORMAL[dtype], f"{sub} subnormal values"
+    H = ref.pre_activations(sae, x[None, :])[0]
+    if kind == "negative":
+        if pack.encode == "topk":
+            return bool(np.any(ref.pack_activations(sae, pack, x[None, :])[0] < 0)), "no negative value counted"
+        return int(np.sum(H[pack.feature_ids] < -0.5)) >= 2, "fewer than 2 pack features below -0.5"
+    if kind == "near_tie":
+        return _ranking_near_tie(sae, pack, x, H)
+    if kind == "exact_tie":
+        return _exact_tie(sae, pack, H)
+    if kind in ("gate_edge", "near_threshold"):
+        return _edge(sae, pack, x, H, gate=kind == "gate_edge")
+    raise ValueError(kind)
+
+
 # ------------------------------------------------------------------ main build
 def build(out_dir, seed):
-    rng = np.random.default_rng(seed)
     packs_dir = os.path.join(out_dir, "packs")
-    inputs_dir = os.path.join(out_dir, "inputs")
     os.makedirs(packs_dir)
-    os.makedirs(inputs_dir)
-    saes, sae_hot, stored_all = {}, {}, {}
-    for name, spec in SAE_SPECS.items():
-        tensors, pack_ids, canary_ids = make_sae(rng, name, spec)
+    os.makedirs(os.path.join(out_dir, "inputs"))
+    saes, stored_all, expected = {}, {}, {}
+    stats, hashes, cases = Counter(), {}, []
+    # Each group draws from its own stream: adding variants never changes the bytes of the packs before them.
+    for rng, sae_specs, pack_specs, variants in (
+            (np.random.default_rng(seed), SAE_SPECS, PACK_SPECS, False),
+            (np.random.default_rng(seed + VARIANT_SEED_OFFSET), VARIANT_SAE_SPECS, VARIANT_PACK_SPECS, True)):
+        cases += build_group(out_dir, rng, sae_specs, pack_specs, variants, saes, stored_all, expected,
+                             stats, hashes)
+    doc = {"seed": seed,
+           "tolerance": {"rtol": RTOL, "scale_floor": SCALE_FLOOR,
+                         "rule": "|engine - ref| <= rtol * max(scale, scale_floor); scale is "
+                                 "token_scales[t] for token_rewards[t], reward_scale for reward, "
+                                 "|value| for a canary value"},
+           "cases": cases}
+    with open(os.path.join(out_dir, "cases.json"), "w") as fh:
+        json.dump(doc, fh, indent=1)
+        fh.write("\n")
+    return saes, stored_all, expected, stats, hashes
+
+
+def build_group(out_dir, rng, sae_specs, pack_specs, variants, saes, stored_all, expected, stats, hashes):
+    """SAEs, packs and cases of one spec group; fills saes/stored_all/expected/stats/hashes, returns cases."""
+    packs_dir = os.path.join(out_dir, "packs")
+    sae_hot = {}
+    for name, spec in sae_specs.items():
+        if variants:
+            tensors, pack_ids, canary_ids = make_variant_sae(rng, spec)
+        else:
+            tensors, pack_ids, canary_ids = make_sae(rng, name, spec)
         sae_dir = os.path.join(packs_dir, name, "sae")
         stored_all[name] = write_sae(sae_dir, spec, tensors)
         saes[name] = ref.load_sae(sae_dir)
         sae_hot[name] = (pack_ids, canary_ids)
 
-    pack_objs, feature_sets, expected = {}, {}, {}
-    for spec in PACK_SPECS:
+    pack_objs, feature_sets = {}, {}
+    for spec in pack_specs:
         sae = saes[spec["sae"]]
-        sae_spec = SAE_SPECS[spec["sae"]]
+        sae_spec = sae_specs[spec["sae"]]
         pack_ids, canary_ids = sae_hot[spec["sae"]]
         if "features_from" in spec:
             features, canaries = feature_sets[spec["features_from"]]
@@ -598,6 +1090,8 @@ def build(out_dir, seed):
             if "one_feature_threshold" in spec:
                 features[int(rng.integers(len(features)))]["threshold"] = \
                     spec["one_feature_threshold"]
+            if variants:
+                variant_feature_settings(rng, spec, sae, features)
             canaries = []
             if spec["schema"] == "own":
                 picked = calibrate_canaries(rng, sae, spec["encode"], canary_ids)
@@ -613,10 +1107,8 @@ def build(out_dir, seed):
         pack_objs[spec["name"]] = ref.load_pack(pdir)
         expected[spec["name"]] = (features, canaries)
 
-    stats = Counter()
-    hashes = {}
     cases = []
-    for spec in PACK_SPECS:
+    for spec in pack_specs:
         pack = pack_objs[spec["name"]]
         sae = saes[spec["sae"]]
         tie = near_tie_applicable(sae, pack)
@@ -625,10 +1117,17 @@ def build(out_dir, seed):
             for i in range(N_SEQUENCES):
                 T = int(rng.integers(T_RANGE[0], T_RANGE[1] + 1))
                 score_from = 0 if i == 0 else T - 1 if i == 1 else int(rng.integers(0, T))
-                kinds = assign_kinds(rng, T, score_from, tie)
+                if variants:
+                    kinds = assign_variant_kinds(rng, T, score_from, special_kinds(sae, pack),
+                                                 common_kinds(dtype))
+                else:
+                    kinds = assign_kinds(rng, T, score_from, tie)
                 raws, rows = [], []
                 for kind in kinds:
-                    raw, xq = make_row(rng, kind, sae, pack, dtype, stats)
+                    if variants:
+                        raw, xq = make_variant_row(rng, kind, sae, pack, dtype, stats)
+                    else:
+                        raw, xq = make_row(rng, kind, sae, pack, dtype, stats)
                     raws.append(raw)
                     rows.append(xq)
                     stats["rows_" + kind] += 1
@@ -647,16 +1146,7 @@ def build(out_dir, seed):
                 stats["sequences"] += 1
             cases.append({"pack": spec["name"], "dtype": dtype, "d_model": sae.d_model,
                           "sequences": seqs})
-    doc = {"seed": seed,
-           "tolerance": {"rtol": RTOL, "scale_floor": SCALE_FLOOR,
-                         "rule": "|engine - ref| <= rtol * max(scale, scale_floor); scale is "
-                                 "token_scales[t] for token_rewards[t], reward_scale for reward, "
-                                 "|value| for a canary value"},
-           "cases": cases}
-    with open(os.path.join(out_dir, "cases.json"), "w") as fh:
-        json.dump(doc, fh, indent=1)
-        fh.write("\n")
-    return saes, stored_all, expected, stats, hashes
+    return cases
 
 
 # ------------------------------------------------------------------ verification
@@ -664,13 +1154,14 @@ def verify(out_dir, saes_built, stored_all, expected, hashes):
     """Re-read everything from disk and recompute; raises FixtureError on any mismatch."""
     with open(os.path.join(out_dir, "cases.json")) as fh:
         doc = json.load(fh)
-    check(len(doc["cases"]) == len(PACK_SPECS) * len(ref.INPUT_DTYPES), "wrong number of cases")
+    check(len(doc["cases"]) == len(ALL_PACK_SPECS) * len(ref.INPUT_DTYPES), "wrong number of cases")
     counts = Counter()
-    for spec in PACK_SPECS:
+    for spec in ALL_PACK_SPECS:
         name = spec["name"]
+        variant = name in VARIANT_PACKS
         pdir = os.path.join(out_dir, "packs", name)
         pack = ref.load_pack(pdir)
-        sae_spec = SAE_SPECS[spec["sae"]]
+        sae_spec = ALL_SAE_SPECS[spec["sae"]]
         check(pack.name == name, f"{name}: pack name != folder name")
         check(pack.schema == spec["schema"], f"{name}: schema detected as {pack.schema}")
         check(pack.encode == spec["encode"], f"{name}: encode {pack.encode}")
@@ -703,7 +1194,7 @@ def verify(out_dir, saes_built, stored_all, expected, hashes):
               f"{name}: SAE dims")
         check(set(sae.tensor_dtypes.values()) == {sae_spec["dtype"]},
               f"{name}: tensor dtypes {sae.tensor_dtypes}")
-        check(sae.architecture == ref.ARCHITECTURES[sae_spec["architecture"]] and
+        check(sae.architecture == expected_architecture(sae_spec) and
               sae.k == sae_spec["k"] and sae.apply_b_dec == sae_spec["apply_b_dec"] and
               sae.normalize == sae_spec["normalize"] and sae.rescale == sae_spec["rescale"],
               f"{name}: SAE config")
@@ -717,6 +1208,7 @@ def verify(out_dir, saes_built, stored_all, expected, hashes):
         if sae.threshold is not None:
             check(np.array_equal(sae.threshold, built.threshold), f"{name}: threshold reload")
         tie = near_tie_applicable(sae, pack)
+        specials = special_kinds(sae, pack) if variant else []
         for dtype in ref.INPUT_DTYPES:
             case = [c for c in doc["cases"] if c["pack"] == name and c["dtype"] == dtype]
             check(len(case) == 1, f"{name}/{dtype}: case missing")
@@ -744,16 +1236,29 @@ def verify(out_dir, saes_built, stored_all, expected, hashes):
                 kinds = s["row_kinds"]
                 check(len(kinds) == T, f"{where}: row_kinds length")
                 check(len(set(kinds)) >= 3, f"{where}: fewer than 3 row kinds")
-                if tie:
+                if variant:
+                    check(set(kinds) <= set(specials + common_kinds(dtype)), f"{where}: unexpected kinds")
+                    check(not specials or any(kinds[t] in specials for t in range(sf, T)),
+                          f"{where}: no scored row at a discontinuity")
+                elif tie:
                     check(any(kinds[t] == "near_tie" for t in range(sf, T)),
                           f"{where}: no scored near-tie row")
                 else:
                     check("near_tie" not in kinds, f"{where}: near_tie on a non-TopK pack")
+                H_all = ref.pre_activations(sae, X)  # as score_sequence computes it: all rows at once
                 for t, kind in enumerate(kinds):
                     x = X[t]
                     probs = row_problems(sae, pack, x)
                     check(not probs, f"{where} row {t}: {probs}")
-                    if kind == "near_tie":
+                    if variant:
+                        ok, why = variant_kind_info(sae, pack, x, kind, dtype)
+                        check(ok, f"{where} row {t}: {kind} row broken: {why}")
+                        if kind == "exact_tie":
+                            a = min(twin_partners(sae, pack.feature_ids))
+                            check(H_all[t, a] == H_all[t, twin_partners(sae, pack.feature_ids)[a]],
+                                  f"{where} row {t}: twins differ in the batched product")
+                        counts[kind] += 1
+                    elif kind == "near_tie":
                         ok, why, _ = near_tie_info(sae, pack, x)
                         check(ok, f"{where} row {t}: near-tie broken: {why}")
                         counts["near_tie"] += 1
@@ -779,6 +1284,8 @@ def verify(out_dir, saes_built, stored_all, expected, hashes):
                     check(fl["value"] > c.threshold, f"{where}: flag below threshold")
                 live += any(v != 0.0 for v in s["token_rewards"])
             check(live >= 3, f"{name}/{dtype}: fewer than 3 sequences with a non-zero reward")
+            kinds_in_case = {k for s in seqs for k in s["row_kinds"]}
+            check(set(specials) <= kinds_in_case, f"{name}/{dtype}: missing {set(specials) - kinds_in_case}")
     return counts
 
 
@@ -1064,15 +1571,13 @@ def main(argv=None):
     except FixtureError as exc:
         print(f"make_parity_fixtures: FAILED: {exc}", file=sys.stderr)
         return 1
-    n_cases = len(PACK_SPECS) * len(ref.INPUT_DTYPES)
+    n_cases = len(ALL_PACK_SPECS) * len(ref.INPUT_DTYPES)
     rejected = {k[len("rejected_"):]: v for k, v in stats.items() if k.startswith("rejected_")}
     print(f"parity fixtures -> {args.out} (seed {args.seed}, {time.time() - t0:.1f}s)")
-    print(f"  packs: {len(PACK_SPECS)} ({', '.join(s['name'] for s in PACK_SPECS)})")
+    print(f"  packs: {len(ALL_PACK_SPECS)} ({', '.join(s['name'] for s in ALL_PACK_SPECS)})")
     print(f"  cases: {n_cases}, sequences: {stats['sequences']}, rows: "
           f"{sum(counts.values())}")
-    print(f"  rows by kind: near_tie {counts['near_tie']}, few_positive "
-          f"{counts['few_positive']}, high_norm {counts['high_norm']}, random "
-          f"{counts['random']}")
+    print(f"  rows by kind: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}")
     print(f"  canary flags fired: {stats['flags']}; rows regenerated by safety checks: "
           f"{dict(sorted(rejected.items())) or 0}")
     print(f"  linear / verifier cases: {n_linear} (linear_cases.json)")

@@ -4,18 +4,26 @@ numpy only (plus the `safetensors` parser for the file container); nothing here
 is shared with the TypeScript engine. Every weight and input is decoded exactly
 from its stored bytes (F32/F16/BF16) and all arithmetic is float64.
 
-Math (docs/domain.md sections 3-5), applied row by row to x (length d_model):
+Math (docs/domain.md sections 3-5, docs/packs.md "The encode, step by step"), applied row by row to x
+(length d_model):
   1. normalisation (SAELens order): none / expected_average_only_in -> identity;
      constant_norm_rescale -> x * sqrt(d_model) / ||x||;
      layer_norm -> (x - mean(x)) / (std(x, ddof=1) + 1e-5)
-  2. subtract b_dec if apply_b_dec_to_input (sparsify: always)
-  3. h = x' @ W_enc + b_enc;  if rescale_acts_by_decoder_norm: h *= ||W_dec[i]||
+  2. subtract b_dec if apply_b_dec_to_input (sparsify: unless transcode; SAELens
+     transcoders: never, their b_dec lives in the output space)
+  3. h = x' @ W_enc + b_enc;  if rescale_acts_by_decoder_norm (topk, abstopk): h *= ||W_dec[i]||
+     gated: gate g = x' @ W_enc + b_gate, magnitude h = x' @ (W_enc * exp(r_mag)) + b_mag
   4. encode "topk" (exact, per architecture):
        topk     : keep the k largest h (ties -> lower index), f = max(h, 0) there
-       relu     : f = max(h, 0)                       (SAELens "standard")
-       jumprelu : f = max(h, 0) * (h > threshold)
-     encode "selected_relu": f = max(h, 0) for the pack's features, no TopK/jump.
-  5. per-feature threshold t_f: f_f counts only when f_f > t_f
+       abstopk  : keep the k largest |h| (ties -> lower index), f = h there (signed, no ReLU)
+       groupmax : relu(h) as k contiguous groups of d_sae/k; each group's largest (ties -> lower
+                  index) is kept
+       relu     : f = max(h, 0)                       (SAELens "standard", transcoders)
+       jumprelu : f = max(h, 0) * (h > threshold)     (threshold = exp(log_threshold) when stored so)
+       gated    : f = (g > 0) * max(h, 0)
+     encode "selected_relu": f = max(h, 0) for the pack's features, no TopK/jump (not defined for gated).
+  5. per-feature threshold t_f: f_f counts only when f_f > t_f (so with t_f = 0 a negative AbsTopK
+     value is dropped; a negative t_f keeps it)
   6. r_t = sum_f w_f f_f(x_t);  token_scale_t = sum_f |w_f f_f(x_t)|
   7. pooling over response tokens t >= score_from: mean | sum | max | last_k
   8. canaries: value = max over response tokens of the canary feature's
@@ -35,7 +43,13 @@ import safetensors
 
 LN_EPS = 1e-5
 OWN_SCHEMA = "mechreward.pack/v1"
-ARCHITECTURES = {"topk": "topk", "standard": "relu", "relu": "relu", "jumprelu": "jumprelu"}
+ARCHITECTURES = {"topk": "topk", "standard": "relu", "relu": "relu", "jumprelu": "jumprelu", "gated": "gated",
+                 "abstopk": "abstopk"}
+# SAELens transcoders: (architecture, has W_skip). Their encode never subtracts b_dec (it has d_out entries).
+TRANSCODERS = {"transcoder": ("relu", False), "skip_transcoder": ("relu", True),
+               "jumprelu_transcoder": ("jumprelu", False), "jumprelu_skip_transcoder": ("jumprelu", True)}
+SPARSIFY_ACTIVATIONS = ("topk", "groupmax")
+RANKING = ("topk", "abstopk", "groupmax")  # encodes that look at all d_sae pre-activations of a token
 NORMALIZATIONS = ("none", "expected_average_only_in", "constant_norm_rescale", "layer_norm")
 POOLINGS = ("mean", "sum", "max", "last_k")
 ENCODES = ("topk", "selected_relu", "topk_int8")  # topk_int8: see int8_reference.py
@@ -100,16 +114,19 @@ class Sae:
     layout: str  # "saelens" | "sparsify"
     d_model: int
     d_sae: int
-    architecture: str  # "topk" | "relu" | "jumprelu"
+    architecture: str  # "topk" | "relu" | "jumprelu" | "gated" | "abstopk" | "groupmax"
     k: Optional[int]
     apply_b_dec: bool
     normalize: str
     rescale: bool
     W_enc: np.ndarray  # [d_model, d_sae]
-    b_enc: np.ndarray  # [d_sae]
-    W_dec: np.ndarray  # [d_sae, d_model]
-    b_dec: np.ndarray  # [d_model]
-    threshold: Optional[np.ndarray]  # [d_sae] (jumprelu)
+    b_enc: np.ndarray  # [d_sae] (gated: b_mag)
+    W_dec: Optional[np.ndarray]  # [d_sae, d_out]; d_out = d_model except for transcoders
+    b_dec: np.ndarray  # [d_out]
+    threshold: Optional[np.ndarray]  # [d_sae] (jumprelu; exp(log_threshold) when stored as log_threshold)
+    b_gate: Optional[np.ndarray] = None  # [d_sae] (gated)
+    r_mag: Optional[np.ndarray] = None  # [d_sae] (gated: the magnitude path's columns are W_enc * exp(r_mag))
+    transcoder: bool = False  # predicts another activation: b_dec is never subtracted from the input
     tensor_dtypes: Dict[str, str] = field(default_factory=dict)
     cfg: dict = field(default_factory=dict)
 
@@ -131,53 +148,105 @@ def _expect_shape(name, t, shape):
         raise ValueError(f"tensor {name}: shape {t['shape']} != expected {list(shape)}")
 
 
+def _saelens_is_pre6(cfg: dict) -> bool:
+    """SAELens reads a cfg without sae_lens_version (top level or metadata), or below 6.0, in the old form."""
+    version = cfg.get("sae_lens_version") or (cfg.get("metadata") or {}).get("sae_lens_version")
+    if not isinstance(version, str) or not version:
+        return True
+    major = version.lstrip("v").split(".")[0]
+    return not major.isdigit() or int(major) < 6
+
+
+def _saelens_architecture(cfg: dict):
+    """(architecture name as SAELens would build it, k) with the pre-6.0 activation_fn rule applied."""
+    name, k = cfg.get("architecture") or "standard", cfg.get("k")
+    if _saelens_is_pre6(cfg):
+        activation = cfg.get("activation_fn") or cfg.get("activation_fn_str") or "relu"
+        kwargs = cfg.get("activation_fn_kwargs") or {}
+        if activation == "topk" and kwargs.get("k") is not None:
+            name, k = "topk", kwargs["k"]
+        elif activation != "relu":
+            raise ValueError(f"unsupported activation_fn {activation}")
+    return name, k
+
+
+def _load_saelens(cfg: dict, path: str) -> Sae:
+    t = read_safetensors(path)
+    d_model, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
+    name, k = _saelens_architecture(cfg)
+    transcoder = name in TRANSCODERS
+    if transcoder:
+        arch = TRANSCODERS[name][0]
+    elif name in ARCHITECTURES:
+        arch = ARCHITECTURES[name]
+    else:
+        raise ValueError(f"unsupported architecture {name}")
+    d_out = int(cfg["d_out"]) if transcoder else d_model
+    norm = cfg.get("normalize_activations", "none")
+    norm = "expected_average_only_in" if norm is True else "none" if norm in (None, False) else norm
+    if norm not in NORMALIZATIONS:
+        raise ValueError(f"unsupported normalize_activations {norm}")
+    gated = arch == "gated"
+    _expect_shape("W_enc", t["W_enc"], (d_model, d_sae))
+    _expect_shape("b_dec", t["b_dec"], (d_out,))
+    for n in (("b_gate", "b_mag", "r_mag") if gated else ("b_enc",)):
+        _expect_shape(n, t[n], (d_sae,))
+    if "W_dec" in t:
+        _expect_shape("W_dec", t["W_dec"], (d_sae, d_out))
+    threshold = None
+    if arch == "jumprelu":
+        if "threshold" in t:
+            _expect_shape("threshold", t["threshold"], (d_sae,))
+            threshold = t["threshold"]["value"]
+        else:  # older checkpoints; SAELens' JumpReLU process_state_dict_for_loading exponentiates it
+            _expect_shape("log_threshold", t["log_threshold"], (d_sae,))
+            threshold = np.exp(t["log_threshold"]["value"])
+    # TopKSAEConfig (AbsTopK's base) is the only SAELens config with rescale_acts_by_decoder_norm.
+    rescale = arch in ("topk", "abstopk") and bool(cfg.get("rescale_acts_by_decoder_norm", False))
+    return Sae(
+        layout="saelens", d_model=d_model, d_sae=d_sae, architecture=arch,
+        k=int(k) if arch in ("topk", "abstopk") else None,
+        apply_b_dec=not transcoder and bool(cfg.get("apply_b_dec_to_input", True)), normalize=norm,
+        rescale=rescale, W_enc=t["W_enc"]["value"], b_enc=t["b_mag" if gated else "b_enc"]["value"],
+        W_dec=t["W_dec"]["value"] if "W_dec" in t else None, b_dec=t["b_dec"]["value"], threshold=threshold,
+        b_gate=t["b_gate"]["value"] if gated else None, r_mag=t["r_mag"]["value"] if gated else None,
+        transcoder=transcoder, tensor_dtypes={n: v["dtype"] for n, v in t.items()}, cfg=cfg,
+    )
+
+
+def _load_sparsify(cfg: dict, path: str) -> Sae:
+    t = read_safetensors(path)
+    d_model = int(cfg["d_in"])
+    d_sae = int(cfg.get("num_latents", 0)) or d_model * int(cfg.get("expansion_factor", 32))
+    k = int(cfg.get("k", 32))
+    activation = cfg.get("activation", "topk")
+    if activation not in SPARSIFY_ACTIVATIONS:
+        raise ValueError(f"unsupported sparsify activation {activation}")
+    if activation == "groupmax" and d_sae % k:
+        raise ValueError(f"groupmax needs num_latents ({d_sae}) divisible by k ({k})")
+    transcode = bool(cfg.get("transcode", False))
+    for name, shape in (("encoder.weight", (d_sae, d_model)), ("encoder.bias", (d_sae,)),
+                        ("W_dec", (d_sae, d_model)), ("b_dec", (d_model,))):
+        if name in t or name != "W_dec":
+            _expect_shape(name, t[name], shape)
+    return Sae(
+        layout="sparsify", d_model=d_model, d_sae=d_sae, architecture=activation,
+        k=k, apply_b_dec=not transcode, normalize="none", rescale=False,
+        W_enc=t["encoder.weight"]["value"].T.copy(), b_enc=t["encoder.bias"]["value"],
+        W_dec=t["W_dec"]["value"] if "W_dec" in t else None, b_dec=t["b_dec"]["value"], threshold=None,
+        transcoder=transcode, tensor_dtypes={n: v["dtype"] for n, v in t.items()}, cfg=cfg,
+    )
+
+
 def load_sae(sae_dir: str) -> Sae:
     with open(os.path.join(sae_dir, "cfg.json")) as fh:
         cfg = json.load(fh)
     saelens_path = os.path.join(sae_dir, "sae_weights.safetensors")
     sparsify_path = os.path.join(sae_dir, "sae.safetensors")
     if os.path.exists(saelens_path):
-        t = read_safetensors(saelens_path)
-        d_model, d_sae = int(cfg["d_in"]), int(cfg["d_sae"])
-        arch_name = cfg["architecture"]
-        if arch_name not in ARCHITECTURES:
-            raise ValueError(f"unsupported architecture {arch_name}")
-        arch = ARCHITECTURES[arch_name]
-        norm = cfg.get("normalize_activations", "none") or "none"
-        if norm not in NORMALIZATIONS:
-            raise ValueError(f"unsupported normalize_activations {norm}")
-        for name, shape in (("W_enc", (d_model, d_sae)), ("b_enc", (d_sae,)),
-                            ("W_dec", (d_sae, d_model)), ("b_dec", (d_model,))):
-            _expect_shape(name, t[name], shape)
-        threshold = None
-        if arch == "jumprelu":
-            _expect_shape("threshold", t["threshold"], (d_sae,))
-            threshold = t["threshold"]["value"]
-        k = int(cfg["k"]) if arch == "topk" else None
-        return Sae(
-            layout="saelens", d_model=d_model, d_sae=d_sae, architecture=arch, k=k,
-            apply_b_dec=bool(cfg.get("apply_b_dec_to_input", True)), normalize=norm,
-            rescale=bool(cfg.get("rescale_acts_by_decoder_norm", False)),
-            W_enc=t["W_enc"]["value"], b_enc=t["b_enc"]["value"],
-            W_dec=t["W_dec"]["value"], b_dec=t["b_dec"]["value"], threshold=threshold,
-            tensor_dtypes={n: v["dtype"] for n, v in t.items()}, cfg=cfg,
-        )
+        return _load_saelens(cfg, saelens_path)
     if os.path.exists(sparsify_path):
-        t = read_safetensors(sparsify_path)
-        d_model = int(cfg["d_in"])
-        d_sae = int(cfg.get("num_latents", 0)) or d_model * int(cfg["expansion_factor"])
-        if cfg.get("activation", "topk") != "topk":
-            raise ValueError(f"unsupported sparsify activation {cfg.get('activation')}")
-        for name, shape in (("encoder.weight", (d_sae, d_model)), ("encoder.bias", (d_sae,)),
-                            ("W_dec", (d_sae, d_model)), ("b_dec", (d_model,))):
-            _expect_shape(name, t[name], shape)
-        return Sae(
-            layout="sparsify", d_model=d_model, d_sae=d_sae, architecture="topk",
-            k=int(cfg["k"]), apply_b_dec=True, normalize="none", rescale=False,
-            W_enc=t["encoder.weight"]["value"].T.copy(), b_enc=t["encoder.bias"]["value"],
-            W_dec=t["W_dec"]["value"], b_dec=t["b_dec"]["value"], threshold=None,
-            tensor_dtypes={n: v["dtype"] for n, v in t.items()}, cfg=cfg,
-        )
+        return _load_sparsify(cfg, sparsify_path)
     raise FileNotFoundError(f"no sae_weights.safetensors or sae.safetensors in {sae_dir}")
 
 
@@ -281,7 +350,7 @@ def normalize(sae: Sae, X: np.ndarray) -> np.ndarray:
 
 
 def b_dec_applied(sae: Sae) -> np.ndarray:
-    return sae.b_dec if sae.apply_b_dec else np.zeros(sae.d_model)
+    return sae.b_dec if sae.apply_b_dec else np.zeros(sae.d_model)  # transcoders: b_dec has d_out entries
 
 
 def sae_input(sae: Sae, X: np.ndarray) -> np.ndarray:
@@ -290,46 +359,83 @@ def sae_input(sae: Sae, X: np.ndarray) -> np.ndarray:
 
 
 def pre_activations(sae: Sae, X: np.ndarray) -> np.ndarray:
-    """Step 3: h [T, d_sae] (after the optional decoder-norm rescale)."""
+    """Step 3: h [T, d_sae] (after the optional decoder-norm rescale; gated: the magnitude path)."""
+    if sae.architecture == "gated":
+        return sae_input(sae, X) @ (sae.W_enc * np.exp(sae.r_mag)) + sae.b_enc
     h = sae_input(sae, X) @ sae.W_enc + sae.b_enc
     if sae.rescale:
         h = h * sae.decoder_norms
     return h
 
 
+def gate_pre_activations(sae: Sae, X: np.ndarray) -> Optional[np.ndarray]:
+    """Step 3, gated SAEs only: g = x' @ W_enc + b_gate [T, d_sae] (None for the other architectures)."""
+    if sae.architecture != "gated":
+        return None
+    return sae_input(sae, X) @ sae.W_enc + sae.b_gate
+
+
+def rank_keys(sae: Sae, H: np.ndarray) -> np.ndarray:
+    """What a TopK-style encode sorts: h, or |h| for AbsTopK."""
+    return np.abs(H) if sae.architecture == "abstopk" else H
+
+
 def topk_indices(h_row: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-h_row, kind="stable")[:k]
 
 
-def encode_exact(sae: Sae, H: np.ndarray) -> np.ndarray:
-    """Step 4, exact architecture encode: F [T, d_sae]."""
+def group_size(sae: Sae) -> int:
+    return sae.d_sae // sae.k
+
+
+def encode_exact(sae: Sae, H: np.ndarray, G: Optional[np.ndarray] = None) -> np.ndarray:
+    """Step 4, exact architecture encode: F [T, d_sae]. G: the gate pre-activations (gated SAEs only)."""
     relu = np.maximum(H, 0.0)
     if sae.architecture == "relu":
         return relu
     if sae.architecture == "jumprelu":
         return relu * (H > sae.threshold)
-    if sae.architecture == "topk":
-        F = np.zeros_like(H)
+    if sae.architecture == "gated":
+        if G is None:
+            raise ValueError("a gated encode needs the gate pre-activations")
+        return relu * (G > 0)
+    F = np.zeros_like(H)
+    if sae.architecture in ("topk", "abstopk"):
+        kept = H if sae.architecture == "abstopk" else relu
         for t in range(H.shape[0]):
-            idx = topk_indices(H[t], sae.k)
-            F[t, idx] = relu[t, idx]
+            idx = topk_indices(rank_keys(sae, H[t]), sae.k)
+            F[t, idx] = kept[t, idx]
+        return F
+    if sae.architecture == "groupmax":
+        size = group_size(sae)
+        groups = relu.reshape(H.shape[0], sae.k, size)
+        idx = np.argmax(groups, axis=2) + np.arange(sae.k) * size  # argmax: the first (lowest) index of the max
+        np.put_along_axis(F, idx, np.take_along_axis(relu, idx, axis=1), axis=1)
         return F
     raise ValueError(sae.architecture)
 
 
-def mode_activations(sae: Sae, H: np.ndarray, encode: str, ids: np.ndarray) -> np.ndarray:
+def mode_activations(sae: Sae, H: np.ndarray, encode: str, ids: np.ndarray,
+                     G: Optional[np.ndarray] = None) -> np.ndarray:
     """Activations of features `ids` under the pack's encode mode: [T, len(ids)]."""
     ids = np.asarray(ids, dtype=np.int64)
     if encode == "selected_relu":
+        if sae.architecture == "gated":
+            raise ValueError("selected_relu is not defined for a gated SAE")
         return np.maximum(H[:, ids], 0.0)
     if encode == "topk":
-        return encode_exact(sae, H)[:, ids]
+        return encode_exact(sae, H, G)[:, ids]
     raise ValueError(encode)
+
+
+def activations(sae: Sae, X: np.ndarray, encode: str, ids: np.ndarray) -> np.ndarray:
+    """Steps 1-4 from the rows X: activations of features `ids` under `encode`, [T, len(ids)]."""
+    return mode_activations(sae, pre_activations(sae, X), encode, ids, gate_pre_activations(sae, X))
 
 
 def pack_activations(sae: Sae, pack: Pack, X: np.ndarray) -> np.ndarray:
     """Steps 1-5: [T, n_features] after the per-feature activation thresholds."""
-    A = mode_activations(sae, pre_activations(sae, X), pack.encode, pack.feature_ids)
+    A = activations(sae, X, pack.encode, pack.feature_ids)
     return np.where(A > pack.thresholds, A, 0.0)
 
 
@@ -365,9 +471,8 @@ def score_sequence(sae: Sae, pack: Pack, X: np.ndarray, score_from: int) -> dict
     reward_scale = pool(resp_s, pack.pooling, pack.pooling_k)
     canary_values, flags = {}, []
     if pack.canaries:
-        H = pre_activations(sae, X)
         ids = np.array([c.feature for c in pack.canaries], dtype=np.int64)
-        CA = mode_activations(sae, H, pack.encode, ids)[score_from:]
+        CA = activations(sae, X, pack.encode, ids)[score_from:]
         for j, c in enumerate(pack.canaries):
             v = float(CA[:, j].max()) if CA.shape[0] else 0.0
             canary_values[c.name] = v

@@ -1,7 +1,9 @@
 // Parity: per-token and pooled rewards from the real server (real gRPC client, port 0) equal the independent
-// float64 numpy reference (scripts/parity/reference.py) within 1e-4 relative, for every architecture, both
+// float64 numpy reference (scripts/parity/reference.py) within 1e-4 relative, for every architecture the loader
+// reads (TopK, ReLU, JumpReLU, gated, AbsTopK, group-max, SAELens and sparsify transcoders, log_threshold), both
 // encode modes, every pooling and f32 / f16 / bf16 inputs, on fixtures that include near-ties at the k-th
-// value, rows with fewer than k positive pre-activations and high-norm rows.
+// value (or a group's maximum), exact ties between twin features, rows 1e-4 from a gate or JumpReLU threshold,
+// negative AbsTopK values, rows with fewer than k positive pre-activations, high-norm, huge and denormal rows.
 // Relative to what: each token's `scale` = sum_f |w_f * f_f(x_t)| (the reward's own magnitude before
 // cancellation), floored at 1e-3 so tokens where nothing fires compare absolutely. Writes test-reports/parity.md.
 import assert from 'node:assert/strict';
@@ -41,7 +43,10 @@ const WIRE_DTYPE = { f32: 'DTYPE_F32', f16: 'DTYPE_F16', bf16: 'DTYPE_BF16' } as
 
 let server: RunningServer;
 let client: RewardServiceClient;
-const report: string[] = ['| pack | dtype | sequences | tokens | near-tie rows | few-positive rows | high-norm rows | max rel. error (token) | max rel. error (pooled) |', '|---|---|---|---|---|---|---|---|---|'];
+const report: string[] = ['| pack | dtype | sequences | tokens | near-tie rows | few-positive rows | high-norm rows | other edge rows | max rel. error (token) | max rel. error (pooled) |', '|---|---|---|---|---|---|---|---|---|---|'];
+// Row kinds of the SAE variants' fixtures, each at one of the encode's discontinuities or number-format edges.
+const EDGE_KINDS = ['exact_tie', 'gate_edge', 'near_threshold', 'negative', 'denormal', 'huge'];
+const VARIANT_PACKS = ['gated-saelens', 'abstopk-saelens', 'abstopk-selected', 'groupmax-sparsify', 'topk-sparsify-transcode', 'jumprelu-skip-transcoder', 'jumprelu-log-threshold'];
 
 before(async () => {
   server = await startTestServer(PARITY_PACKS);
@@ -58,10 +63,11 @@ after(async () => {
 
 test('the fixtures cover every architecture, both encode modes, all dtypes and the nasty rows', () => {
   const packs = new Set(cases.map((c) => c.pack));
-  assert.ok(packs.size >= 8, `only ${packs.size} fixture packs`);
+  assert.ok(packs.size >= 15, `only ${packs.size} fixture packs`);
+  for (const pack of VARIANT_PACKS) assert.ok(packs.has(pack), `no ${pack} fixtures`);
   assert.deepEqual(new Set(cases.map((c) => c.dtype)), new Set(['f32', 'f16', 'bf16']));
   const kinds = cases.flatMap((c) => c.sequences.flatMap((s) => s.row_kinds));
-  for (const kind of ['near_tie', 'few_positive', 'high_norm', 'random']) assert.ok(kinds.includes(kind), `no ${kind} rows`);
+  for (const kind of ['near_tie', 'few_positive', 'high_norm', 'random', ...EDGE_KINDS]) assert.ok(kinds.includes(kind), `no ${kind} rows`);
 });
 
 for (const c of cases) {
@@ -100,7 +106,8 @@ for (const c of cases) {
     const kinds = c.sequences.flatMap((s) => s.row_kinds.slice(s.score_from));
     const count = (k: string) => kinds.filter((x) => x === k).length;
     const tokens = c.sequences.reduce((a, s) => a + s.num_tokens, 0);
-    report.push(`| ${c.pack} | ${c.dtype} | ${c.sequences.length} | ${tokens} | ${count('near_tie')} | ${count('few_positive')} | ${count('high_norm')} | ${worstToken.toExponential(2)} | ${worstPooled.toExponential(2)} |`);
+    const edges = EDGE_KINDS.map((k) => [k, count(k)] as const).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`).join(', ');
+    report.push(`| ${c.pack} | ${c.dtype} | ${c.sequences.length} | ${tokens} | ${count('near_tie')} | ${count('few_positive')} | ${count('high_norm')} | ${edges} | ${worstToken.toExponential(2)} | ${worstPooled.toExponential(2)} |`);
   });
 }
 
