@@ -113,6 +113,14 @@ class MechRewardAgentLoopManagerTQ(AgentLoopManagerTQ):
 class _MechRewardAgentLoopWorker(AgentLoopWorker):
     """verl's agent-loop worker; ``generate_sequences`` returns per-token ``rm_scores``."""
 
+    async def _run_agent_loop(self, sampling_params, trajectory, *, agent_name, trace=True, **kwargs):
+        # The legacy worker keeps the trainer's step (meta_info["global_steps"]) only in `trajectory`; pass it on
+        # as the sample field V1 has, so the reward manager sends it to the monitor (verl.trainer_step).
+        step = trajectory.get("step", -1)
+        if "global_steps" not in kwargs and step is not None and step >= 0:
+            kwargs["global_steps"] = step
+        return await super()._run_agent_loop(sampling_params, trajectory, agent_name=agent_name, trace=trace, **kwargs)
+
     async def _agent_loop_postprocess(self, output, validate, **kwargs):
         internal = await super()._agent_loop_postprocess(output, validate, **kwargs)
         values = take_token_rewards(output)
