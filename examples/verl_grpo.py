@@ -104,21 +104,34 @@ def prepare_data(workdir: str, seed: int) -> tuple[str, str]:
 # --- 2. model -------------------------------------------------------------------------------------------------
 
 
+CONVERSION = f"{GGUF_FILE} -> float32, tokenizer eos = pad = the model's eos"  # in the folder's marker file
+
+
 def prepare_model(workdir: str) -> str:
-    """The GGUF model as a float32 Hugging Face folder, converted once (a marker names its source)."""
+    """The GGUF model as a float32 Hugging Face folder, converted once (a marker names the conversion)."""
     folder = os.path.join(workdir, MODEL_FOLDER)
     marker = os.path.join(folder, "mechreward-source.txt")
-    if os.path.isfile(marker) and open(marker, encoding="utf-8").read().strip() == GGUF_FILE:
+    if os.path.isfile(marker) and open(marker, encoding="utf-8").read().strip() == CONVERSION:
         return folder
     print(f"converting {GGUF_FILE} to a float32 Hugging Face folder {folder} (once)", flush=True)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     policy, tokenizer = load_policy(None)
     if not tokenizer.chat_template:
         raise SystemExit(f"{GGUF_FILE}: the tokenizer carries no chat template; verl's agent loop needs one")
+    # transformers' GGUF reader gives the tokenizer <|im_start|> as its end-of-sequence token while the model's
+    # generation config (and the chat template's turn end) is <|im_end|>; verl pads with the tokenizer's eos and
+    # the reward manager decodes with it, so make the folder agree with the model.
+    eos = policy.generation_config.eos_token_id
+    tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos[0] if isinstance(eos, list) else eos)
+    tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.clean_up_tokenization_spaces = False  # BPE: that clean-up would strip spaces before punctuation
     partial = folder + ".partial"
     policy.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
     with open(os.path.join(partial, "mechreward-source.txt"), "w", encoding="utf-8") as f:
-        f.write(GGUF_FILE + "\n")
+        f.write(CONVERSION + "\n")
     if os.path.isdir(folder):
         import shutil
 
@@ -204,6 +217,23 @@ def summarize(step: int, trajectories: list, tokenizer, seconds: float) -> dict:
     }
 
 
+def quiet_libraries() -> None:
+    """Keep the output to what the example does: verl warns about every engine it does not find (torchtitan,
+    megatron, ...), TransferQueue about each client's thread count, transformers and datasets draw progress bars."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(verl|torchdata|transfer_queue)(\.|$)")
+    warnings.filterwarnings("ignore", message="Disabled critic")  # GRPO-style estimators need none
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith("transfer_queue")]:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    from datasets.utils.logging import disable_progress_bar as datasets_quiet
+    from transformers.utils import logging as hf_logging
+
+    datasets_quiet()
+    hf_logging.disable_progress_bar()
+
+
 def run_on_cpu(args: argparse.Namespace, overrides: list[str]) -> list[dict]:
     import torch
     from omegaconf import OmegaConf
@@ -211,6 +241,7 @@ def run_on_cpu(args: argparse.Namespace, overrides: list[str]) -> list[dict]:
     from mechreward_client.verl_cpu import CpuTrainingSteps, TransformersLLMClient, compose_config, local_cluster
 
     torch.manual_seed(args.seed)
+    quiet_libraries()
     config = compose_config(overrides)  # exactly the GPU command's config, checked by verl's validate_config
     print(f"verl config composed from the command above ({OmegaConf.select(config, 'actor_rollout_ref.rollout.agent.agent_loop_manager_class')})",
           flush=True)

@@ -17,8 +17,9 @@ one stand-in:
   finished groups; ``PPOTrainer._compute_advantage`` turns ``rm_scores`` into ``token_level_rewards`` and
   advantages with ``algorithm.adv_estimator`` (``CpuTrainingSteps``).
 
-Not run: the old/reference log-probs and the actor update (verl's FSDP workers), so the policy does not change
-between steps; ``CpuTrainingSteps.step`` returns what the actor update would have consumed.
+Two more stand-ins replace the actor's work (verl's FSDP workers): the old log-probs come from one forward of
+the same weights in the driver, and there is no actor update, so the policy does not change between steps;
+``CpuTrainingSteps.step`` returns what the update would have consumed.
 """
 
 from __future__ import annotations
@@ -90,8 +91,8 @@ class TransformersLLMClient:
 
     Picklable: verl hands the client to each agent-loop worker (a Ray actor), which loads the model from
     ``model_path`` on its first call. Calls are served one at a time in a thread, so the worker's event loop
-    stays free. Each call is seeded from ``seed`` and the call's number in this process, so a run is
-    reproducible while the ``rollout.n`` samples of a prompt differ.
+    stays free. Each call is seeded from ``seed`` and the call's number in this process, so the ``rollout.n``
+    samples of a prompt differ; which sample gets which seed follows the order the agent loops' calls arrive in.
     """
 
     def __init__(self, model_path: str, response_length: int, seed: int = 0) -> None:
@@ -259,11 +260,31 @@ class CpuTrainingSteps:
         batch_dict["uid"] = np.array([str(uuid.uuid4()) for _ in range(len(batch_dict["raw_prompt"]))], dtype=object)
         return batch_dict
 
+    def _write_old_log_probs(self, batch: Any) -> None:
+        """Stand-in for the actor's old-log-prob pass (``PPOTrainer._compute_old_log_prob``, FSDP workers):
+        each response token's log-probability at the rollout temperature under the same weights, by one forward
+        in this process, written to TransferQueue as ``old_log_probs`` (which verl's rollout correction in
+        ``_compute_advantage`` compares with the rollout's own ``rollout_log_probs``)."""
+        from tensordict import TensorDict
+
+        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["prompts", "responses"])
+        model = cached_model(self.config.actor_rollout_ref.model.path)
+        temperature = float(self.config.actor_rollout_ref.rollout.temperature) or 1.0
+        rows = []
+        for row in range(len(batch.keys)):
+            prompt, response = data["prompts"][row], data["responses"][row]
+            with torch.no_grad():
+                logits = model(torch.cat([prompt, response]).unsqueeze(0)).logits[0, len(prompt) - 1 : -1].float()
+            rows.append(torch.log_softmax(logits / temperature, dim=-1).gather(-1, response.unsqueeze(-1)).squeeze(-1))
+        fields = TensorDict({"old_log_probs": torch.nested.as_nested_tensor(rows, layout=torch.jagged)}, batch_size=len(rows))
+        tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=fields)
+
     def step(self, global_steps: int) -> tuple[list[Trajectory], dict[str, Any]]:
         """Generate, score and compute advantages for one batch at ``global_steps``; TransferQueue is left empty."""
         prompts = self.next_prompts()
         count = submit_prompts(self.manager, prompts, global_steps)
         batch = sample_groups(global_steps, count)
+        self._write_old_log_probs(batch)
         metrics: dict[str, Any] = {}
         batch = self.trainer._compute_advantage(batch, metrics)
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
