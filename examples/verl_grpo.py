@@ -25,10 +25,11 @@ model wheel). Nothing is downloaded.
    our agent-loop manager's Ray workers, its `RewardLoopManager` whose `RewardLoopWorker` actors run the
    `mechreward` reward manager against the running sidecar, TransferQueue, its `ReplayBuffer`, and
    `PPOTrainer._compute_advantage` with `mechreward_dense`.
-   The CPU stand-in: generation. verl's inference server (vLLM/SGLang) needs a GPU, so
+   The CPU stand-ins: generation, since verl's inference server (vLLM/SGLang) needs a GPU:
    `mechreward_client.verl_cpu.TransformersLLMClient` answers the agent loop's `generate` calls with
-   transformers' sampling on the CPU. Not run on CPU: the old-log-prob pass and the actor update (verl's FSDP
-   workers), so the policy does not change between the steps; each step prints what the update would get.
+   transformers' sampling on the CPU; and the actor's old-log-prob pass (verl's FSDP workers), done by one
+   forward of the same weights. Not run on CPU: the actor update, so the policy does not change between the
+   steps; each step prints figures of what the update would get.
 """
 
 from __future__ import annotations
@@ -270,8 +271,9 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"run_id": args.run_id, "overrides": overrides, "steps": []}
     if not args.prepare_only:
         check_sidecar(args.target)
-        print(f"On this CPU: {args.steps} step(s) of verl's rollout, reward and advantage path, generation by "
-              "transformers instead of the inference server, no actor update (see this file's docstring).", flush=True)
+        print(f"On this CPU: {args.steps} step(s) of verl's rollout, reward and advantage path; generation by "
+              "transformers instead of the inference server, no actor update (this file's docstring says what is real).",
+              flush=True)
         result["steps"] = run_on_cpu(args, overrides)
         if any(s["flagged_frac"] > 0 for s in result["steps"]):
             print("flagged rollouts: off_distribution is expected here. The pack's bound was calibrated on greedy answers "
