@@ -2,8 +2,8 @@
 
 verl's trainer generates through an inference server (vLLM, SGLang, TRT-LLM) and updates the actor with FSDP
 or Megatron workers, all on GPUs. To try mechreward with verl without one (the example
-``examples/verl_grpo.py``, CI), this module runs everything of a V1 training step up to the actor update, with
-one stand-in:
+``examples/verl_grpo.py``, CI), this module runs a V1 training step up to the actor update, with the inference
+server replaced:
 
 - ``TransformersLLMClient`` answers the ``generate`` calls verl's agent loops make on their server manager
   (``LLMServerClient.generate``), with ``model.generate`` of transformers on CPU. verl's own agent loop
@@ -17,8 +17,8 @@ one stand-in:
   finished groups; ``PPOTrainer._compute_advantage`` turns ``rm_scores`` into ``token_level_rewards`` and
   advantages with ``algorithm.adv_estimator`` (``CpuTrainingSteps``).
 
-Two more stand-ins replace the actor's work (verl's FSDP workers): the old log-probs come from one forward of
-the same weights in the driver, and there is no actor update, so the policy does not change between steps;
+The actor's work (verl's FSDP workers) is not run: a stand-in computes the old log-probs by one forward of the
+same weights in the driver, and there is no actor update, so the policy does not change between steps;
 ``CpuTrainingSteps.step`` returns what the update would have consumed.
 """
 
@@ -46,7 +46,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("mechreward_client.verl_cpu needs verl 0.9 and TransferQueue: "
                       "pip install 'mechreward-client[verl]'") from exc
 
-__all__ = ["TransformersLLMClient", "compose_config", "local_cluster", "CpuTrainingSteps", "Trajectory", "sample_tokens"]
+__all__ = ["TransformersLLMClient", "compose_config", "local_cluster", "CpuTrainingSteps", "Trajectory", "sample_tokens",
+           "cached_model", "submit_prompts", "sample_groups", "advantage_trainer"]
 
 _models: dict[str, Any] = {}
 _models_lock = threading.Lock()

@@ -15,8 +15,9 @@ Select with ``actor_rollout_ref.rollout.agent.agent_loop_manager_class=`` and
 - ``mechreward_client.verl_dense.MechRewardAgentLoopManager`` for the legacy trainer (``trainer.use_v1=false``;
   the trainer skips reward recomputation because the batch already carries ``rm_scores``);
 
-together with ``reward.reward_manager.name=mechreward``. A trajectory without token rewards (another reward
-manager, a reward model) keeps verl's placement. Of a multi-output trajectory only the last output was scored;
+together with ``reward.reward_manager.name=mechreward``. The legacy workers also hand the trainer's global step
+to the reward manager (V1's workers already do), which sends it with the run_id. A trajectory without token
+rewards (another reward manager, a reward model) keeps verl's placement. Of a multi-output trajectory only the last output was scored;
 the earlier ones keep verl's copy of the score on their last token.
 """
 
