@@ -264,13 +264,16 @@ def run_on_cpu(args: argparse.Namespace, overrides: list[str]) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.model and not os.path.isfile(os.path.join(args.model, "config.json")):
+        raise SystemExit(f"--model: {args.model} is not a Hugging Face model folder (no config.json)")
+    if not args.prepare_only:
+        check_sidecar(args.target)  # before the minutes of preparation, not after
     train, val = prepare_data(args.workdir, args.seed)
     model = args.model or prepare_model(args.workdir)
     overrides = verl_overrides(args, train, val, model)
     print(f"data: {train}, {val}\nmodel: {model}\n\nOn GPUs, with the sidecar at {args.target}:\n\n{gpu_command(overrides)}\n", flush=True)
     result = {"run_id": args.run_id, "overrides": overrides, "steps": []}
     if not args.prepare_only:
-        check_sidecar(args.target)
         print(f"On this CPU: {args.steps} step(s) of verl's rollout, reward and advantage path; generation by "
               "transformers instead of the inference server, no actor update (this file's docstring says what is real).",
               flush=True)
