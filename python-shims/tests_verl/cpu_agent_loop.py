@@ -1,11 +1,13 @@
 """A verl agent loop that generates with the tiny model through transformers, for the CPU tests.
 
+The tiny test tokenizer has no chat template, so verl's ``single_turn_agent`` (which the example runs around
+``mechreward_client.verl_cpu.TransformersLLMClient``) cannot build its prompts; this loop joins the messages'
+text instead and samples with the same ``verl_cpu.sample_tokens``.
 verl's own agent loops ask an LLM server (vLLM, SGLang, TRT-LLM), which needs a GPU. This one is registered the
 way verl documents for custom agent loops (``actor_rollout_ref.rollout.agent.agent_loop_config_path``) and returns
 a real ``AgentLoopOutput``: the prompt's text tokenized, a sampled continuation of it by the model (seeded by the
 prompt's uid and the sample, with a per-request token limit so responses differ in length, as a server's do).
-Everything
-after it (scoring, ``rm_scores``, TransferQueue, advantages) is verl's code and ours.
+Everything after it (scoring, ``rm_scores``, TransferQueue, advantages) is verl's code and ours.
 """
 
 from __future__ import annotations
@@ -13,11 +15,9 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
-import torch
-from transformers import AutoModelForCausalLM
 from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput
 
-_models: dict[str, Any] = {}
+from mechreward_client.verl_cpu import cached_model, sample_tokens
 
 
 class TransformersAgentLoop(AgentLoopBase):
@@ -26,20 +26,14 @@ class TransformersAgentLoop(AgentLoopBase):
         super().__init__(*args, **{**kwargs, "hf_model_type": None})
 
     async def run(self, sampling_params: dict[str, Any], **kwargs: Any) -> AgentLoopOutput:
-        path = self.config.actor_rollout_ref.model.path
-        model = _models.get(path)
-        if model is None:
-            model = _models[path] = AutoModelForCausalLM.from_pretrained(path).eval()
+        model = cached_model(self.config.actor_rollout_ref.model.path)
         text = " ".join(message["content"] for message in kwargs["raw_prompt"])
         prompt_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         # V1 passes session_id (one per rollout.n sample); the legacy manager passes a per-row priority instead.
         seed = zlib.crc32(f"{kwargs['uid']}/{kwargs.get('session_id', 0)}/{kwargs.get('priority', 0)}".encode())
         limit = 2 + seed % (self.rollout_config.response_length - 1)
-        torch.manual_seed(seed)
-        with torch.no_grad():
-            out = model.generate(torch.tensor([prompt_ids]), max_new_tokens=limit, do_sample=True, top_k=0,
-                                 temperature=float(sampling_params.get("temperature", 1.0)),
-                                 pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
-        response_ids = out[0, len(prompt_ids):].tolist()
+        response_ids, _ = sample_tokens(model, prompt_ids, max_new_tokens=limit, seed=seed,
+                                        temperature=float(sampling_params.get("temperature", 1.0)),
+                                        pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
         return AgentLoopOutput(prompt_ids=prompt_ids, response_ids=response_ids, response_mask=[1] * len(response_ids),
                                num_turns=2, metrics=AgentLoopMetrics())

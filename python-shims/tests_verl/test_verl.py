@@ -118,6 +118,28 @@ def test_run_single_returns_the_sidecars_scores(reader_fixture, sidecar):
         assert abs(out["reward_score"]) > 1e-3  # the features fire: not a vacuous comparison of zeros
 
 
+def test_run_single_sends_the_trainers_global_step_with_the_run_id(reader_fixture, sidecar):
+    """The step verl hands the reward manager reaches the monitor: from ``meta_info["global_steps"]`` (the legacy
+    trainer's batch on the colocated path) or the sample field ``global_steps`` (the agent-loop path, which
+    test_verl_dense_on_cpu.py drives for real); with neither, the call carries no step."""
+    import json
+    import urllib.request
+
+    tok = AutoTokenizer.from_pretrained(reader_fixture.tokenizer_dir)
+    batch = make_batch(tok, word_prompts(3, seed=5, min_words=2, max_words=5), word_prompts(3, seed=6, min_words=1, max_words=4))
+    manager = load_reward_manager(make_config(reader_fixture, sidecar.target, run_id="ci-verl-step"), tok)
+    colocated, agent_loop, plain = batch[0:1], batch[1:2], batch[2:3]  # slices share one meta_info dict: replace it
+    colocated.meta_info = {"global_steps": 5}
+    agent_loop.non_tensor_batch["global_steps"] = np.array([7])
+    agent_loop.meta_info = {"global_steps": 5}  # the sample's own field wins
+    plain.meta_info = {}
+    for data in (colocated, agent_loop, plain):
+        run(manager, data)
+    with urllib.request.urlopen(f"http://127.0.0.1:{sidecar.http_port}/v1/runs/ci-verl-step") as response:
+        history = json.load(response)["history"]
+    assert [point.get("step") for point in history] == [5, 7, None]
+
+
 def test_ragged_token_rewards_pass_verls_numpy_conversions_and_validation_metrics(reader_fixture, sidecar):
     """verl makes one np.array per reward_extra_info key across samples and averages every non-string value in
     validation; responses of different lengths must survive both, and decode to the same float32 values."""

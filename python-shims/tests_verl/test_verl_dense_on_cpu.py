@@ -8,35 +8,36 @@ the real pieces around that server on a local Ray cluster with a real TransferQu
 - verl's ``RewardLoopManager`` starts ``RewardLoopWorker`` actors that load our ``mechreward`` reward manager
   through the ``verl.plugins`` entry point and score through the real sidecar;
 - our agent-loop manager starts its workers as Ray actors; the only stand-in is the agent loop
-  (``cpu_agent_loop.py``: greedy generation by the tiny model through transformers, registered by
+  (``cpu_agent_loop.py``: sampling by the tiny model through transformers, registered by
   ``agent_loop_config_path``) because verl's own ones need the GPU server;
 - V1: the trajectories land in TransferQueue, verl's ``ReplayBuffer`` samples them and ``PPOTrainer._compute_advantage``
   turns ``rm_scores`` into ``token_level_rewards`` and advantages; legacy: ``generate_sequences`` returns a
   DataProto whose ``rm_scores`` ``extract_reward`` and ``compute_advantage`` consume.
 
 The per-token ``rm_scores`` equal a float64 recomputation from ``hidden_states[layer + 1]`` of an independent
-forward; ``mechreward_dense`` and ``reinforce_plus_plus`` keep them per token; a sidecar that is gone gives the
-documented behaviour (raise, or the flagged fallback).
+forward; ``mechreward_dense`` and ``reinforce_plus_plus`` keep them per token; the trainer's global step (V1: the
+batch's ``global_steps``; legacy: ``meta_info["global_steps"]``) reaches the sidecar's monitor with the run_id; a
+sidecar that is gone gives the documented behaviour (raise, or the flagged fallback). The cluster, the config
+composition and the trainer's submit/sample/advantage calls are ``mechreward_client.verl_cpu``'s, which the
+example ``examples/verl_grpo.py`` runs too.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import urllib.request
 
 import numpy as np
 import pytest
-import ray
 import torch
 import transfer_queue as tq
-import verl
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
-from transformers import AutoTokenizer
 from verl.experimental.reward_loop.reward_loop import RewardLoopManager
-from verl.utils import tensordict_utils as tu
 from verl.utils.import_utils import load_class_from_fqn
 
 from mechreward_client.verl import TOKEN_REWARDS_KEY
+from mechreward_client.verl_cpu import advantage_trainer, compose_config, local_cluster, sample_groups, submit_prompts
 from mechreward_client.verl_dense import MechRewardAgentLoopManager, MechRewardAgentLoopManagerTQ
 
 from support import reference_rewards_for_ids, start_sidecar, word_prompts
@@ -50,43 +51,34 @@ PROMPT_LEN = 16
 @pytest.fixture(scope="module")
 def cluster():
     # Actors import the test helpers (the agent loop) and support.py by module name.
-    path = os.pathsep.join([HERE, os.path.join(os.path.dirname(HERE), "tests"), os.environ.get("PYTHONPATH", "")])
-    ray.init(num_cpus=4, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": path, "TOKENIZERS_PARALLELISM": "false"}})
-    tq.init(OmegaConf.create({"enable": True, "metrics": {"enabled": False, "port": 0}, "backend": {
-        "storage_backend": "SimpleStorage", "SimpleStorage": {"total_storage_size": 1000, "num_data_storage_units": 1}}}))
-    yield
-    try:
-        tq.close()
-    finally:
-        ray.shutdown()
+    with local_cluster(pythonpath=[HERE, os.path.join(os.path.dirname(HERE), "tests")]):
+        yield
 
 
 def verl_config(fixture, target: str, manager_fqn: str, tmp_path, **mech) -> OmegaConf:
     """verl's ppo_trainer.yaml as ``python -m verl.trainer.main_ppo`` would compose it with these overrides."""
     loops = tmp_path / "agent_loops.yaml"
     loops.write_text("- name: transformers\n  _target_: cpu_agent_loop.TransformersAgentLoop\n")
-    with initialize_config_dir(config_dir=os.path.join(os.path.dirname(verl.__file__), "trainer", "config"), version_base=None):
-        config = compose(config_name="ppo_trainer", overrides=[
-            f"actor_rollout_ref.model.path={fixture.model_dir}",
-            f"actor_rollout_ref.model.tokenizer_path={fixture.tokenizer_dir}",
-            f"actor_rollout_ref.rollout.prompt_length={PROMPT_LEN}",
-            f"actor_rollout_ref.rollout.response_length={RESPONSE_LEN}",
-            "actor_rollout_ref.rollout.name=vllm",  # only a name here: no server is started
-            "actor_rollout_ref.rollout.n=2",
-            "actor_rollout_ref.rollout.agent.num_workers=1",
-            f"actor_rollout_ref.rollout.agent.agent_loop_config_path={loops}",
-            "actor_rollout_ref.rollout.agent.default_agent_loop=transformers",
-            # Not in ppo_trainer.yaml (only in the RolloutConfig dataclass): Hydra needs the "+".
-            f"+actor_rollout_ref.rollout.agent.agent_loop_manager_class={manager_fqn}",
-            "reward.num_workers=1",
-            "reward.reward_manager.name=mechreward",
-            "algorithm.adv_estimator=mechreward_dense",
-        ])
+    config = compose_config(validate=False, overrides=[
+        f"actor_rollout_ref.model.path={fixture.model_dir}",
+        f"actor_rollout_ref.model.tokenizer_path={fixture.tokenizer_dir}",
+        f"actor_rollout_ref.rollout.prompt_length={PROMPT_LEN}",
+        f"actor_rollout_ref.rollout.response_length={RESPONSE_LEN}",
+        "actor_rollout_ref.rollout.name=vllm",  # only a name here: no server is started
+        "actor_rollout_ref.rollout.n=2",
+        "actor_rollout_ref.rollout.agent.num_workers=1",
+        f"actor_rollout_ref.rollout.agent.agent_loop_config_path={loops}",
+        "actor_rollout_ref.rollout.agent.default_agent_loop=transformers",
+        # Not in ppo_trainer.yaml (only in the RolloutConfig dataclass): Hydra needs the "+".
+        f"+actor_rollout_ref.rollout.agent.agent_loop_manager_class={manager_fqn}",
+        "reward.num_workers=1",
+        "reward.reward_manager.name=mechreward",
+        "algorithm.adv_estimator=mechreward_dense",
+    ])
     with open_dict(config):
         config.reward.mechreward = {"pack": fixture.pack, "target": target, "timeout": 20,
                                     "reader_tokenizer": fixture.tokenizer_dir, **mech}
-    OmegaConf.resolve(config)  # as main_ppo's TaskRunner does before building anything
+    OmegaConf.resolve(config)
     return config
 
 
@@ -121,32 +113,17 @@ def reinforce_pp_reference(rewards: np.ndarray, mask: np.ndarray, gamma: float) 
     return (returns - valid.mean()) / np.sqrt(valid.var(ddof=1) + 1e-8) * mask
 
 
-def submit(manager, batch_dict: dict[str, np.ndarray]):
-    """What PPOTrainer._submit_batch_to_rollout does in sync mode: register the prompts, then dispatch them."""
-    batch = tu.get_tensordict(batch_dict)
-    tu.assign_non_tensor_data(batch, "global_steps", 1)
-    tq.kv_batch_put(keys=list(batch["uid"]), partition_id="train",
-                    tags=[{"is_prompt": True, "status": "pending", "global_steps": 1} for _ in range(len(batch))])
-    manager.generate_sequences(batch)
-    return len(batch)
-
-
-def sample(count: int):
-    from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
-
-    replay = ReplayBuffer(trainer_mode="sync", trainer_config=OmegaConf.create({"parameter_sync_step": 1}),
-                          max_off_policy_threshold=1, max_off_policy_strategy="drop",
-                          sampler_kwargs=OmegaConf.create({}), poll_interval=0.05)
-    batch, _ = replay.sample(global_steps=1, partition_id="train", batch_size=count)
-    return batch
+def steps_on_monitor(sidecar, run_id: str) -> list[int]:
+    """The step of each history point the sidecar's monitor keeps for ``run_id`` (one per Score call)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{sidecar.http_port}/v1/runs/{run_id}") as response:
+        return [point.get("step") for point in json.load(response)["history"]]
 
 
 def test_v1_per_token_rewards_reach_token_level_rewards(cluster, reader_fixture, tmp_path):
-    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
-
     own = start_sidecar(reader_fixture.packs_dir)
     try:
-        config = verl_config(reader_fixture, own.target, "mechreward_client.verl_dense.MechRewardAgentLoopManagerTQ", tmp_path)
+        config = verl_config(reader_fixture, own.target, "mechreward_client.verl_dense.MechRewardAgentLoopManagerTQ", tmp_path,
+                             run_id="ci-verl-v1")
         # Resolved from the config exactly as main_ppo's TaskRunnerV1.init_agent_loop_manager does.
         manager_cls = load_class_from_fqn(config.actor_rollout_ref.rollout.agent.agent_loop_manager_class, "AgentLoopManager")
         assert manager_cls is MechRewardAgentLoopManagerTQ
@@ -154,7 +131,7 @@ def test_v1_per_token_rewards_reach_token_level_rewards(cluster, reader_fixture,
         manager = manager_cls.create(config=config, llm_client=None, teacher_client=None,
                                      reward_loop_worker_handles=rewards.reward_loop_worker_handles)
 
-        batch = sample(submit(manager, prompts_batch(3, seed=21)))
+        batch = sample_groups(1, submit_prompts(manager, prompts_batch(3, seed=21), global_steps=1))
         assert len(batch.keys) == 6  # 3 prompts x rollout.n = 2
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id,
                                select_fields=["prompts", "responses", "rm_scores", "extra_fields"])
@@ -170,15 +147,7 @@ def test_v1_per_token_rewards_reach_token_level_rewards(cluster, reader_fixture,
         assert len(lengths) > 1  # ragged responses went through
 
         # verl's own advantage step: rm_scores -> token_level_scores -> token_level_rewards -> estimator.
-        class _SyncTrainer(PPOTrainer):  # the two hooks the concrete trainers add; verl's own tests stub them too
-            def on_step_end(self):
-                pass
-
-            def on_sample_end(self):
-                pass
-
-        trainer = _SyncTrainer.__new__(_SyncTrainer)
-        trainer.config = config
+        trainer = advantage_trainer(config)
         padded = data["rm_scores"].to_padded_tensor(padding=0.0).double().numpy()
         mask = (data["responses"].to_padded_tensor(padding=-1) >= 0).double().numpy()
         uids = [key.split("_")[0] for key in batch.keys]
@@ -195,13 +164,18 @@ def test_v1_per_token_rewards_reach_token_level_rewards(cluster, reader_fixture,
                                    reinforce_pp_reference(padded, mask, config.algorithm.gamma), rtol=1e-4, atol=1e-4)
         tq.kv_clear(keys=batch.keys, partition_id=batch.partition_id)
 
+        # The reward manager sent the trainer's global step with the run_id: the monitor has the run by step.
+        batch = sample_groups(2, submit_prompts(manager, prompts_batch(1, seed=23), global_steps=2))
+        tq.kv_clear(keys=batch.keys, partition_id=batch.partition_id)
+        assert steps_on_monitor(own, "ci-verl-v1") == [1] * 6 + [2] * 2
+
         # on_error=raise (default): with the sidecar gone, verl's worker marks the group failed and its sync
         # replay buffer refuses to train on it; nothing is written as if it had been scored.
         own.stop()
         uids = list(prompts_batch(1, seed=22)["uid"])
-        submit(manager, prompts_batch(1, seed=22))
+        submit_prompts(manager, prompts_batch(1, seed=22), global_steps=3)
         with pytest.raises(RuntimeError, match="no materializable trajectories"):
-            sample(1)
+            sample_groups(3, 1)
         status = (tq.kv_list(partition_id="train") or {}).get("train", {})
         assert status[uids[0]]["status"] == "failure"
         assert not [key for key in status if key.startswith(uids[0] + "_")]
@@ -217,7 +191,7 @@ def test_legacy_manager_output_carries_per_token_rm_scores(cluster, reader_fixtu
     own = start_sidecar(reader_fixture.packs_dir)
     try:
         config = verl_config(reader_fixture, own.target, "mechreward_client.verl_dense.MechRewardAgentLoopManager", tmp_path,
-                             on_error="flag", fallback_reward=-1.0, retries=0, timeout=5)
+                             on_error="flag", fallback_reward=-1.0, retries=0, timeout=5, run_id="ci-verl-legacy")
         manager_cls = load_class_from_fqn(config.actor_rollout_ref.rollout.agent.agent_loop_manager_class, "AgentLoopManager")
         assert manager_cls is MechRewardAgentLoopManager
         rewards = RewardLoopManager(config)
@@ -241,6 +215,8 @@ def test_legacy_manager_output_carries_per_token_rm_scores(cluster, reader_fixtu
             np.testing.assert_allclose(reward_tensor[row, :n].numpy(), expected, rtol=1e-4, atol=1e-4)
             assert (reward_tensor[row, n:] == 0).all()
         assert len(lengths) > 1 and (out.non_tensor_batch["mechreward_unscored"] == 0).all()
+        # The legacy trainer's meta_info["global_steps"] reached the sidecar with each trajectory's Score call.
+        assert steps_on_monitor(own, "ci-verl-legacy") == [1] * 6
 
         out.batch["token_level_scores"] = reward_tensor
         out.batch["token_level_rewards"] = reward_tensor
