@@ -121,12 +121,8 @@ def prepare_model(workdir: str) -> str:
     policy, tokenizer = load_policy(None)
     if not tokenizer.chat_template:
         raise SystemExit(f"{GGUF_FILE}: the tokenizer carries no chat template; verl's agent loop needs one")
-    # transformers' GGUF reader gives the tokenizer <|im_start|> as its end-of-sequence token while the model's
-    # generation config (and the chat template's turn end) is <|im_end|>; verl pads with the tokenizer's eos and
-    # the reward manager decodes with it, so make the folder agree with the model.
-    eos = policy.generation_config.eos_token_id
-    tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos[0] if isinstance(eos, list) else eos)
-    tokenizer.pad_token = tokenizer.eos_token
+    # load_policy has made the tokenizer's eos (and pad) the model's <|im_end|>: verl pads with it and the reward
+    # manager decodes with it.
     tokenizer.clean_up_tokenization_spaces = False  # BPE: that clean-up would strip spaces before punctuation
     partial = folder + ".partial"
     policy.save_pretrained(partial)
