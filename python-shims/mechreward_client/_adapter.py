@@ -136,11 +136,14 @@ class PackScorer:
             self._layer = self._pack_layer(await self.async_client.list_packs())
         return self._layer
 
-    def score_ids(self, sequences: Sequence[Sequence[int]], score_from: Sequence[int], texts: Sequence[str] | None = None) -> list[ScoredSequence]:
-        """Score token id sequences; sidecar failures raise (the caller applies the on_error policy)."""
+    def score_ids(self, sequences: Sequence[Sequence[int]], score_from: Sequence[int], texts: Sequence[str] | None = None,
+                  expected_answers: Sequence[str | None] | None = None) -> list[ScoredSequence]:
+        """Score token id sequences; sidecar failures raise (the caller applies the on_error policy).
+        ``texts`` and ``expected_answers`` (one per sequence) feed the sidecar's canary text rule."""
         layer = self.layer()
         acts = self.reader.residuals(sequences, layer)
         return self.client.score(self.settings.pack, acts, list(score_from), self.settings.run_id, texts=texts,
+                                 expected_answers=expected_answers,
                                  tokens=[self.reader.token_strings(s) for s in sequences] if self.reader.tokenizer else None)
 
     async def ascore_ids(self, sequences: Sequence[Sequence[int]], score_from: Sequence[int], texts: Sequence[str] | None = None) -> list[ScoredSequence]:
