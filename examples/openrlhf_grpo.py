@@ -209,6 +209,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--samples-per-prompt", type=int, default=None, help="default: the command's --rollout.n_samples_per_prompt")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the command's --rollout.max_new_tokens")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: generation, the reward's reader and the sidecar share the cores)")
     args = p.parse_args(argv)
     args.run_id = args.run_id or f"openrlhf-cpu-{time.strftime('%Y%m%d-%H%M%S')}"
     return args
@@ -242,7 +244,7 @@ def run(cli: argparse.Namespace) -> dict:
     if importlib.metadata.version("openrlhf") != OPENRLHF_VERSION:
         print(f"note: written for OpenRLHF {OPENRLHF_VERSION}, running with {importlib.metadata.version('openrlhf')}")
     torch.manual_seed(cli.seed)
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(cli.threads)
     started = time.time()
     model_dir, _ = prepare(cli.work)
     reward_url = REWARD_FILE if cli.route == "py" else f"{cli.http}/v1/openrlhf/{PACK}?run_id={cli.run_id}"
