@@ -137,14 +137,16 @@ class PackScorer:
         return self._layer
 
     def score_ids(self, sequences: Sequence[Sequence[int]], score_from: Sequence[int], texts: Sequence[str] | None = None,
-                  step: int | None = None) -> list[ScoredSequence]:
+                  expected_answers: Sequence[str | None] | None = None, step: int | None = None) -> list[ScoredSequence]:
         """Score token id sequences; sidecar failures raise (the caller applies the on_error policy).
 
-        ``step`` (the trainer's global step) goes with ``run_id`` to the sidecar's monitor, which plots the run by it.
+        ``texts`` and ``expected_answers`` (one per sequence) feed the sidecar's canary text rule; ``step`` (the
+        trainer's step) goes with ``run_id`` to the sidecar's monitor, which plots the run by it.
         """
         layer = self.layer()
         acts = self.reader.residuals(sequences, layer)
         return self.client.score(self.settings.pack, acts, list(score_from), self.settings.run_id, texts=texts,
+                                 expected_answers=expected_answers,
                                  tokens=[self.reader.token_strings(s) for s in sequences] if self.reader.tokenizer else None,
                                  step=self._step(step))
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from ._client import RewardClient
 from ._exceptions import APIError
+from ._tokens import token_strings
 from ._types import CanaryFlag, RunSummary
 from .canary_rule import REASONING_WORDS, REPETITION_LIMIT, Hack, repetition_hack, wilson
 
@@ -110,22 +111,6 @@ def prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
         # The template already holds any BOS; adding special tokens again would double it.
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
     return list(tokenizer(prompt)["input_ids"])
-
-
-def token_strings(tokenizer: Any, ids: list[int]) -> list[str]:
-    """One display string per token, such that their concatenation reads as the decoded text.
-
-    Decoding each id alone loses the spaces that SentencePiece and byte-level BPE attach to the next token, so
-    each token's string is what it adds to the decoded prefix; where a multi-byte character is split across
-    tokens the prefix is not yet stable, and the token's own decoding is used instead.
-    """
-    out: list[str] = []
-    previous = ""
-    for i in range(len(ids)):
-        current = tokenizer.decode(ids[: i + 1], skip_special_tokens=False)
-        out.append(current[len(previous):] if current.startswith(previous) else tokenizer.decode(ids[i : i + 1], skip_special_tokens=False))
-        previous = current
-    return out
 
 
 def generate(model: Any, tokenizer: Any, ids: list[int], max_new_tokens: int, temperature: float) -> list[int]:

@@ -9,7 +9,10 @@ Settings come from ``MECHREWARD_*`` variables, which reach the rollout actors: `
 ``MECHREWARD_READER_MODEL`` (a local folder holding the base model and tokenizer: the frozen reader;
 ``MECHREWARD_READER_TOKENIZER`` if the tokenizer lives elsewhere),
 ``MECHREWARD_TARGET``, ``MECHREWARD_LAYER``, ``MECHREWARD_TIMEOUT``, ``MECHREWARD_RETRIES``,
-``MECHREWARD_ON_ERROR``, ``MECHREWARD_FALLBACK_REWARD``. ``make_reward_func(...)`` builds one in code.
+``MECHREWARD_ON_ERROR``, ``MECHREWARD_FALLBACK_REWARD``, ``MECHREWARD_RUN_ID`` (the run on the sidecar's monitor
+page; each sample goes with its response text and token strings). ``make_reward_func(...)`` builds one in code.
+OpenRLHF 0.11.2 calls ``reward_func(queries, prompts, labels)`` and nothing else: no training step reaches it,
+so runs from OpenRLHF carry none and the monitor page plots them by call (examples/openrlhf_grpo.py).
 
 A missing reward is fatal in OpenRLHF (an exception here leaves the sample without a reward and the batch
 fails), so by default (``on_error="flag"``) a sidecar failure gives ``fallback_reward`` (0.0) for that sample
@@ -54,7 +57,8 @@ class OpenRLHFReward:
             if any(start >= len(ids) for ids, start in encoded):
                 raise ValueError("a query has no response tokens: nothing to score")
             scored = self.scorer.score_ids([ids for ids, _ in encoded], [s for _, s in encoded],
-                                           texts=[q[len(p):] if q.startswith(p) else q for q, p in zip(queries, prompts)])
+                                           texts=[q[len(p):] if q.startswith(p) else q for q, p in zip(queries, prompts)],
+                                           expected_answers=_answers(labels, n))
         except (*SIDECAR_FAILURES, ValueError) as error:
             if settings.on_error == "raise":
                 raise
@@ -67,19 +71,30 @@ class OpenRLHFReward:
                 "extra_logs": {"mechreward_unscored": [0.0] * n, "mechreward_flagged": [float(bool(s.flags)) for s in scored]}}
 
 
+def _answers(labels: Sequence[Any] | None, n: int) -> list[str | None] | None:
+    """OpenRLHF's labels (``--data.label_key``; "" without one) as the expected answers of the canary text
+    rule, as the sidecar's HTTP route uses them."""
+    if not labels or len(labels) != n:
+        return None
+    return [None if label is None or label == "" else str(label) for label in labels]
+
+
 def make_reward_func(**settings: Any) -> OpenRLHFReward:
     """A reward function with explicit settings (the rest from ``MECHREWARD_*``); on_error defaults to flag."""
     return OpenRLHFReward(PackScorer(AdapterSettings.resolve(settings, on_error="flag")))
 
 
-_default: OpenRLHFReward | None = None
-_default_lock = threading.Lock()  # OpenRLHF calls reward_func from several threads at once
+# One reward function per settings: the MECHREWARD_* variables are read at each call (a few lookups), so a
+# process that changes them (a second run, another run_id) scores with what they say now.
+_by_settings: dict[AdapterSettings, OpenRLHFReward] = {}
+_by_settings_lock = threading.Lock()  # OpenRLHF calls reward_func from several threads at once
 
 
 def reward_func(queries: Sequence[str], prompts: Sequence[str], labels: Sequence[str] | None = None, **kwargs: Any) -> dict[str, Any]:
     """The entry point OpenRLHF looks up in the ``--reward.remote_url`` file; configured by ``MECHREWARD_*``."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = make_reward_func()
-    return _default(queries, prompts, labels, **kwargs)
+    settings = AdapterSettings.resolve(None, on_error="flag")
+    with _by_settings_lock:
+        if settings not in _by_settings:
+            _by_settings[settings] = OpenRLHFReward(PackScorer(settings))
+        reward = _by_settings[settings]
+    return reward(queries, prompts, labels, **kwargs)

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._tokens import token_strings
 from .capture import capture_residual, find_decoder_layers, pad_right
 
 __all__ = ["Reader", "serve"]
@@ -108,7 +109,8 @@ class Reader:
         return ids, min(len(prompt_ids), len(ids))
 
     def token_strings(self, ids: Sequence[int]) -> list[str]:
-        return list(self._need_tokenizer().convert_ids_to_tokens(list(ids)))
+        """One display string per token, joining to the decoded text (for the monitor page)."""
+        return token_strings(self._need_tokenizer(), ids)
 
     # -- internals ------------------------------------------------------------------------------------------
 

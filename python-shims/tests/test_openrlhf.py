@@ -6,6 +6,8 @@
 - ``--reward.remote_url http://.../v1/openrlhf/PACK``: the sidecar forwards the text to a real reader process
   (``python -m mechreward_client.reader``) and answers the same reward; with two URLs the executor rotates
   over both; the empty-list request (sent by OpenRLHF up to 0.11.0 to every extra URL) gets empty lists.
+- A run_id (``MECHREWARD_RUN_ID``; ``?run_id=`` in the URL) puts each sample on the sidecar's monitor with its
+  response text and one string per token.
 - Failures give the fallback reward with ``extra_logs.mechreward_unscored = 1``, never a missing reward.
 
 The generation engine is a stand-in returning fixed token ids (vLLM cannot run here); everything after it is
@@ -17,9 +19,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
-import threading
+import shutil
+import urllib.request
 from types import SimpleNamespace
 
 import aiohttp
@@ -27,45 +28,34 @@ import pytest
 from openrlhf.utils.agent import SingleTurnAgentExecutor
 from transformers import AutoTokenizer
 
-import mechreward_client.openrlhf as orl
-from support import REPO, reference_rewards_for_ids, start_sidecar, write_reader_fixture
+from support import REPO, ReaderProcess, reference_rewards_for_ids, start_sidecar, write_reader_fixture
 
 EXAMPLE = os.path.join(REPO, "examples", "openrlhf_reward.py")
+FLAG_ALL_PACK = "tiny-qwen2-flag-all"
 
 
-class ReaderProcess:
-    def __init__(self, fixture) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "mechreward_client.reader", "--model", fixture.model_dir, "--tokenizer", fixture.tokenizer_dir, "--port", "0"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        ready = threading.Event()
-        self.port = 0
-
-        def drain() -> None:
-            for line in self.process.stderr:
-                if not ready.is_set() and line.startswith("{"):
-                    self.port = json.loads(line)["port"]
-                    ready.set()
-
-        threading.Thread(target=drain, daemon=True).start()
-        if not ready.wait(120):
-            self.process.kill()
-            raise RuntimeError("reader did not start")
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(30)
+def copy_flagging_every_rollout(packs_dir: str, pack: str, name: str) -> None:
+    """The pack again, with a canary whose threshold (-1) every activation (>= 0) exceeds: every rollout is
+    flagged, so the run keeps each one with its text and tokens."""
+    shutil.copytree(os.path.join(packs_dir, pack), os.path.join(packs_dir, name))
+    path = os.path.join(packs_dir, name, "pack.json")
+    with open(path) as f:
+        spec = json.load(f)
+    spec.update(name=name, canaries=[{"name": "always", "feature": spec["features"][0]["id"], "threshold": -1.0}])
+    with open(path, "w") as f:
+        json.dump(spec, f)
 
 
 @pytest.fixture(scope="module")
 def fixture(tmp_path_factory):
-    return write_reader_fixture(str(tmp_path_factory.mktemp("openrlhf")))
+    made = write_reader_fixture(str(tmp_path_factory.mktemp("openrlhf")))
+    copy_flagging_every_rollout(made.packs_dir, made.pack, FLAG_ALL_PACK)
+    return made
 
 
 @pytest.fixture(scope="module")
 def reader(fixture):
-    r = ReaderProcess(fixture)
+    r = ReaderProcess(fixture.model_dir, fixture.tokenizer_dir)
     yield r
     r.stop()
 
@@ -113,7 +103,6 @@ def env_settings(fixture, sidecar, monkeypatch):
     monkeypatch.setenv("MECHREWARD_READER_MODEL", fixture.model_dir)
     monkeypatch.setenv("MECHREWARD_READER_TOKENIZER", fixture.tokenizer_dir)
     monkeypatch.setenv("MECHREWARD_TARGET", sidecar.target)
-    monkeypatch.setattr(orl, "_default", None)
 
 
 def test_reward_func_file_through_openrlhfs_executor(fixture, env_settings):
@@ -137,6 +126,34 @@ def test_http_endpoint_through_openrlhfs_executor(fixture, sidecar):
     assert out["extra_logs"]["mechreward_unscored"] == [0]
 
 
+@pytest.mark.parametrize("route", ["py", "http"])
+def test_a_run_id_puts_each_sample_on_the_monitor_with_its_text_and_tokens(fixture, sidecar, monkeypatch, route):
+    """.py route: MECHREWARD_RUN_ID; HTTP route: ?run_id= in the URL. OpenRLHF passes no training step."""
+    tok = AutoTokenizer.from_pretrained(fixture.tokenizer_dir)
+    run_id = f"openrlhf-{route}-run"
+    if route == "py":
+        for name, value in [("PACK", FLAG_ALL_PACK), ("READER_MODEL", fixture.model_dir), ("READER_TOKENIZER", fixture.tokenizer_dir),
+                            ("TARGET", sidecar.target), ("RUN_ID", run_id)]:
+            monkeypatch.setenv(f"MECHREWARD_{name}", value)
+        executor = SingleTurnAgentExecutor(EXAMPLE)
+    else:
+        executor = SingleTurnAgentExecutor([f"http://127.0.0.1:{sidecar.http_port}/v1/openrlhf/{FLAG_ALL_PACK}?run_id={run_id}"])
+    prompt, response = "w1 w2 w3", [10, 11, 12]
+    out = execute(executor, tok, prompt, response)
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{sidecar.http_port}/v1/runs/{run_id}") as r:
+        run = json.load(r)
+    assert run["sequences"] == 1
+    assert [p["reward_mean"] for p in run["history"]] == pytest.approx([reward_of(out)], rel=1e-6)
+    assert "step" not in run["history"][0]
+    (flagged,) = run["recent_flagged"]
+    assert [f["name"] for f in flagged["flags"]] == ["always"]
+    words = tok.decode(tok(prompt, add_special_tokens=False)["input_ids"] + response).split(" ")
+    assert flagged["tokens"] == [words[0]] + [" " + w for w in words[1:]], "one string per token, joining to the text"
+    assert flagged["text"] == " " + " ".join(words[3:]), "the response: the query after its prompt"
+    assert len(flagged["token_rewards"]) == 6 and flagged["token_rewards"][:3] == [0, 0, 0]
+
+
 def test_two_urls_and_the_empty_list_request(fixture, sidecar):
     tok = AutoTokenizer.from_pretrained(fixture.tokenizer_dir)
     urls = [f"http://127.0.0.1:{sidecar.http_port}/v1/openrlhf/{fixture.pack}", f"http://localhost:{sidecar.http_port}/v1/openrlhf/{fixture.pack}"]
@@ -156,7 +173,7 @@ def test_two_urls_and_the_empty_list_request(fixture, sidecar):
 
 def test_failures_give_the_flagged_fallback_never_a_missing_reward(fixture, monkeypatch, tmp_path):
     tok = AutoTokenizer.from_pretrained(fixture.tokenizer_dir)
-    reader = ReaderProcess(fixture)
+    reader = ReaderProcess(fixture.model_dir, fixture.tokenizer_dir)
     own = start_sidecar(fixture.packs_dir, "--reader-url", reader.url, "--reader-timeout-ms", "30000")
     try:
         url = f"http://127.0.0.1:{own.http_port}/v1/openrlhf/{fixture.pack}"
@@ -173,7 +190,6 @@ def test_failures_give_the_flagged_fallback_never_a_missing_reward(fixture, monk
         monkeypatch.setenv("MECHREWARD_LAYER", str(fixture.layer))
         monkeypatch.setenv("MECHREWARD_TIMEOUT", "2")
         monkeypatch.setenv("MECHREWARD_RETRIES", "0")
-        monkeypatch.setattr(orl, "_default", None)
     finally:
         own.stop()
         reader.stop()
@@ -222,7 +238,7 @@ def test_reader_service_rejects_bad_requests_naming_the_field(reader):
     status, answer = post(b'{"texts": ["w1 w2 w3"], "prompts": ["w1"], "layer": 1}')
     assert status == 200 and answer["d_model"] == 32
     seq = answer["sequences"][0]
-    assert (seq["num_tokens"], seq["score_from"], seq["tokens"], seq["dtype"]) == (3, 1, ["w1", "w2", "w3"], "f32")
+    assert (seq["num_tokens"], seq["score_from"], seq["tokens"], seq["dtype"]) == (3, 1, ["w1", " w2", " w3"], "f32")
 
 
 def test_openrlhfs_retries_ride_out_a_sidecar_that_is_briefly_unavailable(fixture, sidecar):

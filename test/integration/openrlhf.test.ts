@@ -3,7 +3,7 @@
 // executor, in python-shims/tests/test_openrlhf.py). Checked here: empty lists, the shape of the answer, that
 // its rewards equal POST /v1/score on the same activations, bad input naming the field, 501 without a reader,
 // and every reader failure (refused, error status, malformed body, past the deadline) giving 200 with the
-// fallback reward and extra_logs.mechreward_unscored = 1.
+// fallback reward and extra_logs.mechreward_unscored = 1; and `?run_id=` naming the monitor run.
 import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -132,5 +132,51 @@ test('OpenRLHF route: every reader failure answers 200 with the fallback reward 
     assert.deepEqual(((await res.json()) as { extra_logs: Record<string, number[]> }).extra_logs.mechreward_unscored, [1]);
   } finally {
     await server.close();
+  }
+});
+
+test('OpenRLHF route: ?run_id= puts every sample on the run, with its tokens and text; a bad run_id is refused before the reader', async () => {
+  const reader = await standInReader((body, res) => {
+    const sequences = body.texts.map((t, i) => {
+      const words = t.split(' ');
+      return { activations: Buffer.from(activations(words.length, i + 7).buffer).toString('base64'), dtype: 'f32', num_tokens: words.length, score_from: body.prompts[i]!.split(' ').length, tokens: words };
+    });
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ d_model: D_MODEL, sequences }));
+  });
+  const server = await startTestServer(PARITY_PACKS, { readerUrl: reader.url });
+  try {
+    const run = 'openrlhf-run.1';
+    // The canary text rule's hack (a reasoning word more than 15 times, no expected answer): a flagged rollout.
+    const hack = `p q${' wait'.repeat(20)}`;
+    const query = ['a b c d', hack];
+    const res = await post(httpUrl(server, `/v1/openrlhf/${PACK}?run_id=${run}`), { query, prompts: ['a b', 'p q'], labels: ['4', '8'] });
+    assert.equal(res.status, 200);
+    const { rewards } = (await res.json()) as { rewards: number[] };
+    const detail = (await (await fetch(httpUrl(server, `/v1/runs/${run}`))).json()) as {
+      sequences: number; history: { reward_mean: number; step?: number }[];
+      recent_flagged: { reward: number; tokens: string[]; text: string; flags: { name: string }[] }[];
+    };
+    assert.equal(detail.sequences, 2);
+    assert.equal(detail.history.length, 1);
+    assert.ok(Math.abs(detail.history[0]!.reward_mean - (rewards[0]! + rewards[1]!) / 2) < 1e-6);
+    assert.equal(detail.history[0]!.step, undefined, 'OpenRLHF sends no step');
+    const flagged = detail.recent_flagged.find((f) => f.flags.some((x) => x.name === 'text_repetition'));
+    assert.ok(flagged, `the hack is flagged: ${JSON.stringify(detail.recent_flagged.map((f) => f.flags))}`);
+    assert.deepEqual(flagged.tokens, hack.split(' '), "the reader's token strings");
+    assert.equal(flagged.text, ' wait'.repeat(20), 'the query after its prompt');
+    assert.equal(flagged.reward, rewards[1]);
+
+    const before = reader.requests.length;
+    for (const bad of ['-starts-badly', 'has/slash', 'a'.repeat(129)]) {
+      const r = await post(httpUrl(server, `/v1/openrlhf/${PACK}?run_id=${encodeURIComponent(bad)}`), { query: ['a b'], prompts: ['a'], labels: [''] });
+      assert.equal(r.status, 400, bad);
+      assert.match(((await r.json()) as { error: string }).error, /^run_id:/);
+    }
+    const twice = await post(httpUrl(server, `/v1/openrlhf/${PACK}?run_id=a&run_id=b`), { query: ['a b'], prompts: ['a'], labels: [''] });
+    assert.equal(twice.status, 400);
+    assert.equal(reader.requests.length, before, 'a refused run_id never reaches the reader');
+  } finally {
+    await server.close();
+    await reader.close();
   }
 });

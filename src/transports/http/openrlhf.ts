@@ -6,9 +6,13 @@
 // 4xx/5xx and fails loudly; overload and not-ready get 429/503, which its retries can ride out; a reader that
 // fails or times out gets 200 with the fallback reward and extra_logs.mechreward_unscored = 1 for every
 // sample, so training goes on and the gap shows in OpenRLHF's logs (docs/integrations.md).
+// OpenRLHF sends only that body, to a URL fixed for the whole run, so a run for the monitor page is named in the
+// URL: `/v1/openrlhf/{pack}?run_id=NAME` (checked first, by the one run_id rule). OpenRLHF passes nothing that
+// could serve as a training step, so these runs carry none and the page plots them by call.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 
 import { describePack } from '../../core/describe.js';
+import { checkRunId } from '../../core/run-id.js';
 import { MechRewardError } from '../../errors.js';
 import type { Service } from '../../service.js';
 import { callerGoneSignal } from './abort.js';
@@ -20,6 +24,11 @@ interface OpenRlhfRequest {
   query: string[];
   prompts: string[];
   labels: string[];
+}
+
+interface OpenRlhfRoute {
+  Params: { pack: string };
+  Querystring: { run_id?: unknown };
 }
 
 interface OpenRlhfResponse {
@@ -50,9 +59,17 @@ function unscored(n: number): OpenRlhfResponse {
   return { rewards, scores: [...rewards], extra_logs: { mechreward_unscored: new Array<number>(n).fill(1), mechreward_flagged: new Array<number>(n).fill(0) } };
 }
 
+/** The run named in the URL (`?run_id=`), '' for none; a bad one is refused before any work, naming run_id. */
+function runIdFromQuery(value: unknown): string {
+  const id = value === undefined ? '' : value;
+  checkRunId(id);
+  return String(id);
+}
+
 export function registerOpenRlhfRoute(app: FastifyInstance, service: Service): void {
   const reader = service.reader;
-  app.post<{ Params: { pack: string } }>('/v1/openrlhf/:pack', async (req: FastifyRequest<{ Params: { pack: string } }>, reply: FastifyReply) => {
+  app.post<OpenRlhfRoute>('/v1/openrlhf/:pack', async (req: FastifyRequest<OpenRlhfRoute>, reply: FastifyReply) => {
+    const runId = runIdFromQuery(req.query.run_id);
     const input = parseRequest(req.body);
     const n = input.query.length;
     if (n === 0) return { rewards: [], scores: [], extra_logs: {} } satisfies OpenRlhfResponse;
@@ -77,7 +94,7 @@ export function registerOpenRlhfRoute(app: FastifyInstance, service: Service): v
       const p = input.prompts[i]!;
       return { ...s, text: q.startsWith(p) ? q.slice(p.length) : q, expected_answer: input.labels[i] ?? '' };
     });
-    const out = await service.scorer.score({ pack: pack.name, runId: '', sequences }, signal);
+    const out = await service.scorer.score({ pack: pack.name, runId, sequences }, signal);
     service.recordScore(out);
     const rewards = out.results.map((r) => r.reward);
     return {
