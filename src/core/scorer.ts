@@ -73,7 +73,7 @@ export interface Engine {
   /** A shared slab for a RowInput's bytes (the engine recycles them). */
   inputBuffer(byteLength: number): Slab;
   /** Hands back the slab of an input that will not be passed to run(). */
-  releaseInput(input: RowInput): void;
+  releaseInput(input: Pick<RowInput, 'slab'>): void;
   /** Rejects with MR_ERR_NONFINITE_INPUT (naming sequence, token and dim) when a row holds NaN/Inf. */
   run(pack: string, input: RowInput, fetchActs: boolean, signal?: AbortSignal): Promise<EngineRunResult>;
 }
@@ -144,7 +144,7 @@ export class Scorer {
         rejectZeroNorm: pack.sae?.normalization === 'constant_norm_rescale',
       },
       this.limits.maxBatchTokens,
-      (bytes) => this.engine.inputBuffer(bytes),
+      { take: (bytes) => this.engine.inputBuffer(bytes), giveBack: (slab) => this.engine.releaseInput({ slab }) },
     );
     const { features, canaries, monitor } = pack.spec;
     const fetchActs = canaries.length > 0 || monitor.hackSignatures.length > 0;
