@@ -119,6 +119,11 @@ export class Scorer {
     return pack;
   }
 
+  /**
+   * Scores a request. Every sequence's activations are read (validated and copied into the engine's slabs)
+   * before score() returns its promise, never after: a transport may drop its references to the request's
+   * bytes as soon as the call returns (transports/grpc/server.ts does, so they die young).
+   */
   async score(input: ScoreInput, signal?: AbortSignal): Promise<ScoreOutput> {
     const pack = this.getPack(input.pack);
     checkRunId(input.runId);
