@@ -1,7 +1,8 @@
 // Validates the sequences of a score request against a pack and lays their bytes out for the engine.
 // Shapes, dtypes, lengths and limits are checked here before any engine work starts, so a malformed sequence
 // rejects the whole request and changes nothing. The rows themselves are copied once, still in their wire
-// dtype, into transferable buffers (one per chunk); the engine worker widens them to float32 and rejects
+// dtype, into the engine's shared slabs (one per chunk; from the wire bytes or, for shared memory, read
+// straight from the region); the engine worker widens them to float32 and rejects
 // NaN/Inf (prompt rows too) in the same pass, off the main thread (engine/worker.ts). Error messages name the
 // field (sequences[i].<field>), what was expected and what came.
 import { MechRewardError } from '../errors.js';

@@ -168,8 +168,10 @@ export class SharedMemoryRegistry {
       copyTo: (target, sourceOffset) => {
         // The region must still be the one checked above: unregistered or registered again since, its fd
         // may be closed or reused for another file.
-        if (this.regions.get(name) !== region) this.owned(clientId, name, `${field}.region`);
-        if (this.regions.get(name) !== region) throw new MechRewardError('MR_ERR_SHM_NOT_FOUND', `${field}.region: region ${JSON.stringify(name)} was registered again while this request was read; send it again`);
+        if (this.regions.get(name) !== region) {
+          this.owned(clientId, name, `${field}.region`); // gone, or now another client's: NOT_FOUND / PERMISSION_DENIED
+          throw new MechRewardError('MR_ERR_SHM_NOT_FOUND', `${field}.region: region ${JSON.stringify(name)} was registered again while this request was read; send it again`);
+        }
         if (sourceOffset < 0 || target.byteLength > size - sourceOffset) throw new MechRewardError('MR_ERR_INTERNAL', `${field}: read of ${target.byteLength} bytes at ${sourceOffset} outside the descriptor's ${size}`);
         let done = 0;
         while (done < target.byteLength) {
