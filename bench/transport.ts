@@ -20,7 +20,7 @@ import { promisify } from 'node:util';
 
 import * as ort from 'onnxruntime-node';
 
-import { SlabPool } from '../src/engine/buffers.js';
+import { copyIntoShared, SlabPool } from '../src/engine/buffers.js';
 import { buildLinearModel } from '../src/engine/graph.js';
 import { widenChecked, type WireDType } from '../src/numerics/widen.js';
 import { loadContract } from '../src/transports/grpc/contract.js';
@@ -123,7 +123,7 @@ async function inProcess(env: TransportEnv, c: TransportCase): Promise<PathResul
   const once = async (i: number): Promise<void> => {
     const src = inputs[i % inputs.length]!;
     const slab = slabs.take(src.byteLength);
-    new Uint8Array(slab.bytes, 0, src.byteLength).set(src);
+    copyIntoShared(new Uint8Array(slab.bytes, 0, src.byteLength), src); // the server's copy (core/decode.ts)
     if (widenChecked(slab.bytes, 0, x.length, dtype, x, 0) >= 0) throw new Error('benchmark input is not finite');
     slabs.give(slab);
     await session.run({ x: new ort.Tensor('float32', x, [TOKENS, c.dModel]) }, ['reward']);
@@ -159,7 +159,7 @@ const SHM_NODE = TRANSPORT_PATHS[6]!.name;
 const SHM_PYTHON = TRANSPORT_PATHS[7]!.name;
 
 /** A direction pack (weight [d_model], bias [1], float32 safetensors); returns its weights. */
-function writeDirectionPack(root: string, name: string, dModel: number): { weight: Float32Array; bias: number } {
+export function writeDirectionPack(root: string, name: string, dModel: number): { weight: Float32Array; bias: number } {
   const dir = path.join(root, name);
   mkdirSync(dir, { recursive: true });
   const weight = randomFill(dModel, 1 / Math.sqrt(dModel), dModel);
@@ -179,10 +179,10 @@ function findPython(): TransportEnv['python'] {
 }
 
 /** Starts the echo server (same bytes, Score-sized replies) and waits for its address line. */
-function startEcho(socket: string): Promise<{ child: ChildProcess; port: number; socket: string }> {
+export function startEcho(socket: string, nodeFlags: readonly string[] = []): Promise<{ child: ChildProcess; port: number; socket: string }> {
   const contract = loadContract();
   const replyBytes = contract.mechreward.v1.RewardService.service.Score.responseSerialize({ pack: 'bench-2560', results: [{ token_rewards: Array.from(randomFill(TOKENS, 1, 5)), reward: 0.5, flags: [], verifier_disagreement: 0, has_verifier: false, verifier_factor: 1 }] }).length;
-  const child = spawn(process.execPath, [path.join(ROOT, 'dist/bench/echo-server.js'), '--reply-bytes', String(replyBytes), '--socket', socket], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [...nodeFlags, path.join(ROOT, 'dist/bench/echo-server.js'), '--reply-bytes', String(replyBytes), '--socket', socket], { stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     createInterface({ input: child.stdout! }).once('line', (line) => {
       const info = JSON.parse(line) as { port: number; socket: string };

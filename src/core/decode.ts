@@ -1,15 +1,27 @@
 // Validates the sequences of a score request against a pack and lays their bytes out for the engine.
 // Shapes, dtypes, lengths and limits are checked here before any engine work starts, so a malformed sequence
 // rejects the whole request and changes nothing. The rows themselves are copied once, still in their wire
-// dtype, into transferable buffers (one per chunk); the engine worker widens them to float32 and rejects
+// dtype, into the engine's shared slabs (one per chunk; from the wire bytes or, for shared memory, read
+// straight from the region); the engine worker widens them to float32 and rejects
 // NaN/Inf (prompt rows too) in the same pass, off the main thread (engine/worker.ts). Error messages name the
 // field (sequences[i].<field>), what was expected and what came.
 import { MechRewardError } from '../errors.js';
+import { copyIntoShared } from '../engine/buffers.js';
 import type { RowInput, RowPart } from '../engine/protocol.js';
 import { DTYPE_BYTES, type WireDType } from '../numerics/widen.js';
 
+/**
+ * Activation bytes not in this process's memory yet (a shared-memory region): decoding copies them straight
+ * into the engine's slab, so they are read once, with no intermediate buffer.
+ */
+export interface ActivationSource {
+  readonly byteLength: number;
+  /** Copies bytes [sourceOffset, sourceOffset + target.byteLength) into `target`; throws a MechRewardError when it cannot. */
+  copyTo(target: Uint8Array, sourceOffset: number): void;
+}
+
 export interface SequenceInput {
-  readonly activations: Uint8Array;
+  readonly activations: Uint8Array | ActivationSource;
   /** Wire enum name (DTYPE_F32 …) or number, as the transport delivered it. */
   readonly dtype: string | number;
   readonly num_tokens: number;
@@ -29,7 +41,11 @@ export interface DecodedBatch {
 }
 
 /** Where the wire bytes go: a shared slab of at least this many bytes (the engine recycles them). */
-export type BufferSource = (byteLength: number) => { readonly id: number; readonly bytes: SharedArrayBuffer };
+export interface BufferSource {
+  take(byteLength: number): { readonly id: number; readonly bytes: SharedArrayBuffer };
+  /** Hands back a slab taken by this call when decoding fails after all (a source that cannot be read). */
+  giveBack(id: number): void;
+}
 
 const DTYPES: Record<string, WireDType> = { DTYPE_F32: 'F32', DTYPE_F16: 'F16', DTYPE_BF16: 'BF16', '1': 'F32', '2': 'F16', '3': 'BF16' };
 
@@ -79,7 +95,7 @@ export function decodeSequences(sequences: readonly SequenceInput[], dModel: num
       const hint = impliedDModel !== undefined ? `; that is d_model ${impliedDModel}, pack ${packName} expects d_model ${dModel}` : '';
       throw bad('MR_ERR_INVALID_TENSOR', `${field}.activations: expected ${expected} bytes (num_tokens ${s.num_tokens} x d_model ${dModel} x ${width} bytes ${dtype}), got ${got}${hint}`);
     }
-    if (limits.rejectZeroNorm) checkNonZero(s.activations, i, s.score_from, s.num_tokens, dModel * width, width);
+    if (limits.rejectZeroNorm) checkNonZero(inMemory(s.activations), i, s.score_from, s.num_tokens, dModel * width, width);
     totalTokens += s.num_tokens;
     totalRows += s.num_tokens - s.score_from;
   });
@@ -89,7 +105,7 @@ export function decodeSequences(sequences: readonly SequenceInput[], dModel: num
 
   // Lay the rows out in chunks: for each sequence its prompt rows (checked only), then its response rows
   // (fed to the graph), split wherever a chunk reaches chunkRows fed rows.
-  interface Planned { part: RowPart; src: Uint8Array }
+  interface Planned { part: RowPart; src: Uint8Array | ActivationSource; start: number; length: number }
   const planned: Planned[][] = [[]];
   const offsets: number[] = [];
   let fed = 0;
@@ -99,7 +115,7 @@ export function decodeSequences(sequences: readonly SequenceInput[], dModel: num
     const rowBytes = dModel * DTYPE_BYTES[dtype];
     offsets.push(row);
     const add = (firstToken: number, rows: number, feed: boolean): void => {
-      planned[planned.length - 1]!.push({ part: { dtype, byteOffset: 0, rows, feed, seq: i, firstToken }, src: s.activations.subarray(firstToken * rowBytes, (firstToken + rows) * rowBytes) });
+      planned[planned.length - 1]!.push({ part: { dtype, byteOffset: 0, rows, feed, seq: i, firstToken }, src: s.activations, start: firstToken * rowBytes, length: rows * rowBytes });
     };
     if (fed === chunkRows) (planned.push([]), (fed = 0));
     if (s.score_from > 0) add(0, s.score_from, false);
@@ -112,20 +128,38 @@ export function decodeSequences(sequences: readonly SequenceInput[], dModel: num
     }
     row += s.num_tokens - s.score_from;
   });
-  const chunks = planned.map((list): RowInput => {
-    let size = 0;
-    const parts = list.map(({ part, src }) => {
-      const placed = { ...part, byteOffset: size };
-      size += Math.ceil(src.byteLength / PART_ALIGN) * PART_ALIGN;
-      return placed;
-    });
-    const slab = buffer(size);
-    const bytes = slab.bytes;
-    // The one copy of the wire bytes (grpc-js hands out unaligned views into its receive buffer).
-    list.forEach(({ src }, k) => new Uint8Array(bytes, parts[k]!.byteOffset, src.byteLength).set(src));
-    return { slab: slab.id, bytes, parts, numRows: parts.reduce((n, p) => n + (p.feed ? p.rows : 0), 0) };
-  });
+  const chunks: RowInput[] = [];
+  try {
+    for (const list of planned) {
+      let size = 0;
+      const parts = list.map(({ part, length }) => {
+        const placed = { ...part, byteOffset: size };
+        size += Math.ceil(length / PART_ALIGN) * PART_ALIGN;
+        return placed;
+      });
+      const slab = buffer.take(size);
+      const bytes = slab.bytes;
+      chunks.push({ slab: slab.id, bytes, parts, numRows: parts.reduce((n, p) => n + (p.feed ? p.rows : 0), 0) });
+      // The one copy of the bytes: out of grpc-js's receive buffer (unaligned views) or out of a region.
+      list.forEach(({ src, start, length }, k) => {
+        const target = new Uint8Array(bytes, parts[k]!.byteOffset, length);
+        if (src instanceof Uint8Array) copyIntoShared(target, src.subarray(start, start + length));
+        else src.copyTo(target, start);
+      });
+    }
+  } catch (err) {
+    for (const c of chunks) buffer.giveBack(c.slab);
+    throw err;
+  }
   return { chunks, totalRows, offsets };
+}
+
+/** The bytes of a source that is not in memory, read whole (only the zero-norm check needs them up front). */
+function inMemory(activations: Uint8Array | ActivationSource): Uint8Array {
+  if (activations instanceof Uint8Array) return activations;
+  const out = new Uint8Array(activations.byteLength);
+  activations.copyTo(out, 0);
+  return out;
 }
 
 /**

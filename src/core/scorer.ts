@@ -73,7 +73,7 @@ export interface Engine {
   /** A shared slab for a RowInput's bytes (the engine recycles them). */
   inputBuffer(byteLength: number): Slab;
   /** Hands back the slab of an input that will not be passed to run(). */
-  releaseInput(input: RowInput): void;
+  releaseInput(input: Pick<RowInput, 'slab'>): void;
   /** Rejects with MR_ERR_NONFINITE_INPUT (naming sequence, token and dim) when a row holds NaN/Inf. */
   run(pack: string, input: RowInput, fetchActs: boolean, signal?: AbortSignal): Promise<EngineRunResult>;
 }
@@ -119,6 +119,11 @@ export class Scorer {
     return pack;
   }
 
+  /**
+   * Scores a request. Every sequence's activations are read (validated and copied into the engine's slabs)
+   * before score() returns its promise, never after: a transport may drop its references to the request's
+   * bytes as soon as the call returns (transports/grpc/server.ts does, so they die young).
+   */
   async score(input: ScoreInput, signal?: AbortSignal): Promise<ScoreOutput> {
     const pack = this.getPack(input.pack);
     checkRunId(input.runId);
@@ -144,7 +149,7 @@ export class Scorer {
         rejectZeroNorm: pack.sae?.normalization === 'constant_norm_rescale',
       },
       this.limits.maxBatchTokens,
-      (bytes) => this.engine.inputBuffer(bytes),
+      { take: (bytes) => this.engine.inputBuffer(bytes), giveBack: (slab) => this.engine.releaseInput({ slab }) },
     );
     const { features, canaries, monitor } = pack.spec;
     const fetchActs = canaries.length > 0 || monitor.hackSignatures.length > 0;

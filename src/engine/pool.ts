@@ -164,7 +164,7 @@ export class EnginePool {
   }
 
   /** Hands back the slab of an input that will not be run (its request failed before or while queueing). */
-  releaseInput(input: RowInput): void {
+  releaseInput(input: Pick<RowInput, 'slab'>): void {
     const slab = this.lent.get(input.slab);
     if (!slab) return;
     this.lent.delete(input.slab);

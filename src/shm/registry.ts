@@ -8,12 +8,14 @@
 // and keeps the file descriptor: the client unlinks the name at once, so after a SIGKILL of either side
 // nothing stays in /dev/shm (the kernel frees the pages with the last descriptor or mapping). A descriptor
 // reaches only a region registered by the same client id, and never reads past the registered size.
-// Node has no mmap: a descriptor is read with one pread into a fresh Buffer (one copy out of tmpfs, no socket).
+// Node has no mmap: a descriptor becomes a source that decoding preads straight into the engine's input slab
+// (one copy out of tmpfs, no socket, no intermediate buffer).
 import { closeSync, constants as fsConstants, fstatSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { timingSafeEqual } from 'node:crypto';
 
 import { MechRewardError } from '../errors.js';
+import type { ActivationSource } from '../core/decode.js';
 
 /** Metadata key naming the calling client; regions are scoped to it. */
 export const CLIENT_ID_METADATA_KEY = 'x-mechreward-client-id';
@@ -145,11 +147,13 @@ export class SharedMemoryRegistry {
   }
 
   /**
-   * The bytes a descriptor names, read out of its region into a fresh Buffer. `field` names the descriptor
-   * in errors (sequences[i].shm). `budget` is what this request may still read; the caller subtracts.
+   * The bytes a descriptor names, as a source decoding copies from (checked now: region, owner, bounds,
+   * budget). `field` names the descriptor in errors (sequences[i].shm). `budget` is what this request may
+   * still read; the caller subtracts.
    */
-  read(clientId: string, ref: SharedMemoryRefInput, field: string, budget: number): Buffer {
-    const region = this.owned(clientId, ref.region, `${field}.region`);
+  source(clientId: string, ref: SharedMemoryRefInput, field: string, budget: number): ActivationSource {
+    const name = ref.region;
+    const region = this.owned(clientId, name, `${field}.region`);
     const offset = safeSize(ref.offset, `${field}.offset`);
     const size = safeSize(ref.byte_size, `${field}.byte_size`);
     if (offset > region.byteSize || size > region.byteSize - offset) {
@@ -159,26 +163,37 @@ export class SharedMemoryRegistry {
       throw new MechRewardError('MR_ERR_REQUEST_TOO_LARGE', `${field}.byte_size: ${size} bytes would take this request past max_message_bytes ${this.options.maxRequestBytes}`);
     }
     region.lastUsed = this.now();
-    const out = Buffer.allocUnsafe(size);
-    let done = 0;
-    while (done < size) {
-      const n = readSync(region.fd, out, done, size - done, offset + done);
-      if (n === 0) throw invalid(`${field}: region ${JSON.stringify(region.name)} ended after ${offset + done} bytes, before the ${offset + size} the descriptor needs: its segment was truncated`);
-      done += n;
-    }
-    return out;
+    return {
+      byteLength: size,
+      copyTo: (target, sourceOffset) => {
+        // The region must still be the one checked above: unregistered or registered again since, its fd
+        // may be closed or reused for another file.
+        if (this.regions.get(name) !== region) {
+          this.owned(clientId, name, `${field}.region`); // gone, or now another client's: NOT_FOUND / PERMISSION_DENIED
+          throw new MechRewardError('MR_ERR_SHM_NOT_FOUND', `${field}.region: region ${JSON.stringify(name)} was registered again while this request was read; send it again`);
+        }
+        if (sourceOffset < 0 || target.byteLength > size - sourceOffset) throw new MechRewardError('MR_ERR_INTERNAL', `${field}: read of ${target.byteLength} bytes at ${sourceOffset} outside the descriptor's ${size}`);
+        let done = 0;
+        while (done < target.byteLength) {
+          const at = offset + sourceOffset + done;
+          const n = readSync(region.fd, target, done, target.byteLength - done, at);
+          if (n === 0) throw invalid(`${field}: region ${JSON.stringify(region.name)} ended after ${at} bytes, before the ${offset + sourceOffset + target.byteLength} the descriptor needs: its segment was truncated`);
+          done += n;
+        }
+      },
+    };
   }
 
   /**
-   * The request's sequences with every shm descriptor replaced by the bytes it names; sequences sent as bytes
-   * pass through untouched. Only called when some sequence has a descriptor.
+   * The request's sequences with every shm descriptor replaced by a source of the bytes it names; sequences
+   * sent as bytes pass through untouched. Only called when some sequence has a descriptor.
    */
-  resolve<S extends { activations: Uint8Array; shm?: SharedMemoryRefInput | null }>(clientId: string, sequences: readonly S[]): S[] {
+  resolve<S extends { activations: Uint8Array | ActivationSource; shm?: SharedMemoryRefInput | null }>(clientId: string, sequences: readonly S[]): S[] {
     let budget = this.options.maxRequestBytes;
     return sequences.map((s, i) => {
       if (!s.shm) return s;
       if (s.activations.byteLength > 0) throw invalid(`sequences[${i}]: set activations or shm, not both`);
-      const bytes = this.read(clientId, s.shm, `sequences[${i}].shm`, budget);
+      const bytes = this.source(clientId, s.shm, `sequences[${i}].shm`, budget);
       budget -= bytes.byteLength;
       return { ...s, activations: bytes };
     });

@@ -19,9 +19,16 @@ export interface ChildServer {
   readonly logs: string[];
 }
 
-export function spawnServe(args: string[], env: Record<string, string> = {}, waitFor = 'mechreward ready'): Promise<ChildServer> {
+export interface SpawnOptions {
+  /** Flags of the node process itself (V8 options), before the script. */
+  readonly nodeFlags?: readonly string[];
+  /** Another build's bin/mechreward.js (benchmarks comparing two builds side by side). */
+  readonly bin?: string;
+}
+
+export function spawnServe(args: string[], env: Record<string, string> = {}, waitFor = 'mechreward ready', options: SpawnOptions = {}): Promise<ChildServer> {
   // Monitor state stays in memory unless a test asks for a file.
-  const child = spawn(process.execPath, [BIN, 'serve', ...args], { env: { ...process.env, MECHREWARD_RUNS_DB: '', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [...(options.nodeFlags ?? []), options.bin ?? BIN, 'serve', ...args], { env: { ...process.env, MECHREWARD_RUNS_DB: '', ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   return new Promise((resolve, reject) => {
     const lines: string[] = [];
