@@ -85,7 +85,8 @@ def test_readme_trl_snippets_define_every_name():
 
 def test_the_bundled_model_ends_a_completion_at_its_turn_end():
     """The GGUF's tokenizer says <|im_start|> ends a sequence; the model (and its chat template) end a turn with
-    <|im_end|>. TRL stops generating and masks completions at the tokenizer's eos, so load_policy sets the model's."""
+    <|im_end|>. verl pads and decodes with the tokenizer's eos alone (TRL also adds the model's), so load_policy
+    sets the model's."""
     policy, tokenizer = trl_grpo.load_policy(None)
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.eos_token_id == policy.generation_config.eos_token_id
     assert tokenizer.pad_token_id == tokenizer.eos_token_id

@@ -70,7 +70,8 @@ def load_policy(model_dir: str | None):
         policy.hf_quantizer.remove_quantization_config(policy)
     # transformers' GGUF reader gives the tokenizer <|im_start|> as its end-of-sequence token, while the model's
     # generation config (and the chat template's turn end) is <|im_end|>, as in the model's own tokenizer files.
-    # Trainers stop generation and mask completions at the tokenizer's eos, so make it the model's.
+    # TRL 1.16 stops at either (it adds the model's), but verl pads and decodes with the tokenizer's eos alone,
+    # so make the tokenizer agree with the model.
     eos = policy.generation_config.eos_token_id
     tokenizer.eos_token = tokenizer.convert_ids_to_tokens(eos[0] if isinstance(eos, list) else eos)
     tokenizer.pad_token = tokenizer.eos_token
