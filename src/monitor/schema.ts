@@ -1,5 +1,6 @@
-// The run monitor's tables. The SQLite text is the one earlier versions wrote (their files open as they are;
-// CREATE ... IF NOT EXISTS only adds the idle-order index); PostgreSQL gets the same tables in its types.
+// The run monitor's tables. The SQLite text is the one earlier versions wrote plus the idle-order index and
+// history.step: their files open as they are (CREATE ... IF NOT EXISTS adds the index, and the stores add the
+// step column to an older history table). PostgreSQL gets the same tables in its types.
 export const SQLITE_SCHEMA = `
 CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, pack TEXT NOT NULL, sequences INTEGER NOT NULL,
   flagged INTEGER NOT NULL, first_seen_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL);
