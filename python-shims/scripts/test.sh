@@ -32,21 +32,20 @@ cd "$SHIMS"
 run_pytest "$VENV/bin/python" -m pytest "$@"
 status=$?
 
-if [[ "${MECHREWARD_SKIP_VERL:-}" == "1" ]]; then
-  echo "python-shims: tests_verl/ NOT run (MECHREWARD_SKIP_VERL=1)" >&2
-else
-  bash "$SHIMS/scripts/setup.sh" verl || exit 1
-  run_pytest "$VERL_VENV/bin/python" -m pytest tests_verl
-  verl_status=$?
-  [[ $status -eq 0 ]] && status=$verl_status
-fi
+# A suite in a venv of its own (its framework pins another transformers): set up, run, fold into $status;
+# left out only when its MECHREWARD_SKIP_* variable is 1, and then said so.
+run_own_venv_suite() {  # flavour, venv, test folder, skip variable
+  local flavour=$1 venv=$2 folder=$3 skip_var=$4
+  if [[ "${!skip_var:-}" == "1" ]]; then
+    echo "python-shims: $folder/ NOT run ($skip_var=1)" >&2
+    return
+  fi
+  bash "$SHIMS/scripts/setup.sh" "$flavour" || exit 1
+  run_pytest "$venv/bin/python" -m pytest "$folder"
+  local suite_status=$?
+  [[ $status -eq 0 ]] && status=$suite_status
+}
 
-if [[ "${MECHREWARD_SKIP_SKYRL:-}" == "1" ]]; then
-  echo "python-shims: tests_skyrl/ NOT run (MECHREWARD_SKIP_SKYRL=1)" >&2
-else
-  bash "$SHIMS/scripts/setup.sh" skyrl || exit 1
-  run_pytest "$SKYRL_VENV/bin/python" -m pytest tests_skyrl
-  skyrl_status=$?
-  [[ $status -eq 0 ]] && status=$skyrl_status
-fi
+run_own_venv_suite verl "$VERL_VENV" tests_verl MECHREWARD_SKIP_VERL
+run_own_venv_suite skyrl "$SKYRL_VENV" tests_skyrl MECHREWARD_SKIP_SKYRL
 exit $status
