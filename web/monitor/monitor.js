@@ -90,7 +90,7 @@
     for (const p of history) {
       const s = steps.get(p.step);
       if (!s) {
-        steps.set(p.step, { ...p, calls: 1 });
+        steps.set(p.step, { ...p });
         continue;
       }
       const n = s.sequences + p.sequences;
@@ -102,7 +102,6 @@
       s.sequences = n;
       s.flagged += p.flagged;
       s.t_ms = Math.max(s.t_ms, p.t_ms);
-      s.calls += 1;
     }
     return [...steps.values()].sort((a, b) => a.step - b.step);
   }
