@@ -39,6 +39,8 @@ case "$ROUTE" in
     # runs there too and sends activations to the sidecar over gRPC.
     export MECHREWARD_PACK="$PACK" MECHREWARD_READER_MODEL="$WORK/model" MECHREWARD_RUN_ID="$RUN_ID"
     export MECHREWARD_TARGET="${MECHREWARD_TARGET:-127.0.0.1:50051}"
+    # cuda puts the reader on the rollout actor's GPU: leave it room below --vllm.gpu_memory_utilization (0.5 here).
+    export MECHREWARD_READER_DEVICE="${MECHREWARD_READER_DEVICE:-cpu}"
     REWARD_URL=examples/openrlhf_reward.py
     ;;
   http)

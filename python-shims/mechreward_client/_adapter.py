@@ -7,6 +7,7 @@ settings come from a mapping the framework hands over (verl's config, reward kwa
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -33,6 +34,7 @@ ENV_VARS = {
     "reader_model": "MECHREWARD_READER_MODEL",
     "reader_tokenizer": "MECHREWARD_READER_TOKENIZER",
     "reader_dtype": "MECHREWARD_READER_DTYPE",
+    "reader_device": "MECHREWARD_READER_DEVICE",
     "layer": "MECHREWARD_LAYER",
     "timeout": "MECHREWARD_TIMEOUT",
     "retries": "MECHREWARD_RETRIES",
@@ -52,6 +54,7 @@ class AdapterSettings:
     layer: int | None = None
     reader_tokenizer: str | None = None  # default: the reader_model folder
     reader_dtype: str = "float32"
+    reader_device: str = "cpu"  # where the reader runs: "cuda", "cuda:1", ... on a GPU host
     timeout: float = C.DEFAULT_TIMEOUT_S
     retries: int = C.DEFAULT_RETRIES
     on_error: OnError = "raise"
@@ -88,22 +91,43 @@ class AdapterSettings:
             raise ValueError(f"mechreward settings: on_error: expected 'raise' or 'flag', got {values['on_error']!r}")
         if values.get("timeout", 1.0) <= 0:
             raise ValueError("mechreward settings: timeout must be > 0 seconds (a reward call must never hang)")
+        if "reader_device" in values:
+            values["reader_device"] = checked_device(str(values["reader_device"]))
         return cls(**values)
 
 
-_readers: dict[tuple[str, str, str], Any] = {}
+@functools.lru_cache(maxsize=16)
+def checked_device(device: str) -> str:
+    """``device`` as torch spells it, or a ValueError naming the setting. Checked when the settings are read, not
+    when the reader first loads: a failure there would become a flagged fallback reward on every call."""
+    try:
+        import torch
+    except ImportError:  # the reader cannot load without torch either; that error names the extra to install
+        return device
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"mechreward settings: reader_device ({ENV_VARS['reader_device']}): {device!r} is not a torch "
+                         "device (cpu, cuda, cuda:1, ...)") from exc
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"mechreward settings: reader_device ({ENV_VARS['reader_device']}): {device!r}, but this torch "
+                         "sees no CUDA device (torch.cuda.is_available() is False)")
+    return str(parsed)
+
+
+_readers: dict[tuple[str, str, str, str], Any] = {}
 _readers_lock = threading.Lock()
 
 
-def shared_reader(path: str, dtype: str = "float32", tokenizer_path: str | None = None) -> Any:
-    """One frozen reader per (model folder, tokenizer folder, dtype) per process, loaded on first use."""
+def shared_reader(path: str, dtype: str = "float32", tokenizer_path: str | None = None, device: str = "cpu") -> Any:
+    """One frozen reader per (model folder, tokenizer folder, dtype, device) per process, loaded on first use."""
     from .reader import Reader  # torch and transformers only when an adapter actually runs
 
-    key = (os.path.abspath(path), os.path.abspath(tokenizer_path or path), dtype)
+    key = (os.path.abspath(path), os.path.abspath(tokenizer_path or path), dtype, device)
     with _readers_lock:
         if key not in _readers:
-            log.info("mechreward: loading reader model from %s (%s)", path, dtype)
-            _readers[key] = Reader.from_pretrained(path, tokenizer_path=tokenizer_path, dtype=dtype)
+            log.info("mechreward: loading reader model from %s (%s on %s)", path, dtype, device)
+            _readers[key] = Reader.from_pretrained(path, tokenizer_path=tokenizer_path, dtype=dtype, device=device)
         return _readers[key]
 
 
@@ -123,7 +147,8 @@ class PackScorer:
     @property
     def reader(self) -> Any:
         if self._reader is None:
-            self._reader = shared_reader(self.settings.reader_model, self.settings.reader_dtype, self.settings.reader_tokenizer)
+            s = self.settings
+            self._reader = shared_reader(s.reader_model, s.reader_dtype, s.reader_tokenizer, s.reader_device)
         return self._reader
 
     def layer(self) -> int:

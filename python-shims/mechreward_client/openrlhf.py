@@ -7,7 +7,8 @@ one sample per call (``asyncio.to_thread``). The file needs one line (examples/o
 
 Settings come from ``MECHREWARD_*`` variables, which reach the rollout actors: ``MECHREWARD_PACK``,
 ``MECHREWARD_READER_MODEL`` (a local folder holding the base model and tokenizer: the frozen reader;
-``MECHREWARD_READER_TOKENIZER`` if the tokenizer lives elsewhere),
+``MECHREWARD_READER_TOKENIZER`` if the tokenizer lives elsewhere; ``MECHREWARD_READER_DEVICE``, default cpu, e.g.
+cuda on the rollout actors' GPU),
 ``MECHREWARD_TARGET``, ``MECHREWARD_LAYER``, ``MECHREWARD_TIMEOUT``, ``MECHREWARD_RETRIES``,
 ``MECHREWARD_ON_ERROR``, ``MECHREWARD_FALLBACK_REWARD``, ``MECHREWARD_RUN_ID`` (the run on the sidecar's monitor
 page; each sample goes with its response text and token strings). ``make_reward_func(...)`` builds one in code.

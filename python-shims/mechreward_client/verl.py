@@ -16,7 +16,7 @@ module in every verl process (driver and each RewardLoopWorker), which registers
 
 Settings (manager: ``+reward.mechreward.<key>=...``; compute_score: ``reward.custom_reward_function.reward_kwargs``;
 both fall back to ``MECHREWARD_*`` variables): ``pack``, ``reader_model`` (default: the actor's
-``actor_rollout_ref.model.path``), ``reader_tokenizer`` (default: the model folder), ``target``, ``layer``, ``timeout``, ``retries``, ``on_error``
+``actor_rollout_ref.model.path``), ``reader_tokenizer`` (default: the model folder), ``reader_device`` (default cpu), ``target``, ``layer``, ``timeout``, ``retries``, ``on_error``
 (``raise``, default: the failure reaches verl; ``flag``: the score is ``fallback_reward`` and
 ``mechreward_unscored`` is 1), ``fallback_reward``, ``run_id``. With ``run_id`` the manager also sends the trainer's
 global step (``trainer_step``), so the sidecar's monitor page plots the run by step. Tested with verl 0.9.1

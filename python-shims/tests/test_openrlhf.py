@@ -211,10 +211,35 @@ def test_settings_are_checked_naming_the_field(fixture):
         ({"pack": "p", "reader_model": "m", "layer": "x"}, {}, "layer: 'x' is not an integer"),
         ({"pack": "p", "reader_model": "m", "on_error": "ignore"}, {}, "on_error: expected 'raise' or 'flag'"),
         ({"pack": "p", "reader_model": "m", "packs": "q"}, {}, "unknown key(s) ['packs']"),
+        ({"pack": "p", "reader_model": "m"}, {"MECHREWARD_READER_DEVICE": "gpu0"},
+         "reader_device (MECHREWARD_READER_DEVICE): 'gpu0' is not a torch device"),
+        ({"pack": "p", "reader_model": "m", "reader_device": "cuda:1"}, {},
+         "reader_device (MECHREWARD_READER_DEVICE): 'cuda:1', but this torch sees no CUDA device"),
     ]:
         with pytest.raises(ValueError) as err:
             AdapterSettings.resolve(given, env=env_)
         assert message in str(err.value)
+
+
+def test_the_reader_device_setting_reaches_the_reader(fixture):
+    """MECHREWARD_READER_DEVICE (or reader_device) is where the frozen reader loads; the default is the CPU.
+    This machine has no GPU, so the device given is torch's "meta" (weights without data): the model's
+    parameters say where it went, and it gets a reader of its own (one per device) while the default stays on
+    the CPU."""
+    import torch
+
+    from mechreward_client._adapter import AdapterSettings, PackScorer
+
+    base = {"MECHREWARD_PACK": "p", "MECHREWARD_READER_MODEL": fixture.model_dir,
+            "MECHREWARD_READER_TOKENIZER": fixture.tokenizer_dir}
+    default = AdapterSettings.resolve(None, env=base)
+    placed = AdapterSettings.resolve(None, env={**base, "MECHREWARD_READER_DEVICE": "meta"})
+    assert (default.reader_device, placed.reader_device) == ("cpu", "meta")
+    reader = PackScorer(placed).reader
+    assert next(reader.model.parameters()).device == torch.device("meta")
+    assert next(PackScorer(default).reader.model.parameters()).device == torch.device("cpu")
+    assert PackScorer(default).reader is not reader, "one reader per device"
+    assert PackScorer(placed).reader is reader, "loaded once per process and device"
 
 
 def test_reader_service_rejects_bad_requests_naming_the_field(reader):
