@@ -71,10 +71,10 @@ async function nodeLoad(target: string, c: TransportCase, env: TransportEnv, ext
   return out;
 }
 
-async function pythonLoad(target: string, c: TransportCase, env: TransportEnv, transport: 'bytes' | 'shm' | 'echo' = 'bytes', extraEnv: Record<string, string> = {}): Promise<PathResult> {
+async function pythonLoad(target: string, c: TransportCase, env: TransportEnv, transport: 'bytes' | 'shm' | 'echo' = 'bytes'): Promise<PathResult> {
   if ('missing' in env.python) return env.python.missing;
   const args = [path.join(ROOT, 'bench/py_load.py'), '--transport', transport, '--target', target, '--pack', c.pack, '--d-model', String(c.dModel), '--tokens', String(TOKENS), '--dtype', c.dtype, '--seconds', String(env.seconds), '--concurrency', ...TRANSPORT_CONCURRENCY.map(String)];
-  const { stdout } = await execFileAsync(env.python.path, args, { maxBuffer: 1 << 20, timeout: 5 * 60_000, env: { ...process.env, ...extraEnv } });
+  const { stdout } = await execFileAsync(env.python.path, args, { maxBuffer: 1 << 20, timeout: 5 * 60_000 });
   const out = new Map<number, number>();
   for (const line of stdout.trim().split('\n')) {
     const r = JSON.parse(line) as { concurrency: number; tokens_per_s: number; errors: string[] };
@@ -97,13 +97,6 @@ async function nodeShm(target: string, c: TransportCase, env: TransportEnv): Pro
   }
   return out;
 }
-
-/**
- * glibc malloc settings for the Python client: requests up to 32 MiB (glibc's ceiling for the mmap threshold)
- * come from the heap, and up to 256 MiB of freed heap is kept, so a request's message bytes and grpcio's copy
- * of them reuse pages instead of faulting in freshly zeroed ones (about 2,500 page faults per 5 MB request).
- */
-export const PYTHON_MALLOC_TUNABLES = 'glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456';
 
 /** Wire bytes of one [TOKENS, d_model] sequence, in an unaligned Buffer as grpc-js hands them to the server. */
 function wireBytes(c: TransportCase, seed: number): Buffer {
@@ -157,9 +150,6 @@ export const TRANSPORT_PATHS: readonly TransportPath[] = [
   { name: 'sidecar shared memory (Unix socket), Python client', measure: (env, c) => pythonLoad(`unix:${env.socket}`, c, env, 'shm') },
   // grpcio's floor for the Python rows: the client's own request bytes, encoded before timing, to the bare echo.
   { name: 'bare grpcio echo (TCP, Python, no decoding)', measure: (env, c) => pythonLoad(`127.0.0.1:${env.echo.port}`, c, env, 'echo') },
-  // The Python TCP row with glibc's malloc told to keep freed memory (docs/benchmarks.md, "Python client"):
-  // a user-side setting, shown beside the default row, which stays the one the targets use.
-  { name: 'sidecar gRPC TCP, Python client, GLIBC_TUNABLES malloc', measure: (env, c) => pythonLoad(`127.0.0.1:${env.server.grpcPort}`, c, env, 'bytes', { GLIBC_TUNABLES: PYTHON_MALLOC_TUNABLES }) },
 ];
 
 /** Names of the paths the targets compare (kept next to the list they name). */
@@ -170,7 +160,6 @@ const CEILING = TRANSPORT_PATHS[5]!.name;
 const SHM_NODE = TRANSPORT_PATHS[6]!.name;
 const SHM_PYTHON = TRANSPORT_PATHS[7]!.name;
 const PYTHON_ECHO = TRANSPORT_PATHS[8]!.name;
-const PYTHON_TCP_TUNED = TRANSPORT_PATHS[9]!.name;
 
 /** A direction pack (weight [d_model], bias [1], float32 safetensors); returns its weights. */
 export function writeDirectionPack(root: string, name: string, dModel: number): { weight: Float32Array; bias: number } {
@@ -283,16 +272,15 @@ export function transportReport(rows: readonly TransportRow[]): string[] {
   }
   lines.push('');
   // The last two columns are the wire floor of the Python/Node ratios: grpcio vs grpc-js on the same bytes.
-  lines.push('| d_model | dtype | TCP Node c=8 / bare echo c=8 (target ≥ 0.8) | Python / Node TCP c=1 (target ≥ 0.8) | Python / Node TCP c=8 (target ≥ 0.8) | grpcio echo / grpc-js echo c=1 | c=8 | Python with malloc tunables / Node TCP c=1 | c=8 |');
-  lines.push('|---|---|---|---|---|---|---|---|---|');
+  lines.push('| d_model | dtype | TCP Node c=8 / bare echo c=8 (target ≥ 0.8) | Python / Node TCP c=1 (target ≥ 0.8) | Python / Node TCP c=8 (target ≥ 0.8) | grpcio echo / grpc-js echo c=1 | c=8 |');
+  lines.push('|---|---|---|---|---|---|---|');
   for (const key of new Set(rows.map((r) => `${r.dModel}/${r.dtype}`))) {
     const [d, dtype] = key.split('/') as [string, string];
     const node = find(Number(d), dtype, NODE_TCP);
     const py = find(Number(d), dtype, PYTHON_TCP);
     const echo = find(Number(d), dtype, ECHO);
     const pyEcho = find(Number(d), dtype, PYTHON_ECHO);
-    const tuned = find(Number(d), dtype, PYTHON_TCP_TUNED);
-    lines.push(`| ${d} | ${dtype} | ${ratio(get(node, 8), get(echo, 8))} | ${ratio(get(py, 1), get(node, 1))} | ${ratio(get(py, 8), get(node, 8))} | ${ratio(get(pyEcho, 1), get(echo, 1))} | ${ratio(get(pyEcho, 8), get(echo, 8))} | ${ratio(get(tuned, 1), get(node, 1))} | ${ratio(get(tuned, 8), get(node, 8))} |`);
+    lines.push(`| ${d} | ${dtype} | ${ratio(get(node, 8), get(echo, 8))} | ${ratio(get(py, 1), get(node, 1))} | ${ratio(get(py, 8), get(node, 8))} | ${ratio(get(pyEcho, 1), get(echo, 1))} | ${ratio(get(pyEcho, 8), get(echo, 8))} |`);
   }
   lines.push('');
   // Issue 13's shared-memory targets: >= 200k tokens/s at d_model 2560 bf16, and >= 0.5x the in-process ceiling.
