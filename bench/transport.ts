@@ -71,7 +71,7 @@ async function nodeLoad(target: string, c: TransportCase, env: TransportEnv, ext
   return out;
 }
 
-async function pythonLoad(target: string, c: TransportCase, env: TransportEnv, transport: 'bytes' | 'shm' = 'bytes'): Promise<PathResult> {
+async function pythonLoad(target: string, c: TransportCase, env: TransportEnv, transport: 'bytes' | 'shm' | 'echo' = 'bytes'): Promise<PathResult> {
   if ('missing' in env.python) return env.python.missing;
   const args = [path.join(ROOT, 'bench/py_load.py'), '--transport', transport, '--target', target, '--pack', c.pack, '--d-model', String(c.dModel), '--tokens', String(TOKENS), '--dtype', c.dtype, '--seconds', String(env.seconds), '--concurrency', ...TRANSPORT_CONCURRENCY.map(String)];
   const { stdout } = await execFileAsync(env.python.path, args, { maxBuffer: 1 << 20, timeout: 5 * 60_000 });
@@ -148,6 +148,8 @@ export const TRANSPORT_PATHS: readonly TransportPath[] = [
   // Co-located: the activations go through a registered /dev/shm segment, only a descriptor on the wire.
   { name: 'sidecar shared memory (Unix socket), Node client', measure: (env, c) => nodeShm(`unix:${env.socket}`, c, env) },
   { name: 'sidecar shared memory (Unix socket), Python client', measure: (env, c) => pythonLoad(`unix:${env.socket}`, c, env, 'shm') },
+  // grpcio's floor for the Python rows: the client's own request bytes, encoded before timing, to the bare echo.
+  { name: 'bare grpcio echo (TCP, Python, no decoding)', measure: (env, c) => pythonLoad(`127.0.0.1:${env.echo.port}`, c, env, 'echo') },
 ];
 
 /** Names of the paths the targets compare (kept next to the list they name). */
@@ -157,6 +159,7 @@ const PYTHON_TCP = TRANSPORT_PATHS[3]!.name;
 const CEILING = TRANSPORT_PATHS[5]!.name;
 const SHM_NODE = TRANSPORT_PATHS[6]!.name;
 const SHM_PYTHON = TRANSPORT_PATHS[7]!.name;
+const PYTHON_ECHO = TRANSPORT_PATHS[8]!.name;
 
 /** A direction pack (weight [d_model], bias [1], float32 safetensors); returns its weights. */
 export function writeDirectionPack(root: string, name: string, dModel: number): { weight: Float32Array; bias: number } {
@@ -268,13 +271,16 @@ export function transportReport(rows: readonly TransportRow[]): string[] {
     lines.push(`| ${r.dModel} | ${r.dtype} | ${r.path} | ${fmt(get(r, 1)!)} | ${fmt(get(r, 8)!)} | ${ratio(get(r, 1), get(echo, 1))} | ${ratio(get(r, 8), get(echo, 8))} | ${ratio(get(r, 8), get(ceiling, 8))} |`);
   }
   lines.push('');
-  lines.push('| d_model | dtype | TCP Node c=8 / bare echo c=8 (target ≥ 0.8) | Python / Node TCP c=1 (target ≥ 0.8) | Python / Node TCP c=8 (target ≥ 0.8) |');
-  lines.push('|---|---|---|---|---|');
+  // The last two columns are the wire floor of the Python/Node ratios: grpcio vs grpc-js on the same bytes.
+  lines.push('| d_model | dtype | TCP Node c=8 / bare echo c=8 (target ≥ 0.8) | Python / Node TCP c=1 (target ≥ 0.8) | Python / Node TCP c=8 (target ≥ 0.8) | grpcio echo / grpc-js echo c=1 | c=8 |');
+  lines.push('|---|---|---|---|---|---|---|');
   for (const key of new Set(rows.map((r) => `${r.dModel}/${r.dtype}`))) {
     const [d, dtype] = key.split('/') as [string, string];
     const node = find(Number(d), dtype, NODE_TCP);
     const py = find(Number(d), dtype, PYTHON_TCP);
-    lines.push(`| ${d} | ${dtype} | ${ratio(get(node, 8), get(find(Number(d), dtype, ECHO), 8))} | ${ratio(get(py, 1), get(node, 1))} | ${ratio(get(py, 8), get(node, 8))} |`);
+    const echo = find(Number(d), dtype, ECHO);
+    const pyEcho = find(Number(d), dtype, PYTHON_ECHO);
+    lines.push(`| ${d} | ${dtype} | ${ratio(get(node, 8), get(echo, 8))} | ${ratio(get(py, 1), get(node, 1))} | ${ratio(get(py, 8), get(node, 8))} | ${ratio(get(pyEcho, 1), get(echo, 1))} | ${ratio(get(pyEcho, 8), get(echo, 8))} |`);
   }
   lines.push('');
   // Issue 13's shared-memory targets: >= 200k tokens/s at d_model 2560 bf16, and >= 0.5x the in-process ceiling.
