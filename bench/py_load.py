@@ -52,12 +52,23 @@ def run(call, items, concurrency, seconds):
     return sum(done), time.perf_counter() - start, errors
 
 
-def main():
-    p = argparse.ArgumentParser()
+def add_request_args(p):
+    """The sidecar, the pack and the request shape: the arguments every Python bench script takes."""
     p.add_argument("--target", required=True)
     p.add_argument("--pack", required=True)
     p.add_argument("--d-model", type=int, required=True)
     p.add_argument("--tokens", type=int, default=512)
+
+
+def bench_sequences(tokens, d_model, dtype):
+    """The four seeded random activations each request cycles through (also bench/py_stages.py's)."""
+    torch.manual_seed(0)
+    return [(torch.rand(tokens, d_model) * 4 - 2).to(dtype) for _ in range(4)]
+
+
+def main():
+    p = argparse.ArgumentParser()
+    add_request_args(p)
     p.add_argument("--dtype", choices=["bf16", "f32"], default="bf16")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1])
     p.add_argument("--seconds", type=float, default=5)
@@ -65,9 +76,7 @@ def main():
     # echo: the same request bytes, pre-encoded, to the bare echo server (see above).
     p.add_argument("--transport", choices=["bytes", "shm", "echo"], default="bytes")
     a = p.parse_args()
-    torch.manual_seed(0)
-    dtype = torch.bfloat16 if a.dtype == "bf16" else torch.float32
-    sequences = [(torch.rand(a.tokens, a.d_model) * 4 - 2).to(dtype) for _ in range(4)]
+    sequences = bench_sequences(a.tokens, a.d_model, torch.bfloat16 if a.dtype == "bf16" else torch.float32)
     if a.transport == "echo":
         echo_rows(a, sequences)
         return

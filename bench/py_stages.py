@@ -14,6 +14,7 @@ import torch
 
 from mechreward_client import RewardClient
 from mechreward_client._wire import decode_score_response, prepare_batch
+from py_load import add_request_args, bench_sequences  # bench/ is sys.path[0] when run as a script
 
 
 def cpu_seconds():
@@ -23,16 +24,12 @@ def cpu_seconds():
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--target", required=True)
-    p.add_argument("--pack", required=True)
-    p.add_argument("--d-model", type=int, required=True)
-    p.add_argument("--tokens", type=int, default=512)
+    add_request_args(p)
     p.add_argument("--requests", type=int, default=100)
     a = p.parse_args()
-    torch.manual_seed(0)
     client = RewardClient(a.target, timeout=60, retries=0, shared_memory=False)
     for name, dtype in (("bf16", torch.bfloat16), ("f32", torch.float32)):
-        sequences = [(torch.rand(a.tokens, a.d_model) * 4 - 2).to(dtype) for _ in range(4)]
+        sequences = bench_sequences(a.tokens, a.d_model, dtype)
         client.score(a.pack, [sequences[0]])  # untimed: connect
         stub = client._service()
         ns = {"prepare": 0, "encode": 0, "call": 0, "decode": 0}
